@@ -1,0 +1,58 @@
+# medtfx: `make run` runs the pipeline locally, `make test` runs the test suite.
+# Both build .venv from requirements.lock first, and only when it is missing or stale.
+
+PYTHON ?= python3.11
+VENV   := .venv
+UV_VERSION := 0.13.9
+UV     := $(VENV)/uv/bin/uv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+ARGS   ?=
+
+# Pins that tfx 1.21.0's own metadata does not allow: the 1.21 wheels of ml-metadata and
+# tensorflow-data-validation are not published for cp311, and tensorflow-hub 0.15 (the
+# version tfx pins) does not import on TF 2.21. The rest bound what those pins can run with.
+OVERRIDES := ml-metadata==1.17.1 tensorflow-data-validation==1.16.1 tensorflow-hub==0.16.1 \
+             tfx-bsl==1.21.0 tensorflow==2.21.0 tensorflow-metadata==1.21.0 \
+             'pyarrow>=15,<19' 'protobuf>=6,<7' 'pandas>=2.0,<3'
+
+.PHONY: run test test-fast venv lock clean-venv
+
+run: $(STAMP)
+	$(VENV)/bin/medtfx run $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest tests $(ARGS)
+
+# The fast tests alone: everything but the end-to-end pipeline runs.
+test-fast: $(STAMP)
+	$(PY) -m pytest tests -m "not slow" $(ARGS)
+
+venv: $(STAMP)
+
+$(STAMP): requirements.lock setup.py
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; medtfx needs Python 3.11" >&2; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@test -x $(UV) || $(PY) -m pip install --quiet --target $(VENV)/uv uv==$(UV_VERSION)
+	$(UV) pip sync --quiet --python $(PY) --require-hashes requirements.lock
+	$(UV) pip install --quiet --python $(PY) --no-deps --no-build-isolation -e .
+	$(PY) -m pipeline.compat
+	@touch $@
+
+# Regenerate requirements.lock from setup.py and the overrides above (needs the registry).
+lock:
+	@test -x $(UV) || { $(PYTHON) -m venv $(VENV) && $(PY) -m pip install --quiet --target $(VENV)/uv uv==$(UV_VERSION); }
+	printf '%s\n' $(OVERRIDES) > $(VENV)/overrides.txt
+	printf 'pip\n' > $(VENV)/extra.in
+	$(UV) pip compile setup.py $(VENV)/extra.in --extra test --override $(VENV)/overrides.txt \
+	  --python-version 3.11 --python-platform x86_64-manylinux_2_28 --generate-hashes \
+	  --no-header --annotation-style line -o $(VENV)/compiled.lock
+	{ echo '# Exact environment of medtfx (Python 3.11, linux x86_64). Regenerate with `make lock`;'; \
+	  echo '# `make venv` installs exactly this set with uv pip sync --require-hashes.'; \
+	  sed -e '/^ml-metadata==/i # OVERRIDE: tfx 1.21.0 requires ml-metadata>=1.21, never published for cp311; 1.17.1 runs the pipeline (tests/test_data_validation.py).' \
+	      -e '/^tensorflow-data-validation==/i # OVERRIDE: tfx 1.21.0 requires TFDV>=1.21, never published for cp311; 1.16.1 runs StatisticsGen, SchemaGen and ExampleValidator (tests/test_data_validation.py).' \
+	      -e '/^tensorflow-hub==/i # OVERRIDE: tfx 1.21.0 pins tensorflow-hub<0.16, but 0.15 does not import on TF 2.21 (tf.compat.v1.estimator is gone).' \
+	      $(VENV)/compiled.lock; } > requirements.lock
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,25 @@
+"""Packaging for medtfx: Beam workers (--setup_file) and the Kubeflow image install it."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="medtfx",
+    version="0.1.0",
+    description="A production TFX pipeline for medical image classification.",
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["pipeline", "pipeline.*", "components", "components.*",
+                                    "modules", "modules.*"]),
+    package_data={"pipeline": ["configs/*.yaml"]},
+    install_requires=[
+        "tfx[kfp]==1.21.0",
+        "tensorflow==2.21.0",
+        "tf-keras==2.21.0",
+        "tensorflow-hub==0.16.1",
+        "tensorboard",
+        "dill",
+        "pillow",
+        "pyyaml",
+    ],
+    extras_require={"test": ["pytest", "pytest-timeout"]},
+    entry_points={"console_scripts": ["medtfx=pipeline.cli:main"]},
+)
