@@ -1,0 +1,397 @@
+"""A synthetic melanoma dataset in the layout of the public SIIM-ISIC TFRecords.
+
+Each lesion has four latent attributes (border irregularity, colour variegation, asymmetry,
+diameter), each drawn N(c * s * signal, 1) for clean label c, where s is the strength of the
+signal on the lesion's anatomic site. The renderer maps every attribute monotonically onto
+the picture, so the sum of the four is what an ideal reader of the image can know: it is
+distributed N(c * 2 * s * signal, 1) after scaling, and the best AUC from the image within a
+site is Phi(2 * s * signal / sqrt(2)). Malignancy is likelier with age (the metadata signal).
+Each stored label is, with probability `label_noise`, replaced by an independent draw at the
+malignant share; that keeps the ideal ranking and shrinks every AUC towards 0.5 by the factor
+(1 - label_noise). `best_auc` turns this into numbers; the README quotes them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import math
+import multiprocessing
+import os
+import shutil
+import tempfile
+
+import numpy as np
+from PIL import Image
+
+from modules import features as F
+from pipeline.errors import MedtfxError
+from pipeline.shards import shard_filename
+
+SITE_SHARES = (0.51, 0.25, 0.15, 0.056, 0.011, 0.004)  # torso ... oral/genital; rest missing
+AGES = np.arange(0, 95, 5)
+AGE_LOGIT_SLOPE = 0.04  # per year: malignancy odds rise ~1.5x per decade
+MANIFEST = "synth-manifest.json"
+RENDER_SECONDS_PER_PIXEL = 4e-7  # measured: 1.5 ms for a 64 px lesion on one core
+
+
+@dataclasses.dataclass(frozen=True)
+class SynthSpec:
+    images: int = 4000
+    size: int = 64
+    seed: int = 0
+    test_images: int | None = None  # default: a quarter of `images`
+    train_shards: int = 15
+    test_shards: int = 4
+    malignant_share: float = 0.1
+    label_noise: float = 0.05
+    signal: float = 1.5
+    site_signal: tuple[tuple[str, float], ...] = (("lower extremity", 0.7),)
+    grayscale_share: float = 0.0
+    release: str = "2020"  # "2020": carries diagnosis; "70k": carries source, no diagnosis
+
+    def __post_init__(self) -> None:
+        if self.images < 2 * self.train_shards:
+            raise ValueError(f"--images must be at least {2 * self.train_shards} "
+                             f"(two per train shard), got {self.images}")
+        if self.size < 16:
+            raise ValueError(f"--size must be at least 16 px, got {self.size}")
+        if not 0 < self.malignant_share < 1 or not 0 <= self.label_noise < 1:
+            raise ValueError("malignant share must be in (0, 1) and label noise in [0, 1)")
+        if self.release not in ("2020", "70k"):
+            raise ValueError(f"release must be 2020 or 70k, got {self.release!r}")
+        for site, strength in self.site_signal:
+            F.code_of(F.SITE_KEY, site)
+            if strength < 0:
+                raise ValueError(f"site signal for {site} must be >= 0, got {strength}")
+
+    @property
+    def n_test(self) -> int:
+        return self.images // 4 if self.test_images is None else self.test_images
+
+    def site_strength(self, site_code: int) -> float:
+        strengths = {F.code_of(F.SITE_KEY, name): s for name, s in self.site_signal}
+        return strengths.get(site_code, 1.0)
+
+
+@dataclasses.dataclass
+class Lesion:
+    name: str
+    patient: int
+    sex: int
+    age: int
+    site: int
+    clean: int
+    target: int
+    diagnosis: int
+    source: int
+    attributes: tuple[float, float, float, float]
+    seed: int
+    grayscale: bool
+
+
+def _site_probs() -> np.ndarray:
+    shares = np.array(SITE_SHARES + (1 - sum(SITE_SHARES),))
+    return shares / shares.sum()  # last entry: missing (-1)
+
+
+def _age_probs() -> np.ndarray:
+    weights = np.exp(-0.5 * ((AGES - 50) / 15.0) ** 2)
+    return weights / weights.sum()
+
+
+def _age_intercept(share: float) -> float:
+    """The logit intercept that makes the mean malignant probability equal `share`."""
+    lo, hi = -20.0, 20.0
+    probs = _age_probs()
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        mean = float(np.sum(probs / (1 + np.exp(-(mid + AGE_LOGIT_SLOPE * (AGES - 50))))))
+        lo, hi = (mid, hi) if mean < share else (lo, mid)
+    return (lo + hi) / 2
+
+
+def _malignant_prob(age: int, intercept: float) -> float:
+    # Missing age: the population's mean risk; the model cannot know more.
+    effective_age = 50 if age == F.MISSING else age
+    return 1 / (1 + math.exp(-(intercept + AGE_LOGIT_SLOPE * (effective_age - 50))))
+
+
+def _draw_patients(spec: SynthSpec, n_images: int, rng: np.random.Generator,
+                   first_patient: int, first_image: int) -> list[list[Lesion]]:
+    mean_images = float(np.clip(n_images / 2000, 1.5, 16))
+    intercept = _age_intercept(spec.malignant_share)
+    site_codes = list(range(len(F.SITES))) + [F.MISSING]
+    patients: list[list[Lesion]] = []
+    made = 0
+    while made < n_images:
+        count = min(int(rng.geometric(1 / mean_images)), n_images - made)
+        sex = F.MISSING if rng.random() < 0.002 else int(rng.integers(2))
+        age = F.MISSING if rng.random() < 0.002 else int(rng.choice(AGES, p=_age_probs()))
+        pid = first_patient + len(patients)
+        lesions = []
+        for _ in range(count):
+            site = int(rng.choice(site_codes, p=_site_probs()))
+            clean = int(rng.random() < _malignant_prob(age, intercept))
+            noisy = (int(rng.random() < spec.malignant_share) if rng.random() < spec.label_noise
+                     else clean)
+            shift = clean * spec.signal * spec.site_strength(site)
+            attributes = tuple(float(a) for a in rng.normal(shift, 1.0, 4))
+            index = first_image + made
+            lesions.append(Lesion(
+                name=f"ISIC_{index:07d}", patient=pid, sex=sex, age=age, site=site,
+                clean=clean, target=noisy, diagnosis=_diagnosis(noisy, rng),
+                source=int(rng.choice(3, p=(0.5, 0.3, 0.2))), attributes=attributes,
+                seed=int(rng.integers(2**31)), grayscale=bool(rng.random() < spec.grayscale_share)))
+            made += 1
+        patients.append(lesions)
+    return patients
+
+
+def _diagnosis(target: int, rng: np.random.Generator) -> int:
+    if target:
+        return F.code_of(F.DIAGNOSIS_KEY, "melanoma")
+    benign = [c for c, name in enumerate(F.DIAGNOSES) if name != "melanoma"]
+    weights = np.array([80, 15, 1.5, 1, 1, 0.5, 0.5, 0.5])
+    return int(rng.choice(benign, p=weights / weights.sum()))
+
+
+def stratify(patients: list[list[Lesion]], n_shards: int,
+             rng: np.random.Generator) -> list[list[list[Lesion]]]:
+    """Triple stratification: whole patients per shard, balanced malignant counts, and the
+    same number of patients with 1, 2, ... N images in every shard (to within one)."""
+    shards: list[list[list[Lesion]]] = [[] for _ in range(n_shards)]
+    malignant = np.zeros(n_shards)
+    images = np.zeros(n_shards)
+    by_count: dict[int, list[list[Lesion]]] = {}
+    for patient in patients:
+        by_count.setdefault(len(patient), []).append(patient)
+    for count in sorted(by_count, reverse=True):
+        group = by_count[count]
+        rng.shuffle(group)
+        group.sort(key=lambda p: -sum(lesion.target for lesion in p))
+        for start in range(0, len(group), n_shards):
+            block = group[start:start + n_shards]
+            # The heaviest patient of the block goes to the shard with the fewest malignant
+            # images so far; each shard takes at most one patient per block.
+            order = sorted(range(n_shards), key=lambda s: (malignant[s], images[s], rng.random()))
+            for patient, shard in zip(block, order):
+                shards[shard].append(patient)
+                malignant[shard] += sum(lesion.target for lesion in patient)
+                images[shard] += len(patient)
+    return shards
+
+
+def _deal(patients: list[list[Lesion]], n_shards: int) -> list[list[list[Lesion]]]:
+    shards: list[list[list[Lesion]]] = [[] for _ in range(n_shards)]
+    for i, patient in enumerate(patients):
+        shards[i % n_shards].append(patient)
+    return shards
+
+
+def render_lesion(attributes: tuple[float, float, float, float], seed: int, size: int,
+                  grayscale: bool = False) -> bytes:
+    """A dermoscopy-like JPEG whose look rises monotonically with each attribute."""
+    rng = np.random.default_rng(seed)
+    irregular, variegated, asymmetric, diameter = (1 / (1 + np.exp(-0.9 * a)) for a in attributes)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+    cx, cy = size / 2 + rng.normal(0, size * 0.04, 2)
+    dx, dy = xx - cx, yy - cy
+    r = np.hypot(dx, dy)
+    theta = np.arctan2(dy, dx)
+
+    harmonics = np.arange(2, 10)
+    amps = rng.normal(0, 1, len(harmonics)) / np.sqrt(harmonics)
+    phases = rng.uniform(0, 2 * np.pi, len(harmonics))
+    wobble = np.tensordot(amps, np.cos(harmonics[:, None, None] * theta + phases[:, None, None]),
+                          axes=1)
+    bulge_at, stretch_at = rng.uniform(0, 2 * np.pi, 2)
+    border = (1 + 0.35 * irregular ** 2 * wobble
+              + 0.45 * asymmetric * np.maximum(np.cos(theta - bulge_at), 0) ** 2
+              + 0.05 * rng.normal() * np.cos(2 * (theta - stretch_at)))
+    edge = size * (0.12 + 0.18 * diameter) * border
+    softness = size * rng.uniform(0.004, 0.015)
+    mask = 1 / (1 + np.exp(-(edge - r) / softness))
+
+    skin = np.array([0.86, 0.68, 0.58]) * rng.uniform(0.75, 1.05) + rng.normal(0, 0.02, 3)
+    base = np.array([0.47, 0.31, 0.21]) * rng.uniform(0.6, 1.1)
+    centre_dark = 1 - 0.25 * rng.uniform() * np.exp(-(r / (edge + 1e-6)) ** 2 * 2)
+    lesion = base[None, None, :] * centre_dark[..., None]
+    blotch_colours = np.array([[0.12, 0.08, 0.07], [0.36, 0.42, 0.52], [0.62, 0.26, 0.22]])
+    for colour in blotch_colours:
+        field = _smooth_field(rng, size)
+        weight = (0.85 * variegated * field ** 2)[..., None]
+        lesion = lesion * (1 - weight) + colour * weight
+
+    light = 1 + 0.08 * ((xx - size / 2) * rng.normal() + (yy - size / 2) * rng.normal()) / size
+    picture = (skin * (1 - mask[..., None]) + lesion * mask[..., None]) * light[..., None]
+    picture += rng.normal(0, 0.015, picture.shape)
+    pixels = (np.clip(picture, 0, 1) * 255).astype(np.uint8)
+    image = Image.fromarray(pixels, "RGB")
+    if grayscale:
+        image = image.convert("L")
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=int(rng.integers(85, 96)))
+    return out.getvalue()
+
+
+def _smooth_field(rng: np.random.Generator, size: int) -> np.ndarray:
+    coarse = Image.fromarray(rng.uniform(0, 1, (5, 5)).astype(np.float32), "F")
+    return np.asarray(coarse.resize((size, size), Image.BICUBIC)).clip(0, 1)
+
+
+def _example(lesion: Lesion, spec: SynthSpec, labelled: bool) -> bytes:
+    import tensorflow as tf
+
+    def ints(v: int) -> tf.train.Feature:
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[v]))
+
+    def raw(v: bytes) -> tf.train.Feature:
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
+
+    feats = {
+        F.IMAGE_KEY: raw(render_lesion(lesion.attributes, lesion.seed, spec.size,
+                                       lesion.grayscale)),
+        F.IMAGE_NAME_KEY: raw(lesion.name.encode()),
+        F.PATIENT_KEY: ints(lesion.patient),
+        F.SEX_KEY: ints(lesion.sex),
+        F.AGE_KEY: ints(lesion.age),
+        F.SITE_KEY: ints(lesion.site),
+    }
+    if spec.release == "70k":
+        feats[F.SOURCE_KEY] = ints(lesion.source)
+    if labelled:
+        feats[F.LABEL_KEY] = ints(lesion.target)
+        if spec.release == "2020":
+            feats[F.DIAGNOSIS_KEY] = ints(lesion.diagnosis)
+    return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
+
+
+def _write_shard(job: tuple[str, list[Lesion], SynthSpec, bool]) -> None:
+    import tensorflow as tf
+
+    path, lesions, spec, labelled = job
+    with tf.io.TFRecordWriter(path) as writer:
+        for lesion in lesions:
+            writer.write(_example(lesion, spec, labelled))
+
+
+def _flatten(shard: list[list[Lesion]]) -> list[Lesion]:
+    return [lesion for patient in shard for lesion in patient]
+
+
+def generate(out_dir: str, spec: SynthSpec, workers: int | None = None) -> dict:
+    """Writes the dataset to `out_dir` (which must not already hold shards) and returns
+    its manifest. Files appear only when all are written."""
+    if os.path.isdir(out_dir) and any(n.endswith(".tfrec") for n in os.listdir(out_dir)):
+        raise MedtfxError(f"{out_dir}: already holds .tfrec shards; not overwriting them")
+    rng = np.random.default_rng(spec.seed)
+    train = stratify(_draw_patients(spec, spec.images, rng, 0, 0), spec.train_shards, rng)
+    n_train_patients = sum(len(s) for s in train)
+    test_patients = _draw_patients(spec, spec.n_test, rng, n_train_patients, spec.images)
+    test = _deal(test_patients, min(spec.test_shards, len(test_patients)))
+
+    os.makedirs(out_dir, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".synth-", dir=out_dir)
+    try:
+        jobs = []
+        for kind, shards, labelled in (("train", train, True), ("test", test, False)):
+            for index, shard in enumerate(shards):
+                lesions = _flatten(shard)
+                name = shard_filename(kind, index, len(lesions))
+                jobs.append((os.path.join(staging, name), lesions, spec, labelled))
+        _run_jobs(jobs, workers)
+        manifest = _manifest(spec, train, test)
+        with open(os.path.join(staging, MANIFEST), "w") as f:
+            json.dump(manifest, f, indent=2)
+        for name in sorted(os.listdir(staging)):
+            os.replace(os.path.join(staging, name), os.path.join(out_dir, name))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest
+
+
+def _run_jobs(jobs: list, workers: int | None) -> None:
+    if workers is None:
+        # A spawned worker pays ~5 s to import TensorFlow: only worth it for big datasets.
+        pixels = sum(len(job[1]) for job in jobs) * jobs[0][2].size ** 2
+        workers = os.cpu_count() or 1 if pixels * RENDER_SECONDS_PER_PIXEL > 30 else 1
+    if workers == 1:
+        for job in jobs:
+            _write_shard(job)
+        return
+    # Largest shards first keeps every worker busy to the end.
+    jobs = sorted(jobs, key=lambda job: -len(job[1]))
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        for _ in pool.imap_unordered(_write_shard, jobs):
+            pass
+
+
+def best_auc(spec: SynthSpec) -> dict:
+    """The AUC an ideal classifier reaches against the stored (noisy) labels."""
+    site_probs = _site_probs()
+    site_codes = list(range(len(F.SITES))) + [F.MISSING]
+    noisy = lambda auc: 0.5 + (1 - spec.label_noise) * (auc - 0.5)  # noqa: E731
+    separation = {s: 2 * spec.signal * spec.site_strength(s) for s in site_codes}
+    per_site = {s: _phi(separation[s] / math.sqrt(2)) for s in site_codes}
+    # Sites are independent of the clean label, so positives spread over sites like all images.
+    image_only = sum(p * per_site[s] for s, p in zip(site_codes, site_probs))
+    return {
+        "image": round(float(noisy(image_only)), 4),
+        "image_and_metadata": round(noisy(_auc_with_metadata(spec, separation)), 4),
+        "per_site": {(F.SITES[s] if s >= 0 else "missing"): round(noisy(per_site[s]), 4)
+                     for s in site_codes},
+    }
+
+
+def _phi(x: float) -> float:
+    return 0.5 * (1 + math.erf(x / math.sqrt(2)))
+
+
+def _auc_with_metadata(spec: SynthSpec, separation: dict[int, float]) -> float:
+    """AUC of the exact posterior given the image evidence, age and site, on a fine grid."""
+    intercept = _age_intercept(spec.malignant_share)
+    edges = np.linspace(-8, 8 + max(separation.values()), 4001)
+    mids = (edges[:-1] + edges[1:]) / 2
+    cdf = np.vectorize(_phi)
+    neg_mass = np.diff(cdf(edges))
+    scores, pos, neg = [], [], []
+    site_codes = list(range(len(F.SITES))) + [F.MISSING]
+    for age, p_age in zip(AGES, _age_probs()):
+        prior = _malignant_prob(int(age), intercept)
+        for site, p_site in zip(site_codes, _site_probs()):
+            delta = separation[site]
+            pos_mass = np.diff(cdf(edges - delta))
+            like_pos = np.exp(-0.5 * (mids - delta) ** 2)
+            like_neg = np.exp(-0.5 * mids ** 2)
+            scores.append(prior * like_pos / (prior * like_pos + (1 - prior) * like_neg))
+            pos.append(p_age * p_site * prior * pos_mass)
+            neg.append(p_age * p_site * (1 - prior) * neg_mass)
+    return _weighted_auc(np.concatenate(scores), np.concatenate(pos), np.concatenate(neg))
+
+
+def _weighted_auc(scores: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> float:
+    # Equal scores (a site without signal scores all its images alike) count half.
+    unique, inverse = np.unique(scores, return_inverse=True)
+    pos = np.bincount(inverse, weights=pos, minlength=len(unique))
+    neg = np.bincount(inverse, weights=neg, minlength=len(unique))
+    neg_below = np.cumsum(neg) - neg
+    return float(np.sum(pos * (neg_below + 0.5 * neg)) / (pos.sum() * neg.sum()))
+
+
+def _manifest(spec: SynthSpec, train: list, test: list) -> dict:
+    def describe(kind: str, shards: list) -> list[dict]:
+        return [{"file": shard_filename(kind, i, len(_flatten(s))), "patients": len(s),
+                 "images": len(_flatten(s)),
+                 "malignant": sum(lesion.target for lesion in _flatten(s))}
+                for i, s in enumerate(shards)]
+
+    return {
+        "generator": "medtfx data synth",
+        "spec": dataclasses.asdict(spec),
+        "codes": {key: dict(enumerate(table)) for key, table in F.CODE_TABLES.items()},
+        "best_auc": best_auc(spec),
+        "train": describe("train", train),
+        "test": describe("test", test),
+    }

@@ -1,0 +1,71 @@
+"""Helpers for tests that drive medtfx the way a user does."""
+
+from __future__ import annotations
+
+import glob
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Tiny and quick: 32 px, a few steps, Beam in one process (its worker start-up would
+# dominate at this size).
+FAST_RUN = ["--set", "image_size=32", "--set", "train_steps=6", "--set", "epochs=2",
+            "--set", "batch_size=16", "--set", "direct_running_mode=in_memory",
+            "--set", "direct_num_workers=1"]
+
+
+def medtfx(*args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
+    """The installed console script, as a user runs it."""
+    command = [os.path.join(os.path.dirname(sys.executable), "medtfx"), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+def load_schema():
+    from google.protobuf import text_format
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    with open(os.path.join(REPO, "schema", "schema.pbtxt")) as f:
+        return text_format.Parse(f.read(), schema_pb2.Schema())
+
+
+def shard_records(data_root: str, pattern: str, limit: int | None = None) -> list[bytes]:
+    import tensorflow as tf
+
+    paths = sorted(glob.glob(os.path.join(data_root, pattern)))
+    dataset = tf.data.TFRecordDataset(paths)
+    return [r.numpy() for r in (dataset.take(limit) if limit else dataset)]
+
+
+def run_transform(records: list[bytes], image_size: int, out_dir: str) -> np.ndarray:
+    """preprocessing_fn under tf.Transform's Beam implementation: writes the transform graph
+    to `out_dir` as TFX's Transform lays it out, and returns the transformed images (in no
+    particular order)."""
+    import apache_beam as beam
+    import tensorflow_transform.beam as tft_beam
+    from tfx_bsl.public import tfxio
+
+    from modules import features as F
+    from modules.preprocessing import preprocessing_fn
+
+    source = tfxio.TFExampleBeamRecord(physical_format="inmem", telemetry_descriptors=["test"],
+                                       schema=load_schema())
+    fn = lambda inputs: preprocessing_fn(inputs, {"image_size": image_size})  # noqa: E731
+    images_file = os.path.join(out_dir, "images.npy")
+    with beam.Pipeline() as pipeline, tft_beam.Context(temp_dir=os.path.join(out_dir, "tmp")):
+        raw = pipeline | beam.Create(records) | source.BeamSource()
+        (transformed, _), transform_fn = (
+            (raw, source.TensorAdapterConfig())
+            | tft_beam.AnalyzeAndTransformDataset(fn, output_record_batches=True))
+        _ = transform_fn | tft_beam.WriteTransformFn(out_dir)
+        _ = (transformed
+             | beam.FlatMap(lambda batch: batch[0].column(F.IMAGE_KEY).to_pylist())
+             | beam.combiners.ToList()
+             | beam.Map(lambda images: np.save(images_file, np.array(images, np.float32))))
+    # TFX's Transform also stores the raw schema beside the graph; run_fn reads it from there.
+    os.makedirs(os.path.join(out_dir, "metadata"), exist_ok=True)
+    with open(os.path.join(out_dir, "metadata", "schema.pbtxt"), "w") as f:
+        f.write(str(load_schema()))
+    return np.load(images_file).reshape(-1, image_size, image_size, 3)

@@ -1,0 +1,50 @@
+"""Folds of whole shards and the three roles they play."""
+
+import pytest
+
+from pipeline.errors import ConfigError
+from pipeline.shards import SHARD_RE, plan_splits
+
+
+def test_default_plan_keeps_roles_apart_and_uses_every_shard():
+    plan = plan_splits(15, folds=5, eval_fold=4, validation_fold=3)
+    assert plan.train == tuple(range(9))
+    assert plan.validation == (9, 10, 11)
+    assert plan.evaluation == (12, 13, 14)
+    assert plan.describe() == ("train on train00-08, validate on train09-11, "
+                               "evaluate on train12-14")
+
+
+@pytest.mark.parametrize("folds, eval_fold, validation_fold", [
+    (3, 0, 1), (3, 1, None), (5, 2, 0), (15, 14, 13), (4, 3, 0)])
+def test_roles_never_share_a_shard(folds, eval_fold, validation_fold):
+    plan = plan_splits(15, folds, eval_fold, validation_fold)
+    assert not set(plan.train) & set(plan.evaluation)
+    assert not set(plan.train) & set(plan.validation)
+    assert sorted(set(plan.train) | set(plan.validation) | set(plan.evaluation)) == list(
+        range(15))
+    if validation_fold is None:
+        assert plan.validation == plan.evaluation
+
+
+def test_folds_are_contiguous_blocks_of_near_equal_size():
+    sizes = [len(plan_splits(15, 4, f, None).evaluation) for f in range(4)]
+    assert sorted(sizes) == [3, 4, 4, 4]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(folds=1, eval_fold=0, validation_fold=None), "folds must be between"),
+    (dict(folds=5, eval_fold=5, validation_fold=None), "eval_fold must be in 0..4"),
+    (dict(folds=5, eval_fold=2, validation_fold=2), "must differ"),
+    (dict(folds=2, eval_fold=0, validation_fold=1), "no shard to train on"),
+])
+def test_impossible_plans_are_refused(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        plan_splits(15, **kwargs)
+
+
+def test_shard_names():
+    assert SHARD_RE.match("train00-2182.tfrec")["count"] == "2182"
+    assert SHARD_RE.match("test15-687.tfrec")["kind"] == "test"
+    assert SHARD_RE.match("train00.tfrec") is None
+    assert SHARD_RE.match("train00-12.tfrecord") is None
