@@ -1,0 +1,203 @@
+"""The `medtfx` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+import traceback
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+EXIT_FAILED = 1  # the run or the data failed
+EXIT_USAGE = 2  # the command line or the config is wrong
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.command(args)
+    except KeyboardInterrupt:
+        print("medtfx: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medtfx", description="A production TFX pipeline for medical image "
+        "classification.")
+    commands = parser.add_subparsers(metavar="COMMAND", required=True)
+
+    run = commands.add_parser(
+        "run", help="run the pipeline locally (LocalDagRunner, SQLite ML Metadata)",
+        description="Runs the full pipeline on the local machine. Without --data-root it "
+        "uses the sample dataset under the work dir, generating it when missing. Writes "
+        "WORK/run_summary.json at the end.")
+    run.add_argument("--config", help="YAML config (default: pipeline/configs/default.yaml)")
+    run.add_argument("--data-root", help="directory of trainNN-COUNT.tfrec shards "
+                     "(default: WORK/sample-data, generated when missing)")
+    run.add_argument("--work-dir", default="work", help="artifacts, metadata, serving "
+                     "models and logs (default: ./work)")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config field, e.g. --set image_size=64 "
+                     "--set train_steps=20 (repeatable)")
+    _verbose(run)
+    run.set_defaults(command=_run)
+
+    data = commands.add_parser("data", help="dataset tools",
+                               description="Dataset tools.")
+    data_commands = data.add_subparsers(metavar="COMMAND", required=True)
+    synth = data_commands.add_parser(
+        "synth", help="write a synthetic melanoma dataset in the public SIIM-ISIC layout",
+        description="Writes trainNN-COUNT.tfrec and testNN-COUNT.tfrec shards with the keys "
+        "and types of the public melanoma TFRecords, triple-stratified, with a learnable "
+        "lesion signal. Deterministic for a seed.")
+    _synth_arguments(synth)
+    _verbose(synth)
+    synth.set_defaults(command=_synth)
+    return parser
+
+
+def _verbose(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow, absl and Beam output instead of logging it")
+
+
+def _synth_arguments(parser: argparse.ArgumentParser) -> None:
+    from pipeline.synth import SynthSpec
+
+    d = SynthSpec()
+    parser.add_argument("--out", required=True, help="directory to write (must not hold shards)")
+    parser.add_argument("--images", type=int, default=d.images, help=f"train images ({d.images})")
+    parser.add_argument("--size", type=int, default=d.size, help=f"image side in px ({d.size})")
+    parser.add_argument("--seed", type=int, default=d.seed, help=f"random seed ({d.seed})")
+    parser.add_argument("--test-images", type=int, help="unlabelled test images (images/4)")
+    parser.add_argument("--malignant-share", type=float, default=d.malignant_share,
+                        help=f"share of malignant labels ({d.malignant_share}; the 2020 "
+                        "challenge had 0.018)")
+    parser.add_argument("--label-noise", type=float, default=d.label_noise,
+                        help=f"share of labels drawn at random ({d.label_noise})")
+    parser.add_argument("--signal", type=float, default=d.signal,
+                        help=f"separation of each lesion attribute in SDs ({d.signal})")
+    parser.add_argument("--site-signal", action="append", metavar="SITE=STRENGTH",
+                        help="scale the signal on one anatomic site, e.g. "
+                        "'lower extremity=0' removes it (default: lower extremity=0.7)")
+    parser.add_argument("--grayscale-share", type=float, default=d.grayscale_share,
+                        help="share of images stored as grayscale JPEG (0)")
+    parser.add_argument("--release", choices=("2020", "70k"), default=d.release,
+                        help="2020: with diagnosis; 70k: with source, without diagnosis")
+
+
+def _stamp() -> str:
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+def _fail(console, err: BaseException, log_path: str | None, where: str = "") -> int:
+    """One line for the person, the traceback for the log."""
+    logging.getLogger("medtfx").error("%s", "".join(traceback.format_exception(err)))
+    message = _one_line(err)
+    from pipeline.errors import MedtfxError
+
+    prefix = "" if isinstance(err, MedtfxError) else f"{type(err).__name__}: "
+    console.say(f"error: {where}{prefix}{message}")
+    if log_path and not console.verbose:
+        console.say(f"       full log: {log_path}")
+    return EXIT_FAILED
+
+
+def _one_line(err: BaseException) -> str:
+    """The line of an error message that names the cause. Beam re-raises worker failures
+    as RuntimeError('Traceback ...'), whose cause is the last line."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    return lines[-1] if lines[0].startswith("Traceback") else lines[0]
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pipeline.config import load_config
+    from pipeline.errors import ConfigError
+    from pipeline.console import Console
+    from pipeline.workdir import WorkDir
+
+    try:
+        config = load_config(args.config, args.set)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    work = WorkDir(args.work_dir)
+    log_path = work.log_file("run", _stamp())
+    with Console(log_path, args.verbose) as console:
+        try:
+            from pipeline.input_checks import check_data_root
+
+            data_root = os.path.abspath(args.data_root or _sample_data(work, console))
+            data = check_data_root(data_root, config.data.train_shards, work.input_check_cache)
+            from pipeline.local_runner import run_local  # imports TFX: only for good input
+
+            return run_local(config, data, work, console)
+        except Exception as err:  # reported in one line, traceback in the log
+            return _fail(console, err, log_path)
+
+
+def _sample_data(work, console) -> str:
+    """The sample dataset under the work dir, generated on first use."""
+    from pipeline.synth import MANIFEST, SynthSpec, generate
+
+    if not os.path.exists(os.path.join(work.sample_data, MANIFEST)):
+        spec = SynthSpec()
+        console.say(f"medtfx: generating the sample dataset ({spec.images} images, "
+                    f"{spec.size} px) in {work.sample_data}")
+        generate(work.sample_data, spec)
+    return work.sample_data
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from pipeline.console import Console
+
+    log_path = os.path.join(tempfile.gettempdir(), "medtfx-logs", f"synth-{_stamp()}.log")
+    with Console(log_path, args.verbose) as console:
+        try:
+            from pipeline.synth import SynthSpec, generate
+
+            site_signal = SynthSpec.site_signal
+            if args.site_signal:
+                site_signal = tuple(_site_strength(s) for s in args.site_signal)
+            spec = SynthSpec(
+                images=args.images, size=args.size, seed=args.seed,
+                test_images=args.test_images, malignant_share=args.malignant_share,
+                label_noise=args.label_noise, signal=args.signal, site_signal=site_signal,
+                grayscale_share=args.grayscale_share, release=args.release)
+        except ValueError as err:
+            console.say(f"error: {err}")
+            return EXIT_USAGE
+        try:
+            manifest = generate(args.out, spec)
+        except Exception as err:
+            return _fail(console, err, log_path)
+        train = manifest["train"]
+        best = manifest["best_auc"]
+        console.say(
+            f"wrote {len(train)} train shards ({sum(s['images'] for s in train)} images) and "
+            f"{len(manifest['test'])} test shards ({sum(s['images'] for s in manifest['test'])}"
+            f" images) to {args.out}")
+        console.say(f"best attainable AUC: {best['image']:.3f} from the image, "
+                    f"{best['image_and_metadata']:.3f} with age and site")
+        return 0
+
+
+def _site_strength(text: str) -> tuple[str, float]:
+    site, sep, strength = text.rpartition("=")
+    if not sep:
+        raise ValueError(f"--site-signal {text!r}: expected SITE=STRENGTH")
+    try:
+        return site, float(strength)
+    except ValueError:
+        raise ValueError(f"--site-signal {text!r}: strength must be a number") from None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""The one typed configuration of a medtfx pipeline, loaded from YAML with --set overrides.
+
+`--set trainer.image_size=64` names a field by its path; a field name that is unique across
+sections may be given alone (`--set image_size=64`). Values are parsed as YAML, so
+`--set validation_fold=null` and `--set age_buckets=[40,60]` work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from typing import Any
+
+import yaml
+
+from pipeline.errors import ConfigError
+from pipeline.shards import plan_splits
+
+CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")
+DEFAULT_CONFIG = os.path.join(CONFIG_DIR, "default.yaml")
+
+
+@dataclasses.dataclass
+class DataConfig:
+    # Labelled shards of the public layout: train00 ... train{train_shards-1}.
+    train_shards: int = 15
+    # Folds are contiguous blocks of whole shards (patients never straddle a split).
+    folds: int = 5
+    eval_fold: int = 4  # gates the model in the Evaluator
+    validation_fold: int | None = 3  # picks epochs/checkpoints; null: reuse eval_fold
+
+
+@dataclasses.dataclass
+class TrainerConfig:
+    backbone: str = "efficientnet_b0"
+    weights: str = "imagenet"  # "imagenet", "none", or a local weights file
+    image_size: int = 64
+    batch_size: int = 32
+    epochs: int = 5
+    train_steps: int | None = None  # null: epochs over the training shards
+    eval_steps: int | None = None  # null: the whole validation fold
+    # The notebook's schedule: ramp from lr_start to learning_rate (the peak, per replica:
+    # it scales with the global batch), sustain, then decay by lr_decay an epoch to lr_min.
+    learning_rate: float = 1e-4
+    lr_start: float = 5e-6
+    lr_min: float = 1e-6
+    lr_ramp_epochs: float = 5.0
+    lr_sustain_epochs: float = 0.0
+    lr_decay: float = 0.8
+    dropout: float = 0.2
+    label_smoothing: float = 0.05
+    # Backbone BatchNorm momentum; null keeps the backbone's (0.99). Training from scratch
+    # for a few hundred steps needs a faster one, or inference statistics lag the weights.
+    batchnorm_momentum: float | None = None
+    augment: bool = True  # random flips and quarter turns, training only
+    seed: int = 42
+
+
+@dataclasses.dataclass
+class EvaluationConfig:
+    auc_threshold: float = 0.75  # overall AUC lower bound
+    slice_auc_threshold: float = 0.65  # AUC lower bound on every gated slice
+    # A slice is gated only with this many malignant and benign examples; smaller ones
+    # are reported but cannot block a model on a handful of cases.
+    min_slice_positives: int = 10
+    min_slice_negatives: int = 10
+    max_auc_drop: float = 0.01  # against the last blessed model
+    slice_features: list[str] = dataclasses.field(
+        default_factory=lambda: ["sex", "age_bucket", "anatom_site_general_challenge"])
+    age_buckets: list[int] = dataclasses.field(default_factory=lambda: [30, 45, 60, 75])
+
+
+@dataclasses.dataclass
+class BeamConfig:
+    # multi_processing uses every core for Beam components; in_memory starts faster on
+    # small data.
+    direct_running_mode: str = "multi_processing"
+    direct_num_workers: int = 0  # 0: one per core
+
+    def pipeline_args(self) -> list[str]:
+        return [f"--direct_running_mode={self.direct_running_mode}",
+                f"--direct_num_workers={self.direct_num_workers}"]
+
+
+@dataclasses.dataclass
+class PipelineConfig:
+    pipeline_name: str = "medtfx-melanoma"
+    schema: str = "schema/schema.pbtxt"  # relative to the repository
+    enable_cache: bool = True
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
+    evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
+    beam: BeamConfig = dataclasses.field(default_factory=BeamConfig)
+
+
+def load_config(path: str | None = None, overrides: list[str] = ()) -> PipelineConfig:
+    """The config in `path` (default: the repo's default.yaml) with KEY=VALUE overrides."""
+    path = path or DEFAULT_CONFIG
+    try:
+        with open(path) as f:
+            raw = yaml.safe_load(f) or {}
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read config: {err.strerror}") from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of fields")
+    for override in overrides:
+        key, value = _parse_override(override)
+        _set_path(raw, resolve_key(key), value)
+    config = _build(PipelineConfig, raw, os.path.basename(path))
+    data = config.data
+    plan_splits(data.train_shards, data.folds, data.eval_fold, data.validation_fold)
+    return config
+
+
+def _parse_override(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE")
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {text!r}: value is not valid YAML: {err}") from err
+
+
+def _field_paths(cls: type, prefix: str = "") -> list[str]:
+    paths = []
+    for field in dataclasses.fields(cls):
+        hint = typing.get_type_hints(cls)[field.name]
+        if dataclasses.is_dataclass(hint):
+            paths += _field_paths(hint, f"{prefix}{field.name}.")
+        else:
+            paths.append(prefix + field.name)
+    return paths
+
+
+def resolve_key(key: str) -> str:
+    """A full dotted field path for `key`, which may be a unique leaf name."""
+    paths = _field_paths(PipelineConfig)
+    if key in paths:
+        return key
+    matches = [p for p in paths if p.rsplit(".", 1)[-1] == key]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise ConfigError(f"--set {key}: ambiguous, use one of {', '.join(matches)}")
+    raise ConfigError(f"--set {key}: no such config field; fields: {', '.join(paths)}")
+
+
+def _set_path(raw: dict, path: str, value: Any) -> None:
+    *parents, leaf = path.split(".")
+    node = raw
+    for name in parents:
+        node = node.setdefault(name, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{path}: {name} is not a section")
+    node[leaf] = value
+
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(raw) - names
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}; "
+                          f"known: {', '.join(sorted(names))}")
+    values = {}
+    for name, value in raw.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            values[name] = _build(hint, value, f"{where}: {name}")
+        else:
+            values[name] = _check_type(value, hint, f"{where}: {name}")
+    return cls(**values)
+
+
+def _check_type(value: Any, hint: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(hint):
+            try:
+                return _check_type(value, option, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: {value!r} is not {_type_name(hint)}")
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_check_type(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if hint is type(None):
+        if value is not None:
+            raise ConfigError(f"{where}: expected null")
+        return None
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise ConfigError(f"{where}: expected {_type_name(hint)}, got {value!r}")
+    return value
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", str(hint))
+
+
+def to_dict(config: PipelineConfig) -> dict:
+    return dataclasses.asdict(config)
