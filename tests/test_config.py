@@ -1,0 +1,49 @@
+"""The typed config: YAML in the repo, --set overrides, clear errors."""
+
+import pytest
+
+from pipeline.config import DEFAULT_CONFIG, load_config
+from pipeline.errors import ConfigError
+
+
+def test_default_config_loads_and_is_typed():
+    config = load_config()
+    assert config.trainer.backbone == "efficientnet_b0"
+    assert isinstance(config.trainer.learning_rate, float)
+    assert config.data.validation_fold == 3
+
+
+def test_overrides_by_leaf_name_and_by_path():
+    config = load_config(DEFAULT_CONFIG, ["image_size=48", "trainer.train_steps=20",
+                                          "validation_fold=null", "age_buckets=[40, 60]",
+                                          "learning_rate=1"])
+    assert config.trainer.image_size == 48
+    assert config.trainer.train_steps == 20
+    assert config.data.validation_fold is None
+    assert config.evaluation.age_buckets == [40, 60]
+    assert config.trainer.learning_rate == 1.0 and isinstance(config.trainer.learning_rate,
+                                                              float)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("image_size=big", "trainer: image_size: expected int, got 'big'"),
+    ("imagesize=64", "no such config field"),
+    ("image_size", "expected KEY=VALUE"),
+    ("augment=3", "expected bool"),
+    ("age_buckets=30", "expected a list"),
+])
+def test_bad_overrides_name_the_field(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_unknown_fields_in_a_file_are_refused(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("trainer:\n  backbone: densenet121\n  epoch: 3\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: trainer: unknown field\(s\) epoch"):
+        load_config(str(path))
+
+
+def test_an_impossible_fold_plan_is_a_config_error():
+    with pytest.raises(ConfigError, match="validation_fold and eval_fold must differ"):
+        load_config(None, ["validation_fold=4"])

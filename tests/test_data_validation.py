@@ -1,0 +1,59 @@
+"""StatisticsGen, ImportSchemaGen and ExampleValidator on the pinned TFDV 1.16.1 and
+ml-metadata 1.17.1, with Beam's multi-process runner (whose workers import TFDV before tfx),
+and the gate that stops the pipeline on anomalies."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+
+import pytest
+from tfx import v1 as tfx
+from tfx.orchestration.pipeline import RunOptions
+
+from components.data_gate import DataAnomaliesError, describe_anomalies
+from modules import features as F
+from pipeline.config import load_config
+from pipeline.pipeline import create_pipeline
+from tests.test_input_checks import rewrite_record
+
+pytestmark = pytest.mark.slow
+
+def run_validation(data_root: str, work: str) -> None:
+    """The pipeline's own components up to DataGate (a partial run) on `data_root`."""
+    config = load_config(None, ["direct_running_mode=multi_processing", "direct_num_workers=2"])
+    pipeline = create_pipeline(
+        config, data_root=data_root, pipeline_root=os.path.join(work, "root"),
+        serving_dir=os.path.join(work, "serving"),
+        metadata_connection_config=tfx.orchestration.metadata
+        .sqlite_metadata_connection_config(os.path.join(work, "metadata.sqlite")))
+    tfx.orchestration.LocalDagRunner().run(pipeline, run_options=RunOptions(
+        to_nodes=["DataGate"]))
+
+
+def anomalies_dir(work: str) -> str:
+    (path,) = glob.glob(os.path.join(work, "root", "ExampleValidator", "anomalies", "*"))
+    return path
+
+
+def test_clean_data_passes_with_statistics_for_every_shard(tiny_data, tmp_path):
+    run_validation(tiny_data, str(tmp_path))
+    splits = [f"train{i:02d}" for i in range(15)]
+    assert describe_anomalies(anomalies_dir(str(tmp_path)), splits) == []
+    stats = glob.glob(str(tmp_path / "root" / "StatisticsGen" / "statistics" / "*" / "Split-*"))
+    assert sorted(os.path.basename(s) for s in stats) == [f"Split-{s}" for s in splits]
+
+
+def test_out_of_domain_code_stops_the_pipeline_naming_shard_and_feature(tiny_data, tmp_path):
+    data = str(tmp_path / "data")
+    shutil.copytree(tiny_data, data)
+    path = glob.glob(os.path.join(data, "train04-*.tfrec"))[0]
+    rewrite_record(path, 0, lambda f: f[F.SEX_KEY].int64_list.value.__setitem__(0, 7))
+
+    with pytest.raises(DataAnomaliesError) as raised:
+        run_validation(data, str(tmp_path / "work"))
+    message = str(raised.value)
+    assert message.startswith("data anomalies against the schema: train04: sex:")
+    assert "train03" not in message and "train05" not in message
+    assert not glob.glob(str(tmp_path / "work" / "root" / "Transform"))

@@ -1,0 +1,116 @@
+"""The whole pipeline through `medtfx run`, as a user runs it: ML Metadata records every
+component, the summary says what happened, and the pushed model serves test examples."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from pipeline.summary import latest_run, node_name, open_store
+from pipeline.synth import SynthSpec, generate
+from tests.helpers import FAST_RUN, medtfx, shard_records
+
+pytestmark = pytest.mark.slow
+
+COMPONENTS = ["ImportExampleGen", "ImportSchemaGen", "latest_blessed_model_resolver",
+              "StatisticsGen", "ExampleValidator", "DataGate", "Transform", "Trainer",
+              "Evaluator", "Pusher"]
+# Six training steps cannot make a good model; these runs test the machinery, and the
+# thresholds are set so that the outcome is known.
+BLESS_ANY = ["--set", "auc_threshold=0", "--set", "slice_auc_threshold=0",
+             "--set", "max_auc_drop=1"]
+
+
+def run(data: str, work, *extra: str) -> dict:
+    result = medtfx("run", "--data-root", data, "--work-dir", str(work), *FAST_RUN, *extra)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stderr == ""
+    return {"stdout": result.stdout,
+            "summary": json.loads((work / "run_summary.json").read_text())}
+
+
+def versions(work) -> list[str]:
+    return sorted(os.listdir(work / "serving"))
+
+
+@pytest.fixture(scope="module")
+def first_run(tiny_data, tmp_path_factory) -> dict:
+    work = tmp_path_factory.mktemp("e2e") / "work"
+    return {"work": work, **run(tiny_data, work, *BLESS_ANY)}
+
+
+def test_every_component_ran_and_is_recorded_in_ml_metadata(first_run):
+    store = open_store(str(first_run["work"] / "metadata.sqlite"))
+    executions = store.get_executions_by_context(latest_run(store, "medtfx-melanoma").id)
+    states = {node_name(store, e.id)[1]: e.last_known_state for e in executions}
+    assert sorted(states) == sorted(COMPONENTS)
+    assert set(states.values()) == {3}  # COMPLETE
+    for name in COMPONENTS:
+        assert name in first_run["stdout"]  # progress per component
+
+
+def test_summary_reports_blessing_push_slices_and_timings(first_run, tiny_data):
+    summary = first_run["summary"]
+    assert summary["blessed"] is True
+    assert summary["pushed_model"].startswith(str(first_run["work"] / "serving"))
+    held_out = sum(int(name.split("-")[1].split(".")[0]) for name in os.listdir(tiny_data)
+                   if name[:7] in ("train12", "train13", "train14"))
+    assert summary["metrics"]["overall"]["example_count"] == held_out
+    assert 0 <= summary["metrics"]["overall"]["auc"] <= 1
+    families = {name.split("=")[0] for name in summary["metrics"] if name != "overall"}
+    assert families == {"sex", "age_bucket", "anatom_site_general_challenge"}
+    assert sorted(summary["components"]) == sorted(COMPONENTS)
+    assert summary["splits"]["evaluation"] == ["train12", "train13", "train14"]
+    assert "BLESSED" in first_run["stdout"]
+
+
+def test_pushed_model_scores_serialized_examples_from_a_test_shard(first_run, tiny_data):
+    model = tf.saved_model.load(first_run["summary"]["pushed_model"])
+    records = shard_records(tiny_data, "test01-*.tfrec")
+    scores = model.signatures["serving_default"](examples=tf.constant(records))["probability"]
+    assert scores.shape == (len(records), 1)
+    assert np.all((scores.numpy() >= 0) & (scores.numpy() <= 1))
+
+
+def test_rerun_reuses_finished_work_and_pushes_nothing_new(first_run, tiny_data):
+    before = versions(first_run["work"])
+    again = run(tiny_data, first_run["work"], *BLESS_ANY)
+    lines = {name: line for line in again["stdout"].splitlines() for name in COMPONENTS
+             if f"] {name} " in line}
+    for name in COMPONENTS[:COMPONENTS.index("Trainer") + 1]:
+        if name != "latest_blessed_model_resolver":
+            assert "(cached)" in lines[name], lines[name]
+    # The Evaluator runs again (the first model is now the baseline); the same model is
+    # still the one serving, at the same version.
+    assert again["summary"]["pushed_model"] == first_run["summary"]["pushed_model"]
+    assert versions(first_run["work"]) == before
+
+
+def test_a_model_below_the_bar_is_not_pushed_and_the_failed_check_is_named(first_run,
+                                                                           tiny_data):
+    before = versions(first_run["work"])
+    strict = run(tiny_data, first_run["work"], "--set", "auc_threshold=0.99",
+                 "--set", "slice_auc_threshold=0", "--set", "max_auc_drop=1")
+    summary = strict["summary"]
+    assert summary["blessed"] is False and summary["pushed_model"] is None
+    assert {"metric": "auc", "slice": "overall", "bound": {"at_least": 0.99},
+            "value": summary["metrics"]["overall"]["auc"]} in summary["failed_checks"]
+    assert "NOT BLESSED" in strict["stdout"] and "auc on overall" in strict["stdout"]
+    assert versions(first_run["work"]) == before
+
+
+def test_other_releases_run_through_unchanged(tmp_path):
+    """The 70k release (source, no diagnosis), 48 px shards, and grayscale JPEGs."""
+    data = str(tmp_path / "data")
+    generate(data, SynthSpec(images=300, size=48, seed=9, release="70k",
+                             grayscale_share=0.3, malignant_share=0.3))
+    outcome = run(data, tmp_path / "work", *BLESS_ANY)
+    assert outcome["summary"]["blessed"] is True
+    model = tf.saved_model.load(outcome["summary"]["pushed_model"])
+    records = shard_records(data, "test00-*.tfrec")
+    scores = model.signatures["serving_default"](examples=tf.constant(records))["probability"]
+    assert scores.shape == (len(records), 1)
