@@ -60,16 +60,46 @@ class TrainerConfig:
 
 @dataclasses.dataclass
 class EvaluationConfig:
+    """What blesses a model (every check must hold) and what is reported beside it."""
+
     auc_threshold: float = 0.75  # overall AUC lower bound
+    max_auc_drop: float = 0.01  # overall AUC against the last blessed model
     slice_auc_threshold: float = 0.65  # AUC lower bound on every gated slice
+    # Per slice family, e.g. {"sex": 0.7, "sex*anatom_site_general_challenge": 0.6}.
+    slice_auc_thresholds: dict[str, float] = dataclasses.field(default_factory=dict)
+    max_slice_auc_drop: float = 0.05  # any gated slice against the last blessed model
     # A slice is gated only with this many malignant and benign examples; smaller ones
     # are reported but cannot block a model on a handful of cases.
     min_slice_positives: int = 10
     min_slice_negatives: int = 10
-    max_auc_drop: float = 0.01  # against the last blessed model
-    slice_features: list[str] = dataclasses.field(
-        default_factory=lambda: ["sex", "age_bucket", "anatom_site_general_challenge"])
+    # The decision threshold shipped with the model is the highest one that reaches
+    # target_sensitivity on the evaluation fold; specificity there must reach
+    # min_specificity (null: reported, not gated).
+    target_sensitivity: float = 0.9
+    min_specificity: float | None = None
+    report_specificity: float = 0.8  # sensitivity is also reported at this specificity
+    # Slice families: a list of features each; two features make a cross (sex x site).
+    # Every family is gated and must occur in the data: add [source] for the 70k release.
+    slices: list[list[str]] = dataclasses.field(default_factory=lambda: [
+        ["sex"], ["age_bucket"], ["anatom_site_general_challenge"],
+        ["sex", "anatom_site_general_challenge"]])
     age_buckets: list[int] = dataclasses.field(default_factory=lambda: [30, 45, 60, 75])
+    confidence_intervals: bool = True  # TFMA jackknife over 20 sample partitions, 95%
+
+
+@dataclasses.dataclass
+class ModelCardConfig:
+    """The parts of each pushed model's card that a run cannot measure."""
+
+    intended_use: str = (
+        "Decision support for melanoma screening: ranks dermoscopic images of skin lesions "
+        "so that a clinician reviews the likeliest malignant first, and refers those at or "
+        "above the operating threshold. Not a diagnosis; not for use without a clinician.")
+    limitations: list[str] = dataclasses.field(default_factory=lambda: [
+        "Evaluated retrospectively on held-out shards of the training release only; "
+        "performance on other cameras, clinics and populations is unknown.",
+        "Anatomic-site and demographic codes follow the release's own encoding.",
+    ])
 
 
 @dataclasses.dataclass
@@ -92,6 +122,7 @@ class PipelineConfig:
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
     evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
+    model_card: ModelCardConfig = dataclasses.field(default_factory=ModelCardConfig)
     beam: BeamConfig = dataclasses.field(default_factory=BeamConfig)
 
 
@@ -114,6 +145,11 @@ def load_config(path: str | None = None, overrides: list[str] = ()) -> PipelineC
     data = config.data
     plan_splits(data.train_shards, data.folds, data.eval_fold, data.validation_fold)
     return config
+
+
+def load_config_dict(raw: dict) -> PipelineConfig:
+    """A config from its dict form (as run_summary.json records it)."""
+    return _build(PipelineConfig, raw, "recorded config")
 
 
 def _parse_override(text: str) -> tuple[str, Any]:
@@ -193,6 +229,12 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         return [_check_type(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        key_type, item = typing.get_args(hint)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return {_check_type(k, key_type, where): _check_type(v, item, f"{where}[{k}]")
+                for k, v in value.items()}
     if hint is type(None):
         if value is not None:
             raise ConfigError(f"{where}: expected null")

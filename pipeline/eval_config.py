@@ -7,37 +7,90 @@ import json
 from tensorflow_model_analysis.proto import config_pb2 as tfma
 
 from modules import features as F
+from modules.metrics import GATED_AUC_NAME
 from modules.signatures import PREDICTION_KEY
 from pipeline.config import EvaluationConfig
 
 HIGHER_IS_BETTER = tfma.MetricDirection.HIGHER_IS_BETTER
+# Every curve and rate uses these many thresholds, so TFMA computes one set of confusion
+# matrices per slice for all of them (the operating point is picked from the same set).
+CURVE_THRESHOLDS = 1000
+CALIBRATION_BUCKETS = 10
+
+# Metric names in TFMA's output (and in run_summary.json).
+SPECIFICITY_AT_TARGET = "specificity_at_sensitivity"
+SENSITIVITY_AT_SPECIFICITY = "sensitivity_at_specificity"
+
+
+def family_name(features: list[str]) -> str:
+    """'sex', or 'sex*anatom_site_general_challenge' for a cross."""
+    return "*".join(features)
 
 
 def slicing_specs(cfg: EvaluationConfig) -> list[tfma.SlicingSpec]:
-    """Overall first, then one slice family per configured feature."""
-    return [tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=[key])
-                                   for key in cfg.slice_features]
+    """Overall first, then one family per configured feature list."""
+    return [tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=family)
+                                   for family in cfg.slices]
+
+
+def _bound(lower: float) -> tfma.GenericValueThreshold:
+    return tfma.GenericValueThreshold(lower_bound={"value": lower})
+
+
+def _no_drop(max_drop: float) -> tfma.GenericChangeThreshold:
+    return tfma.GenericChangeThreshold(direction=HIGHER_IS_BETTER,
+                                       absolute={"value": -max_drop})
+
+
+def _metric(class_name: str, per_slice: list | None = None, module: str = "",
+            **config) -> tfma.MetricConfig:
+    return tfma.MetricConfig(class_name=class_name, module=module,
+                             config=json.dumps(config) if config else "",
+                             per_slice_thresholds=per_slice or [])
 
 
 def build_eval_config(cfg: EvaluationConfig) -> tfma.EvalConfig:
-    """AUC overall must clear `auc_threshold` and not fall more than `max_auc_drop` below the
-    last blessed model; `auc_gate` must clear `slice_auc_threshold` on every slice."""
-    overall_only = [tfma.SlicingSpec()]
-    overall_auc = tfma.MetricConfig(
-        class_name="AUC",
-        per_slice_thresholds=[tfma.PerSliceMetricThreshold(
-            slicing_specs=overall_only,
+    """Blessing needs: overall AUC >= auc_threshold and not more than max_auc_drop below the
+    last blessed model; on every gated slice, AUC >= its family's bound and not more than
+    max_slice_auc_drop below the last blessed model; and, when set, specificity >=
+    min_specificity at the operating point."""
+    overall = [tfma.SlicingSpec()]
+    slice_thresholds = [
+        tfma.PerSliceMetricThreshold(
+            slicing_specs=[tfma.SlicingSpec(feature_keys=family)],
             threshold=tfma.MetricThreshold(
-                value_threshold=tfma.GenericValueThreshold(
-                    lower_bound={"value": cfg.auc_threshold}),
-                change_threshold=tfma.GenericChangeThreshold(
-                    direction=HIGHER_IS_BETTER, absolute={"value": -cfg.max_auc_drop})))])
-    slice_auc = tfma.MetricConfig(
-        class_name="GatedAUC", module="modules.metrics",
-        config=json.dumps({"min_positives": cfg.min_slice_positives,
-                           "min_negatives": cfg.min_slice_negatives}),
-        threshold=tfma.MetricThreshold(value_threshold=tfma.GenericValueThreshold(
-            lower_bound={"value": cfg.slice_auc_threshold})))
+                value_threshold=_bound(cfg.slice_auc_thresholds.get(
+                    family_name(family), cfg.slice_auc_threshold)),
+                change_threshold=_no_drop(cfg.max_slice_auc_drop)))
+        for family in cfg.slices]
+    specificity_gate = [] if cfg.min_specificity is None else [tfma.PerSliceMetricThreshold(
+        slicing_specs=overall,
+        threshold=tfma.MetricThreshold(value_threshold=_bound(cfg.min_specificity)))]
+    metrics = [
+        _metric("ExampleCount"),
+        _metric("MeanLabel"),  # the malignant share of the slice
+        _metric("AUC", num_thresholds=CURVE_THRESHOLDS, per_slice=[tfma.PerSliceMetricThreshold(
+            slicing_specs=overall, threshold=tfma.MetricThreshold(
+                value_threshold=_bound(cfg.auc_threshold),
+                change_threshold=_no_drop(cfg.max_auc_drop)))]),
+        _metric("GatedAUC", module="modules.metrics", per_slice=slice_thresholds,
+                name=GATED_AUC_NAME, num_thresholds=CURVE_THRESHOLDS,
+                min_positives=cfg.min_slice_positives,
+                min_negatives=cfg.min_slice_negatives),
+        _metric("AUCPrecisionRecall", name="auc_pr", num_thresholds=CURVE_THRESHOLDS),
+        _metric("SpecificityAtSensitivity", per_slice=specificity_gate,
+                name=SPECIFICITY_AT_TARGET, sensitivity=cfg.target_sensitivity,
+                num_thresholds=CURVE_THRESHOLDS),
+        _metric("SensitivityAtSpecificity", name=SENSITIVITY_AT_SPECIFICITY,
+                specificity=cfg.report_specificity, num_thresholds=CURVE_THRESHOLDS),
+        _metric("Calibration"),  # sum of predictions over sum of labels; 1 is calibrated
+        _metric("CalibrationPlot", num_buckets=CALIBRATION_BUCKETS),
+        _metric("ConfusionMatrixPlot", num_thresholds=CURVE_THRESHOLDS),
+    ]
+    options = tfma.Options(include_default_metrics={"value": False})
+    if cfg.confidence_intervals:
+        options.compute_confidence_intervals.value = True
+        options.confidence_intervals.method = tfma.ConfidenceIntervalOptions.JACKKNIFE
     return tfma.EvalConfig(
         # tf_generic: TFMA calls the signatures instead of rebuilding the Keras model in
         # every combiner (9 rebuilds, ~70 s even on a 32 px model).
@@ -45,10 +98,6 @@ def build_eval_config(cfg: EvaluationConfig) -> tfma.EvalConfig:
             model_type="tf_generic", signature_name="serving_default", label_key=F.LABEL_KEY,
             prediction_key=PREDICTION_KEY, preprocessing_function_names=["slicing_features"])],
         slicing_specs=slicing_specs(cfg),
-        metrics_specs=[tfma.MetricsSpec(metrics=[
-            tfma.MetricConfig(class_name="ExampleCount"),
-            overall_auc,
-            slice_auc,
-        ])],
+        metrics_specs=[tfma.MetricsSpec(metrics=metrics)],
         # The model's compiled loss and metrics are not part of the gate.
-        options=tfma.Options(include_default_metrics={"value": False}))
+        options=options)

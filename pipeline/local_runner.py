@@ -7,7 +7,7 @@ import os
 
 from tfx import v1 as tfx
 
-from pipeline.config import PipelineConfig
+from pipeline.config import PipelineConfig, to_dict
 from pipeline.input_checks import DataSummary
 from pipeline.console import ComponentProgress, Console
 from pipeline.pipeline import create_pipeline, split_plan
@@ -40,39 +40,45 @@ def run_local(config: PipelineConfig, data: DataSummary, work: WorkDir,
         except BaseException:
             progress.interrupt()
             raise
-    summary = summarize_run(work.metadata, config.pipeline_name, config.evaluation.age_buckets)
+    summary = summarize_run(work.metadata, config.pipeline_name, config.evaluation)
     summary = {**summary, "data_root": data_root,
                "splits": {role: plan.names(getattr(plan, role))
-                          for role in ("train", "validation", "evaluation")}}
+                          for role in ("train", "validation", "evaluation")},
+               "config": to_dict(config)}
     write_json(work.summary, summary)
-    print_summary(console, summary, config)
+    print_summary(console, summary)
     console.say(f"medtfx: summary in {work.summary}")
     return 0
 
 
-def print_summary(console: Console, summary: dict, config: PipelineConfig) -> None:
+def _interval(metrics: dict, name: str) -> str:
+    ci = metrics.get(f"{name}_ci")
+    return f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+
+
+def print_summary(console: Console, summary: dict) -> None:
+    """A few lines: the headline metric, the operating point, the weakest slice, the verdict
+    and, when not blessed, every failed check."""
     overall = summary["metrics"].get("overall", {})
-    auc = overall.get("auc")
-    console.say(f"medtfx: AUC {auc:.3f} overall on {int(overall.get('example_count', 0))} "
-                "held-out examples" if auc is not None else "medtfx: no evaluation metrics")
-    slices = [(name, m) for name, m in summary["metrics"].items()
-              if name != "overall" and m.get("auc") is not None]
-    gated = [s for s in slices if _gated(s[1])]
+    if overall.get("auc") is None:
+        console.say("medtfx: no evaluation metrics")
+    else:
+        console.say(f"medtfx: AUC {overall['auc']:.3f}{_interval(overall, 'auc')} overall on "
+                    f"{int(overall['example_count'])} held-out examples")
+    if overall.get("sensitivity") is not None:
+        console.say(f"        operating threshold {summary['operating_threshold']:.3f}: "
+                    f"sensitivity {overall['sensitivity']:.3f}, specificity "
+                    f"{overall['specificity']:.3f}")
+    gated = [(name, m) for name, m in summary["metrics"].items()
+             if name != "overall" and m.get("gated") and m.get("auc") is not None]
     if gated:
         name, m = min(gated, key=lambda s: s[1]["auc"])
-        console.say(f"        lowest gated slice: {name} AUC {m['auc']:.3f} "
-                    f"({int(m.get('example_count', 0))} examples)")
+        console.say(f"        lowest gated slice: {name} AUC {m['auc']:.3f}"
+                    f"{_interval(m, 'auc')} ({int(m['example_count'])} examples)")
     if summary["blessed"]:
-        where = summary["pushed_model"] or "(already pushed by an earlier run)"
-        console.say(f"medtfx: BLESSED; serving model: {where}")
-    else:
-        console.say("medtfx: NOT BLESSED; nothing pushed. Failed checks:")
-        for check in summary["failed_checks"]:
-            bound = ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in check["bound"].items())
-            console.say(f"        {check['metric']} on {check['slice']}: {check['value']:.3f} "
-                        f"({bound})")
-
-
-def _gated(metrics: dict) -> bool:
-    """A slice was gated when its gate value is its AUC (small slices pass with 1.0)."""
-    return metrics.get("auc_gate") == metrics.get("auc")
+        console.say(f"medtfx: BLESSED; serving model: {summary['pushed_model']}")
+        return
+    console.say("medtfx: NOT BLESSED; nothing pushed. Failed checks:")
+    for check in summary["failed_checks"]:
+        console.say(f"        {check['metric']} on {check['slice']}: {check['value']:.3f} "
+                    f"(must be at least {check['bound']['at_least']:g})")

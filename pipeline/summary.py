@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
-import tensorflow as tf
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
-from tensorflow_model_analysis.proto import metrics_for_slice_pb2, validation_result_pb2
 
-from modules import features as F
+from pipeline.config import EvaluationConfig
+from pipeline.eval_results import SliceResult, failed_checks, load_evaluation, operating_threshold
 
-CANDIDATE_NAMES = ("", "candidate")  # TFX names the models only when a baseline exists
 OUTPUT_EVENTS = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
 
 
@@ -22,11 +18,14 @@ def open_store(metadata_path: str) -> metadata_store.MetadataStore:
     return metadata_store.MetadataStore(config)
 
 
-def latest_run(store: metadata_store.MetadataStore, pipeline_name: str):
-    """The newest pipeline_run context whose executions belong to `pipeline_name`."""
+def find_run(store: metadata_store.MetadataStore, pipeline_name: str,
+             run_id: str | None = None):
+    """The pipeline_run context of `pipeline_name` named `run_id`, or its newest run."""
     runs = sorted(store.get_contexts_by_type("pipeline_run"),
                   key=lambda c: c.create_time_since_epoch, reverse=True)
     for run in runs:
+        if run_id is not None and run.name != run_id:
+            continue
         executions = store.get_executions_by_context(run.id)
         if executions and node_name(store, executions[0].id)[0] == pipeline_name:
             return run
@@ -54,63 +53,36 @@ def outputs_by_type(store: metadata_store.MetadataStore, executions) -> dict[str
     return outputs
 
 
-def slice_name(slice_key: metrics_for_slice_pb2.SliceKey, age_buckets: list[int]) -> str:
-    """'overall', or 'feature=value' (age buckets by their range, e.g. 'age_bucket=45-59')."""
-    parts = []
-    for single in slice_key.single_slice_keys:
-        value = getattr(single, single.WhichOneof("kind"))
-        if isinstance(value, bytes):
-            value = value.decode()
-        if single.column == F.AGE_BUCKET_KEY:
-            value = "missing" if value == F.MISSING else F.age_bucket_names(age_buckets)[value]
-        parts.append(f"{single.column}={value}")
-    return " & ".join(parts) or "overall"
+REPORTED_INTERVALS = ("auc", "auc_pr", "specificity_at_sensitivity",
+                      "sensitivity_at_specificity")
 
 
-def _records(pattern: str):
-    for path in sorted(tf.io.gfile.glob(pattern)):
-        for record in tf.data.TFRecordDataset(path):
-            yield record.numpy()
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
-def load_slice_metrics(evaluation_uri: str, age_buckets: list[int]) -> dict[str, dict]:
-    """{slice: {metric: value}} of the candidate model, overall first."""
-    metrics: dict[str, dict] = {}
-    for record in _records(f"{evaluation_uri}/metrics-*"):
-        sliced = metrics_for_slice_pb2.MetricsForSlice.FromString(record)
-        values = metrics.setdefault(slice_name(sliced.slice_key, age_buckets), {})
-        for kv in sliced.metric_keys_and_values:
-            if kv.key.model_name in CANDIDATE_NAMES and not kv.key.is_diff:
-                value = kv.value.double_value.value
-                values[kv.key.name] = None if math.isnan(value) else round(value, 4)
-    return dict(sorted(metrics.items(), key=lambda kv: (kv[0] != "overall", kv[0])))
+def slice_summary(result: SliceResult, threshold: float | None) -> dict:
+    """A slice's metrics, intervals, baseline and its rates at the operating threshold."""
+    out: dict = {name: _round(value) for name, value in result.metrics.items()}
+    out.update(malignant=result.positives, benign=result.negatives, gated=result.gated)
+    for name in REPORTED_INTERVALS:
+        if name in result.intervals:
+            out[f"{name}_ci"] = [_round(v) for v in result.intervals[name]]
+    if "auc" in result.baseline:
+        out["baseline_auc"] = _round(result.baseline["auc"])
+        out["auc_change"] = _round(result.changes.get("auc"))
+    matrix = result.at(threshold) if threshold is not None else None
+    if matrix is not None:
+        out.update(sensitivity=_round(matrix.sensitivity), specificity=_round(matrix.specificity),
+                   precision=_round(matrix.precision),
+                   confusion={"tp": matrix.tp, "fp": matrix.fp, "tn": matrix.tn, "fn": matrix.fn})
+    return out
 
 
-def load_failed_checks(evaluation_uri: str, age_buckets: list[int]) -> list[dict]:
-    """Every threshold the candidate missed: metric, slice, value and bound."""
-    failed = []
-    for record in _records(f"{evaluation_uri}/validations*"):
-        result = validation_result_pb2.ValidationResult.FromString(record)
-        for per_slice in result.metric_validations_per_slice:
-            where = slice_name(per_slice.slice_key, age_buckets)
-            for failure in per_slice.failures:
-                threshold = failure.metric_threshold
-                if threshold.HasField("change_threshold"):
-                    bound = {"change_at_least": threshold.change_threshold.absolute.value}
-                else:
-                    bound = {"at_least": threshold.value_threshold.lower_bound.value}
-                metric = failure.metric_key.name + (" vs baseline"
-                                                    if failure.metric_key.is_diff else "")
-                failed.append({"metric": metric, "slice": where,
-                               "value": round(failure.metric_value.double_value.value, 4),
-                               "bound": bound})
-    return failed
-
-
-def summarize_run(metadata_path: str, pipeline_name: str, age_buckets: list[int]) -> dict:
+def summarize_run(metadata_path: str, pipeline_name: str, cfg: EvaluationConfig) -> dict:
     """The run_summary.json content of the newest run of `pipeline_name`."""
     store = open_store(metadata_path)
-    run = latest_run(store, pipeline_name)
+    run = find_run(store, pipeline_name)
     if run is None:
         raise LookupError(f"{metadata_path}: no run of pipeline {pipeline_name}")
     executions = store.get_executions_by_context(run.id)
@@ -124,14 +96,19 @@ def summarize_run(metadata_path: str, pipeline_name: str, age_buckets: list[int]
     pushed = [a for a in outputs.get("PushedModel", [])
               if a.custom_properties["pushed"].int_value == 1]
     evaluations = outputs.get("ModelEvaluation", [])
-    evaluation_uri = evaluations[0].uri if evaluations else None
+    slices = (load_evaluation(evaluations[0].uri, cfg.age_buckets, cfg.min_slice_positives,
+                              cfg.min_slice_negatives) if evaluations else {})
+    overall = slices.get("overall")
+    threshold = operating_threshold(overall.curve, cfg.target_sensitivity) if overall else None
     return {
         "run_id": run.name,
         "blessed": blessed,
         "pushed_model": pushed[0].custom_properties["pushed_destination"].string_value
         if pushed else None,
-        "metrics": load_slice_metrics(evaluation_uri, age_buckets) if evaluation_uri else {},
-        "failed_checks": load_failed_checks(evaluation_uri, age_buckets)
-        if evaluation_uri else [],
+        "operating_threshold": _round(threshold),
+        "target_sensitivity": cfg.target_sensitivity,
+        "metrics": {name: slice_summary(result, threshold) for name, result in slices.items()},
+        "failed_checks": failed_checks(evaluations[0].uri, cfg.age_buckets)
+        if evaluations else [],
         "components": components,
     }

@@ -18,7 +18,7 @@ from tfx.orchestration.pipeline import RunOptions
 
 from pipeline.config import load_config
 from pipeline.pipeline import create_pipeline
-from pipeline.summary import latest_run, node_name, open_store
+from pipeline.summary import find_run, node_name, open_store
 from pipeline.synth import SynthSpec, generate
 
 MODES = {"in_memory x1": ["direct_running_mode=in_memory", "direct_num_workers=1"],
@@ -37,7 +37,7 @@ def time_mode(data_root: str, work: str, overrides: list[str]) -> dict[str, floa
     tfx.orchestration.LocalDagRunner().run(pipeline, run_options=RunOptions(
         to_nodes=["DataGate"]))
     store = open_store(metadata)
-    executions = store.get_executions_by_context(latest_run(store, config.pipeline_name).id)
+    executions = store.get_executions_by_context(find_run(store, config.pipeline_name).id)
     return {node_name(store, e.id)[1]: (e.last_update_time_since_epoch
                                         - e.create_time_since_epoch) / 1000
             for e in executions}

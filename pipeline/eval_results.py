@@ -1,0 +1,194 @@
+"""The Evaluator's output, read back: metrics with intervals, baseline and change per slice,
+the curves, the checks that failed, and the operating point picked from the curves.
+
+The summary, the model card (in the packaging component) and the report all read the
+evaluation through this module, so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import tensorflow as tf
+from tensorflow_model_analysis.proto import metrics_for_slice_pb2, validation_result_pb2
+
+from modules import features as F
+from modules.metrics import GATED_AUC_NAME
+
+CANDIDATE_NAMES = ("", "candidate")  # TFX names the models only when a baseline exists
+BASELINE_NAME = "baseline"
+UNBOUNDED = ("example_count", "calibration")  # every other metric lies in [0, 1]
+# Ranking metrics mean nothing on a slice without both classes (TFMA reports 0 there).
+NEED_BOTH_CLASSES = ("auc", "auc_pr", "specificity_at_sensitivity",
+                     "sensitivity_at_specificity")
+
+
+@dataclasses.dataclass(frozen=True)
+class Matrix:
+    threshold: float
+    tp: float
+    fp: float
+    tn: float
+    fn: float
+
+    @property
+    def sensitivity(self) -> float | None:
+        return _ratio(self.tp, self.tp + self.fn)
+
+    @property
+    def specificity(self) -> float | None:
+        return _ratio(self.tn, self.tn + self.fp)
+
+    @property
+    def precision(self) -> float | None:
+        return _ratio(self.tp, self.tp + self.fp)
+
+
+@dataclasses.dataclass(frozen=True)
+class Bucket:
+    """One calibration bucket: predictions in [low, high)."""
+
+    low: float
+    high: float
+    count: float
+    labels: float
+    predictions: float
+
+
+@dataclasses.dataclass
+class SliceResult:
+    metrics: dict[str, float | None] = dataclasses.field(default_factory=dict)
+    intervals: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
+    baseline: dict[str, float | None] = dataclasses.field(default_factory=dict)
+    changes: dict[str, float | None] = dataclasses.field(default_factory=dict)
+    curve: list[Matrix] = dataclasses.field(default_factory=list)
+    baseline_curve: list[Matrix] = dataclasses.field(default_factory=list)
+    calibration: list[Bucket] = dataclasses.field(default_factory=list)
+    positives: int = 0
+    negatives: int = 0
+    gated: bool = False  # enough malignant and benign examples for the slice gate
+
+    def at(self, threshold: float) -> Matrix | None:
+        """The confusion matrix at the curve threshold nearest `threshold`."""
+        if not self.curve:
+            return None
+        return min(self.curve, key=lambda m: abs(m.threshold - threshold))
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return a / b if b else None
+
+
+def _number(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+def _records(pattern: str):
+    for path in sorted(tf.io.gfile.glob(pattern)):
+        for record in tf.data.TFRecordDataset(path):
+            yield record.numpy()
+
+
+def slice_name(slice_key: metrics_for_slice_pb2.SliceKey, age_buckets: list[int]) -> str:
+    """'overall', or 'feature=value' joined by ' & ' (age buckets by range: 'age_bucket=45-59')."""
+    parts = []
+    for single in slice_key.single_slice_keys:
+        value = getattr(single, single.WhichOneof("kind"))
+        if isinstance(value, bytes):
+            value = value.decode()
+        if single.column == F.AGE_BUCKET_KEY:
+            value = "missing" if value == F.MISSING else F.age_bucket_names(age_buckets)[value]
+        parts.append(f"{single.column}={value}")
+    return " & ".join(parts) or "overall"
+
+
+def load_evaluation(evaluation_uri: str, age_buckets: list[int], min_positives: int,
+                    min_negatives: int) -> dict[str, SliceResult]:
+    """Every slice of an evaluation, overall first; the minimum counts are the gate's."""
+    results: dict[str, SliceResult] = {}
+    for record in _records(f"{evaluation_uri}/metrics-*"):
+        sliced = metrics_for_slice_pb2.MetricsForSlice.FromString(record)
+        result = results.setdefault(slice_name(sliced.slice_key, age_buckets), SliceResult())
+        for kv in sliced.metric_keys_and_values:
+            value = _number(kv.value.double_value.value)
+            name = kv.key.name
+            if kv.key.is_diff:
+                result.changes[name] = value
+            elif kv.key.model_name == BASELINE_NAME:
+                result.baseline[name] = value
+            elif kv.key.model_name in CANDIDATE_NAMES:
+                result.metrics[name] = value
+                if kv.HasField("confidence_interval"):
+                    interval = kv.confidence_interval
+                    low = interval.lower_bound.double_value.value
+                    high = interval.upper_bound.double_value.value
+                    if name not in UNBOUNDED:  # the t-interval knows no [0, 1]
+                        low, high = max(low, 0.0), min(high, 1.0)
+                    result.intervals[name] = (low, high)
+    for record in _records(f"{evaluation_uri}/plots-*"):
+        sliced = metrics_for_slice_pb2.PlotsForSlice.FromString(record)
+        result = results.setdefault(slice_name(sliced.slice_key, age_buckets), SliceResult())
+        for kv in sliced.plot_keys_and_values:
+            baseline = kv.key.model_name == BASELINE_NAME
+            matrices = [Matrix(m.threshold, m.true_positives, m.false_positives,
+                               m.true_negatives, m.false_negatives)
+                        for m in kv.value.confusion_matrix_at_thresholds.matrices]
+            if matrices:
+                setattr(result, "baseline_curve" if baseline else "curve", matrices)
+            if kv.value.calibration_histogram_buckets.buckets and not baseline:
+                result.calibration = [
+                    Bucket(b.lower_threshold_inclusive, b.upper_threshold_exclusive,
+                           b.num_weighted_examples.value, b.total_weighted_label.value,
+                           b.total_weighted_refined_prediction.value)
+                    for b in kv.value.calibration_histogram_buckets.buckets
+                    if b.num_weighted_examples.value]
+    for result in results.values():
+        _count_classes(result, min_positives, min_negatives)
+    return dict(sorted(results.items(), key=lambda kv: (kv[0] != "overall", kv[0])))
+
+
+def _count_classes(result: SliceResult, min_positives: int, min_negatives: int) -> None:
+    examples = result.metrics.get("example_count") or 0
+    result.positives = round(examples * (result.metrics.get("mean_label") or 0))
+    result.negatives = round(examples) - result.positives
+    result.gated = result.positives >= min_positives and result.negatives >= min_negatives
+    if not (result.positives and result.negatives):
+        for name in NEED_BOTH_CLASSES:
+            for values in (result.metrics, result.baseline, result.changes):
+                if name in values:
+                    values[name] = None
+            result.intervals.pop(name, None)
+
+
+def operating_threshold(curve: list[Matrix], target_sensitivity: float) -> float | None:
+    """The highest threshold whose sensitivity reaches the target (None: no positives)."""
+    reaching = [m.threshold for m in curve
+                if m.sensitivity is not None and m.sensitivity >= target_sensitivity]
+    return max(reaching) if reaching else None
+
+
+def failed_checks(evaluation_uri: str, age_buckets: list[int]) -> list[dict]:
+    """Every threshold the candidate missed: metric, slice, value and bound. The slice gate
+    is reported as the slice's AUC."""
+    failed = []
+    for record in _records(f"{evaluation_uri}/validations*"):
+        result = validation_result_pb2.ValidationResult.FromString(record)
+        for spec in result.missing_slices:  # a gated family the data does not carry
+            failed.append({"metric": "slices", "slice": "*".join(spec.feature_keys),
+                           "value": 0, "bound": {"at_least": 1}})
+        for per_slice in result.metric_validations_per_slice:
+            where = slice_name(per_slice.slice_key, age_buckets)
+            for failure in per_slice.failures:
+                threshold = failure.metric_threshold
+                name = failure.metric_key.name
+                metric = "auc" if name == GATED_AUC_NAME else name
+                if failure.metric_key.is_diff:
+                    metric += " change vs baseline"
+                    bound = {"at_least": threshold.change_threshold.absolute.value}
+                else:
+                    bound = {"at_least": threshold.value_threshold.lower_bound.value}
+                failed.append({"metric": metric, "slice": where,
+                               "value": round(failure.metric_value.double_value.value, 4),
+                               "bound": bound})
+    return failed

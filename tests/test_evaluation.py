@@ -1,0 +1,128 @@
+"""The Evaluator's config, the slice gate metric, the operating point and the model card."""
+
+from __future__ import annotations
+
+import pytest
+from tensorflow_model_analysis.metrics import binary_confusion_matrices
+
+from modules.metrics import GatedAUC
+from pipeline.config import load_config
+from pipeline.eval_config import CURVE_THRESHOLDS, build_eval_config
+from pipeline.eval_results import Matrix, SliceResult, _count_classes, operating_threshold
+from pipeline.model_card import build_card, render_markdown
+from pipeline.statistics import FeatureSummary, SplitStats
+
+
+def metrics_by_name(eval_config) -> dict:
+    return {m.class_name: m for m in eval_config.metrics_specs[0].metrics}
+
+
+def test_overall_auc_has_a_bound_and_a_baseline_change_on_the_overall_slice_only():
+    cfg = load_config(None, ["auc_threshold=0.8", "max_auc_drop=0.02"]).evaluation
+    auc = metrics_by_name(build_eval_config(cfg))["AUC"]
+    (check,) = auc.per_slice_thresholds
+    assert list(check.slicing_specs[0].feature_keys) == []  # overall
+    assert check.threshold.value_threshold.lower_bound.value == 0.8
+    assert check.threshold.change_threshold.absolute.value == -0.02
+
+
+def test_every_slice_family_is_gated_with_its_own_bound_and_no_drop():
+    cfg = load_config(None, ['slice_auc_thresholds={"sex*anatom_site_general_challenge": 0.5}',
+                             "slice_auc_threshold=0.7", "max_slice_auc_drop=0.04"]).evaluation
+    eval_config = build_eval_config(cfg)
+    assert [list(s.feature_keys) for s in eval_config.slicing_specs] == [[]] + cfg.slices
+    gate = metrics_by_name(eval_config)["GatedAUC"]
+    bounds = {"*".join(t.slicing_specs[0].feature_keys):
+              (t.threshold.value_threshold.lower_bound.value,
+               t.threshold.change_threshold.absolute.value)
+              for t in gate.per_slice_thresholds}
+    assert bounds == {"sex": (0.7, -0.04), "age_bucket": (0.7, -0.04),
+                      "anatom_site_general_challenge": (0.7, -0.04),
+                      "sex*anatom_site_general_challenge": (0.5, -0.04)}
+
+
+def test_specificity_floor_gates_only_when_set_and_intervals_are_on():
+    unset = build_eval_config(load_config(None, ["min_specificity=null"]).evaluation)
+    assert not metrics_by_name(unset)["SpecificityAtSensitivity"].per_slice_thresholds
+    floor = build_eval_config(load_config(None, ["min_specificity=0.4"]).evaluation)
+    (check,) = metrics_by_name(floor)["SpecificityAtSensitivity"].per_slice_thresholds
+    assert check.threshold.value_threshold.lower_bound.value == 0.4
+    assert floor.options.compute_confidence_intervals.value
+
+
+def test_all_curves_share_one_threshold_grid():
+    """One set of confusion matrices per slice serves every rate, curve and the threshold."""
+    for metric in build_eval_config(load_config().evaluation).metrics_specs[0].metrics:
+        if metric.class_name not in ("ExampleCount", "MeanLabel", "Calibration",
+                                     "CalibrationPlot"):
+            assert f'"num_thresholds": {CURVE_THRESHOLDS}' in metric.config, metric.class_name
+
+
+def matrices(tp, fp, tn, fn):
+    floats = lambda values: [float(v) for v in values]  # noqa: E731
+    return binary_confusion_matrices.Matrices(thresholds=[0.0, 0.5, 1.0], tp=floats(tp),
+                                              fp=floats(fp), tn=floats(tn), fn=floats(fn))
+
+
+def test_gated_auc_is_the_auc_on_big_slices_and_passes_small_ones():
+    metric = GatedAUC(min_positives=3, min_negatives=3)
+    big = matrices(tp=[5, 4, 0], fp=[5, 1, 0], tn=[0, 4, 5], fn=[0, 1, 5])
+    small = matrices(tp=[2, 2, 0], fp=[5, 5, 0], tn=[0, 0, 5], fn=[0, 0, 2])
+    value = lambda m: metric._metric_value("ROC", "interpolation", None, m,  # noqa: E731
+                                           min_positives=3, min_negatives=3)
+    assert value(big) == pytest.approx(0.8)
+    assert value(small) == 1.0
+
+
+def curve(points: list[tuple[float, int, int, int, int]]) -> list[Matrix]:
+    return [Matrix(t, tp, fp, tn, fn) for t, tp, fp, tn, fn in points]
+
+
+def test_operating_threshold_is_the_highest_that_reaches_the_sensitivity():
+    c = curve([(0.1, 10, 50, 50, 0), (0.2, 9, 30, 70, 1), (0.3, 8, 20, 80, 2),
+               (0.4, 6, 5, 95, 4)])
+    assert operating_threshold(c, 0.9) == 0.2
+    assert operating_threshold(c, 0.8) == 0.3
+    assert operating_threshold(c, 1.0) == 0.1
+    assert operating_threshold(curve([(0.5, 0, 3, 7, 0)]), 0.9) is None  # no positives
+    assert c[1].sensitivity == 0.9 and c[1].specificity == 0.7
+    assert c[1].precision == pytest.approx(9 / 39)
+
+
+def test_slice_classes_decide_gating_and_undefined_rankings_are_not_zero():
+    small = SliceResult(metrics={"example_count": 40.0, "mean_label": 0.05, "auc": 1.0})
+    _count_classes(small, min_positives=10, min_negatives=10)
+    assert (small.positives, small.negatives, small.gated) == (2, 38, False)
+    assert small.metrics["auc"] == 1.0  # reported, not gated
+    benign_only = SliceResult(metrics={"example_count": 9.0, "mean_label": 0.0, "auc": 0.0},
+                              intervals={"auc": (0.0, 0.0)})
+    _count_classes(benign_only, 10, 10)
+    assert benign_only.metrics["auc"] is None and "auc" not in benign_only.intervals
+
+
+def test_model_card_states_use_data_metrics_and_measured_limitations():
+    overall = SliceResult(metrics={"example_count": 100.0, "auc": 0.9},
+                          intervals={"auc": (0.85, 0.95)}, positives=20, negatives=80,
+                          gated=True, curve=curve([(0.3, 18, 20, 60, 2)]))
+    weak = SliceResult(metrics={"example_count": 50.0, "auc": 0.7}, positives=12,
+                       negatives=38, gated=True, curve=curve([(0.3, 6, 10, 28, 6)]))
+    tiny = SliceResult(metrics={"example_count": 5.0, "auc": 1.0}, positives=1, negatives=4,
+                       curve=curve([(0.3, 1, 0, 4, 0)]))
+    stats = {s: SplitStats(100, {"target": FeatureSummary(0, "categorical", {"1": 10})})
+             for s in ("train00", "train01", "train02")}
+    settings = {"pipeline_name": "p", "backbone": "efficientnet_b0", "image_size": 64,
+                "splits": {"train": ["train00"], "validation": ["train01"],
+                           "evaluation": ["train02"]},
+                "target_sensitivity": 0.9, "gate": {}, "intended_use": "Triage only.",
+                "limitations": ["Retrospective."]}
+    card = build_card(settings, {"overall": overall, "site=1": weak, "site=4": tiny}, 0.3,
+                      stats)
+    assert card["operating_point"]["sensitivity"] == 0.9
+    assert card["data"]["train"] == {"shards": ["train00"], "examples": 100, "malignant": 10}
+    limitations = " ".join(card["limitations"])
+    assert "Retrospective." in limitations
+    assert "not gated: site=4" in limitations
+    assert "below the target 0.9 on: site=1 (0.50)" in limitations
+    markdown = render_markdown(card)
+    assert "| overall | 100 | 20 | 0.900 | 0.850-0.950 | 0.900 | 0.750 | yes |" in markdown
+    assert "Triage only." in markdown
