@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
@@ -101,5 +102,6 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
               callbacks=[keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)],
               verbose=2)
 
-    signatures = make_signatures(model, tf_transform_output, cfg["age_buckets"])
-    model.save(fn_args.serving_model_dir, save_format="tf", signatures=signatures)
+    with tempfile.TemporaryDirectory() as asset_dir:
+        signatures = make_signatures(model, tf_transform_output, cfg["age_buckets"], asset_dir)
+        model.save(fn_args.serving_model_dir, save_format="tf", signatures=signatures)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 
 from tfx import v1 as tfx
@@ -12,6 +13,7 @@ from tfx.proto import example_gen_pb2, transform_pb2
 
 from components import serving_pusher
 from components.data_gate import DataGate
+from components.model_packager import ModelPackager
 from pipeline.config import PipelineConfig
 from pipeline.eval_config import build_eval_config
 from pipeline.shards import SplitPlan, plan_splits
@@ -48,6 +50,29 @@ def trainer_custom_config(config: PipelineConfig) -> dict:
     needs, and the code fingerprint that keeps the cache honest."""
     return {**dataclasses.asdict(config.trainer), "age_buckets": config.evaluation.age_buckets,
             "code": modules_fingerprint()}
+
+
+def packager_settings(config: PipelineConfig) -> str:
+    """What ModelPackager needs from the config, as the JSON parameter it takes."""
+    plan, evaluation = split_plan(config), config.evaluation
+    return json.dumps({
+        "pipeline_name": config.pipeline_name,
+        "backbone": config.trainer.backbone,
+        "image_size": config.trainer.image_size,
+        "splits": {role: plan.names(getattr(plan, role))
+                   for role in ("train", "validation", "evaluation")},
+        "age_buckets": evaluation.age_buckets,
+        "target_sensitivity": evaluation.target_sensitivity,
+        "gate": {"auc_threshold": evaluation.auc_threshold,
+                 "slice_auc_threshold": evaluation.slice_auc_threshold,
+                 "slice_auc_thresholds": evaluation.slice_auc_thresholds,
+                 "min_slice_positives": evaluation.min_slice_positives,
+                 "min_slice_negatives": evaluation.min_slice_negatives,
+                 "max_auc_drop": evaluation.max_auc_drop,
+                 "max_slice_auc_drop": evaluation.max_slice_auc_drop,
+                 "min_specificity": evaluation.min_specificity},
+        **dataclasses.asdict(config.model_card),
+    })
 
 
 def create_pipeline(config: PipelineConfig, *, data_root: str, pipeline_root: str,
@@ -106,8 +131,15 @@ def create_pipeline(config: PipelineConfig, *, data_root: str, pipeline_root: st
         schema=schema_gen.outputs["schema"],
         eval_config=build_eval_config(config.evaluation))
 
-    pusher = tfx.components.Pusher(
+    packager = ModelPackager(
         model=trainer.outputs["model"],
+        evaluation=evaluator.outputs["evaluation"],
+        blessing=evaluator.outputs["blessing"],
+        statistics=statistics_gen.outputs["statistics"],
+        settings=packager_settings(config))
+
+    pusher = tfx.components.Pusher(
+        model=packager.outputs["packaged_model"],
         model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_dir)),
@@ -117,7 +149,7 @@ def create_pipeline(config: PipelineConfig, *, data_root: str, pipeline_root: st
         pipeline_name=config.pipeline_name,
         pipeline_root=pipeline_root,
         components=[example_gen, schema_gen, statistics_gen, example_validator, data_gate,
-                    transform, trainer, model_resolver, evaluator, pusher],
+                    transform, trainer, model_resolver, evaluator, packager, pusher],
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=beam_pipeline_args or config.beam.pipeline_args())

@@ -1,0 +1,69 @@
+"""ModelPackager: turns a blessed model into the one that is pushed.
+
+It picks the operating threshold on the evaluation fold (the highest threshold that reaches
+the target sensitivity), writes it into the copy's threshold asset so `serving_default`
+returns a decision with the score, and adds the model card. The Trainer's own model is left
+as it is: the resolver keeps offering it as the baseline.
+"""
+
+import json
+import os
+
+from tfx import v1 as tfx
+from tfx.dsl.io import fileio
+from tfx.utils import io_utils, path_utils
+
+from modules.signatures import THRESHOLD_ASSET
+from pipeline.errors import MedtfxError
+from pipeline.eval_results import load_evaluation, operating_threshold
+from pipeline.model_card import build_card, render_markdown
+from pipeline.statistics import load_statistics
+
+PACKAGE_FILE = "medtfx-package.json"  # what was packaged; the Pusher compares it
+CARD_DIR = "assets.extra"  # copied with the model; TF Serving reads only warm-up files there
+
+Model = tfx.types.standard_artifacts.Model
+
+
+class NoOperatingPointError(MedtfxError):
+    """The evaluation fold has no malignant case to set a sensitivity on."""
+
+
+@tfx.dsl.components.component
+def ModelPackager(
+        model: tfx.dsl.components.InputArtifact[Model],
+        evaluation: tfx.dsl.components.InputArtifact[
+            tfx.types.standard_artifacts.ModelEvaluation],
+        blessing: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ModelBlessing],
+        statistics: tfx.dsl.components.InputArtifact[
+            tfx.types.standard_artifacts.ExampleStatistics],
+        packaged_model: tfx.dsl.components.OutputArtifact[Model],
+        settings: tfx.dsl.components.Parameter[str]) -> None:
+    if blessing.get_int_custom_property("blessed") != 1:
+        packaged_model.set_int_custom_property("packaged", 0)
+        return
+    config = json.loads(settings)
+    slices = load_evaluation(evaluation.uri, config["age_buckets"],
+                             config["gate"]["min_slice_positives"],
+                             config["gate"]["min_slice_negatives"])
+    threshold = operating_threshold(slices["overall"].curve, config["target_sensitivity"])
+    if threshold is None:
+        raise NoOperatingPointError("the evaluation shards hold no malignant example: no "
+                                    "operating threshold can be chosen")
+    source = path_utils.serving_model_path(model.uri)
+    target = path_utils.serving_model_path(packaged_model.uri)
+    io_utils.copy_dir(source, target)
+    with fileio.open(os.path.join(target, "assets", THRESHOLD_ASSET), "w") as f:
+        f.write(f"{threshold}\n")
+
+    splits = sorted({s for role in config["splits"].values() for s in role})
+    card = build_card(config, slices, threshold, load_statistics(statistics.uri, splits))
+    fileio.makedirs(os.path.join(target, CARD_DIR))
+    with fileio.open(os.path.join(target, CARD_DIR, "model_card.json"), "w") as f:
+        json.dump(card, f, indent=2)
+    with fileio.open(os.path.join(target, CARD_DIR, "model_card.md"), "w") as f:
+        f.write(render_markdown(card))
+    with fileio.open(os.path.join(target, PACKAGE_FILE), "w") as f:
+        json.dump({"trained_model": source, "operating_threshold": threshold}, f)
+    packaged_model.set_int_custom_property("packaged", 1)
+    packaged_model.set_float_custom_property("operating_threshold", threshold)

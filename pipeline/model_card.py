@@ -1,0 +1,100 @@
+"""The model card shipped with every pushed model, built from the run itself: what the model
+is for, the data it saw, its metrics per slice with intervals, and its limitations."""
+
+from __future__ import annotations
+
+import datetime
+
+from pipeline.eval_results import SliceResult
+from pipeline.statistics import SplitStats
+
+
+def _share(part: float, whole: float) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def build_card(settings: dict, slices: dict[str, SliceResult], threshold: float,
+               statistics: dict[str, SplitStats]) -> dict:
+    """`settings`: pipeline name, trainer, splits by role, target sensitivity, the gate and
+    the configured intended use and limitations."""
+    data = {}
+    for role, splits in settings["splits"].items():
+        examples = sum(statistics[s].examples for s in splits)
+        malignant = sum(statistics[s].malignant for s in splits)
+        data[role] = {"shards": splits, "examples": examples, "malignant": malignant}
+    rows = []
+    for name, result in slices.items():
+        matrix = result.at(threshold)
+        rows.append({
+            "slice": name, "examples": int(result.metrics.get("example_count") or 0),
+            "malignant": result.positives,
+            "auc": result.metrics.get("auc"), "auc_ci": result.intervals.get("auc"),
+            "sensitivity": matrix.sensitivity if matrix else None,
+            "specificity": matrix.specificity if matrix else None,
+            "gated": result.gated})
+    overall = slices["overall"].at(threshold)
+    return {
+        "model": {"pipeline": settings["pipeline_name"], "backbone": settings["backbone"],
+                  "image_size": settings["image_size"],
+                  "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                      timespec="seconds")},
+        "intended_use": settings["intended_use"],
+        "data": data,
+        "operating_point": {
+            "threshold": round(threshold, 4),
+            "target_sensitivity": settings["target_sensitivity"],
+            "sensitivity": overall.sensitivity, "specificity": overall.specificity,
+            "chosen_on": "the evaluation shards, which are also where the metrics come from"},
+        "gate": settings["gate"],
+        "metrics": rows,
+        "limitations": settings["limitations"] + _measured_limitations(rows, settings),
+    }
+
+
+def _measured_limitations(rows: list[dict], settings: dict) -> list[str]:
+    notes = []
+    small = [r["slice"] for r in rows if not r["gated"]]
+    if small:
+        notes.append("Too few malignant or benign examples to judge, so not gated: "
+                     + ", ".join(small) + ".")
+    target = settings["target_sensitivity"]
+    short = [f"{r['slice']} ({r['sensitivity']:.2f})" for r in rows
+             if r["gated"] and r["sensitivity"] is not None and r["sensitivity"] < target]
+    if short:
+        notes.append(f"At the operating threshold, sensitivity is below the target {target} "
+                     "on: " + ", ".join(short) + ".")
+    gated = [r for r in rows if r["gated"] and r["auc"] is not None]
+    if gated:
+        worst = min(gated, key=lambda r: r["auc"])
+        notes.append(f"Lowest AUC among gated slices: {worst['slice']} ({worst['auc']:.3f}).")
+    return notes
+
+
+def _number(value, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def render_markdown(card: dict) -> str:
+    model, point = card["model"], card["operating_point"]
+    lines = [f"# Model card: {model['pipeline']}", "",
+             f"{model['backbone']} at {model['image_size']} px, created {model['created']}.", "",
+             "## Intended use", "", card["intended_use"], "", "## Data", "",
+             "| role | shards | examples | malignant |", "|---|---|---|---|"]
+    for role, d in card["data"].items():
+        lines.append(f"| {role} | {', '.join(d['shards'])} | {d['examples']} | {d['malignant']} |")
+    lines += ["", "## Operating point", "",
+              f"A lesion is referred when its probability is at least {point['threshold']}: "
+              f"the highest threshold reaching sensitivity {point['target_sensitivity']} on "
+              f"{point['chosen_on']}. There: sensitivity {_number(point['sensitivity'])}, "
+              f"specificity {_number(point['specificity'])}.", "",
+              "## Metrics per slice (95% intervals)", "",
+              "| slice | examples | malignant | AUC | AUC interval | sensitivity | specificity "
+              "| gated |", "|---|---|---|---|---|---|---|---|"]
+    for r in card["metrics"]:
+        interval = ("n/a" if r["auc_ci"] is None
+                    else f"{r['auc_ci'][0]:.3f}-{r['auc_ci'][1]:.3f}")
+        lines.append(f"| {r['slice']} | {r['examples']} | {r['malignant']} | "
+                     f"{_number(r['auc'])} | {interval} | {_number(r['sensitivity'])} | "
+                     f"{_number(r['specificity'])} | {'yes' if r['gated'] else 'no'} |")
+    lines += ["", "## Limitations", ""] + [f"- {note}" for note in card["limitations"]]
+    return "\n".join(lines) + "\n"
