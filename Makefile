@@ -16,13 +16,21 @@ OVERRIDES := ml-metadata==1.17.1 tensorflow-data-validation==1.16.1 tensorflow-h
              tfx-bsl==1.21.0 tensorflow==2.21.0 tensorflow-metadata==1.21.0 \
              'pyarrow>=15,<19' 'protobuf>=6,<7' 'pandas>=2.0,<3'
 
-.PHONY: run test test-fast venv lock clean-venv
+SUDO   := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+
+.PHONY: run test test-fast venv lock clean-venv browser
 
 run: $(STAMP)
 	$(VENV)/bin/medtfx run $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest tests $(ARGS)
+
+# Debian's Chromium and ChromeDriver: the report test renders the HTML report in them.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
 
 # The fast tests alone: everything but the end-to-end pipeline runs.
 test-fast: $(STAMP)
@@ -36,7 +44,7 @@ $(STAMP): requirements.lock setup.py
 	@test -x $(UV) || $(PY) -m pip install --quiet --target $(VENV)/uv uv==$(UV_VERSION)
 	$(UV) pip sync --quiet --python $(PY) --require-hashes requirements.lock
 	$(UV) pip install --quiet --python $(PY) --no-deps --no-build-isolation -e .
-	$(PY) -m pipeline.compat
+	$(PY) -c "import pipeline.compat as c; print('wrote', c.write_pth())"
 	@touch $@
 
 # Regenerate requirements.lock from setup.py and the overrides above (needs the registry).

@@ -20,6 +20,6 @@ setup(
         "pillow",
         "pyyaml",
     ],
-    extras_require={"test": ["pytest", "pytest-timeout"]},
+    extras_require={"test": ["pytest", "pytest-timeout", "selenium"]},
     entry_points={"console_scripts": ["medtfx=pipeline.cli:main"]},
 )

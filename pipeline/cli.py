@@ -47,6 +47,18 @@ def build_parser() -> argparse.ArgumentParser:
     _verbose(run)
     run.set_defaults(command=_run)
 
+    report = commands.add_parser(
+        "report", help="write an HTML report of the last run",
+        description="Writes a self-contained HTML page on the run recorded in "
+        "WORK/run_summary.json: verdict and failed checks, ROC/PR curves overall and per "
+        "slice, calibration, the confusion matrix at the operating threshold, the slice "
+        "table with intervals, the comparison with the last blessed model, and the data's "
+        "statistics and anomalies.")
+    report.add_argument("--work-dir", default="work", help="the run's work dir (./work)")
+    report.add_argument("--out", help="where to write the page (WORK/report.html)")
+    _verbose(report)
+    report.set_defaults(command=_report)
+
     data = commands.add_parser("data", help="dataset tools",
                                description="Dataset tools.")
     data_commands = data.add_subparsers(metavar="COMMAND", required=True)
@@ -139,6 +151,26 @@ def _run(args: argparse.Namespace) -> int:
             from pipeline.local_runner import run_local  # imports TFX: only for good input
 
             return run_local(config, data, work, console)
+        except Exception as err:  # reported in one line, traceback in the log
+            return _fail(console, err, log_path)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from pipeline.console import Console
+    from pipeline.workdir import WorkDir
+
+    work = WorkDir(args.work_dir)
+    if not os.path.exists(work.summary):
+        print(f"error: {work.summary}: no finished run to report on (run `medtfx run` first)",
+              file=sys.stderr)
+        return EXIT_FAILED
+    log_path = work.log_file("report", _stamp())
+    with Console(log_path, args.verbose) as console:
+        try:
+            from pipeline.report import write_report
+
+            console.say(f"medtfx: report written to {write_report(work, args.out)}")
+            return 0
         except Exception as err:  # reported in one line, traceback in the log
             return _fail(console, err, log_path)
 

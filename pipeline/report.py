@@ -1,0 +1,226 @@
+"""`medtfx report`: one self-contained HTML page on a run, for a person deciding whether to
+trust the model: the verdict and why, curves overall and per slice, calibration, the
+confusion matrix at the operating threshold, the slice table with intervals, the comparison
+with the last blessed model, and the data's statistics and anomalies."""
+
+from __future__ import annotations
+
+import collections
+import html
+import json
+import os
+
+from components.data_gate import describe_anomalies
+from pipeline.config import PipelineConfig, load_config_dict
+from pipeline.eval_results import Matrix, SliceResult, load_evaluation
+from pipeline.statistics import SplitStats, load_statistics
+from pipeline.summary import find_run, open_store, outputs_by_type
+from pipeline.svg import line_chart
+from pipeline.workdir import WorkDir
+
+STYLE = """
+body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1100px;
+       color: #222; }
+h1 { margin-bottom: 0; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2em; }
+.verdict { display: inline-block; padding: .3em .8em; border-radius: 4px; color: #fff;
+           font-weight: bold; } .blessed { background: #2a7d3a; } .rejected { background: #b3261e; }
+table { border-collapse: collapse; margin: .5em 0; } td, th { border: 1px solid #ddd;
+        padding: .25em .6em; text-align: right; } th { background: #f4f4f4; }
+td:first-child, th:first-child { text-align: left; } tr.fail td { background: #fde8e6; }
+tr.ungated td { color: #888; } .charts { display: flex; flex-wrap: wrap; gap: 1em; }
+figure { margin: 0; } figcaption { font-weight: 600; }
+.tick, .legend, .axis { font-size: 11px; fill: #333; } .axis { text-anchor: middle; }
+"""
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def _interval(result: SliceResult, name: str) -> str:
+    ci = result.intervals.get(name)
+    return f"{ci[0]:.3f}–{ci[1]:.3f}" if ci else ""
+
+
+def _roc(curve: list[Matrix]) -> list[tuple[float, float]]:
+    points = {(1 - m.specificity, m.sensitivity) for m in curve
+              if m.specificity is not None and m.sensitivity is not None}
+    return sorted(points)
+
+
+def _pr(curve: list[Matrix]) -> list[tuple[float, float]]:
+    points = {(m.sensitivity, m.precision) for m in curve
+              if m.sensitivity is not None and m.precision is not None}
+    return sorted(points)
+
+
+def _table(header: list[str], rows: list[tuple[str, list[str]]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(f'<tr class="{cls}">' + "".join(f"<td>{html.escape(c)}</td>" for c in cells)
+                   + "</tr>" for cls, cells in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _verdict(summary: dict) -> str:
+    if summary["blessed"]:
+        return ('<p><span class="verdict blessed">BLESSED</span> pushed to '
+                f'<code>{html.escape(summary["pushed_model"] or "")}</code></p>')
+    checks = "".join(
+        f"<li>{html.escape(c['metric'])} on <b>{html.escape(c['slice'])}</b>: {c['value']:.3f}"
+        f" (must be at least {c['bound']['at_least']:g})</li>" for c in summary["failed_checks"])
+    return ('<p><span class="verdict rejected">NOT BLESSED</span> nothing pushed; failed '
+            f"checks:</p><ul>{checks}</ul>")
+
+
+def _slice_rows(slices: dict[str, SliceResult], summary: dict) -> str:
+    failed = {c["slice"] for c in summary["failed_checks"]}
+    threshold = summary["operating_threshold"]
+    rows = []
+    for name, r in slices.items():
+        m = r.metrics
+        at = r.at(threshold) if threshold is not None else None
+        cls = "fail" if name in failed else "" if r.gated else "ungated"
+        rows.append((cls, [
+            name, f"{int(m.get('example_count') or 0)}", f"{r.positives}",
+            _fmt(m.get("auc")), _interval(r, "auc"), _fmt(r.baseline.get("auc")),
+            _fmt(r.changes.get("auc"), 4), _fmt(at.sensitivity if at else None),
+            _fmt(at.specificity if at else None), "yes" if r.gated else "no"]))
+    return _table(["slice", "examples", "malignant", "AUC", "95% interval",
+                   "baseline AUC", "change", "sensitivity", "specificity", "gated"], rows)
+
+
+def _curves(slices: dict[str, SliceResult]) -> str:
+    overall = slices["overall"]
+    roc = [("this model", _roc(overall.curve))]
+    if overall.baseline_curve:
+        roc.append(("last blessed model", _roc(overall.baseline_curve)))
+    charts = [line_chart("ROC, overall", roc, "1 - specificity", "sensitivity", diagonal=True),
+              line_chart("Precision-recall, overall", [("this model", _pr(overall.curve))],
+                         "recall", "precision")]
+    families: dict[str, list[str]] = collections.defaultdict(list)
+    for name, result in slices.items():
+        if name != "overall" and result.gated:
+            families[" & ".join(p.split("=")[0] for p in name.split(" & "))].append(name)
+    for family, names in families.items():
+        series = [(", ".join(p.split("=")[1] for p in n.split(" & "))
+                   + f" (AUC {_fmt(slices[n].metrics.get('auc'))}, {slices[n].positives} "
+                   "malignant)", _roc(slices[n].curve)) for n in names]
+        charts.append(line_chart(f"ROC by {family} (gated slices)", series, "1 - specificity",
+                                 "sensitivity", diagonal=True))
+    return f'<div class="charts">{"".join(charts)}</div>'
+
+
+def _calibration(overall: SliceResult) -> str:
+    points = [(b.predictions / b.count, b.labels / b.count) for b in overall.calibration]
+    chart = line_chart("Calibration, overall", [("observed rate per bucket", points)],
+                       "mean predicted probability", "observed malignant rate",
+                       diagonal=True, points=True)
+    rows = [("", [f"{b.low:.1f}–{b.high:.1f}", f"{int(b.count)}", _fmt(b.predictions / b.count),
+                  _fmt(b.labels / b.count)]) for b in overall.calibration]
+    ratio = overall.metrics.get("calibration")
+    return (f"<p>Sum of predictions over sum of labels: {_fmt(ratio)} (1 is calibrated).</p>"
+            f'<div class="charts">{chart}'
+            + _table(["predicted", "examples", "mean prediction", "observed rate"], rows)
+            + "</div>")
+
+
+def _confusion(overall: SliceResult, threshold: float | None) -> str:
+    m = overall.at(threshold) if threshold is not None else None
+    if m is None:
+        return "<p>No operating threshold: the evaluation shards hold no malignant case.</p>"
+    table = _table(["", "predicted malignant", "predicted benign"], [
+        ("", ["malignant", f"{int(m.tp)}", f"{int(m.fn)}"]),
+        ("", ["benign", f"{int(m.fp)}", f"{int(m.tn)}"])])
+    return (f"<p>At the operating threshold {threshold:.3f}: sensitivity "
+            f"{_fmt(m.sensitivity)}, specificity {_fmt(m.specificity)}, precision "
+            f"{_fmt(m.precision)}.</p>{table}")
+
+
+def _data(summary: dict, stats: dict[str, SplitStats], anomalies: list[str]) -> str:
+    role_rows = []
+    for role, splits in summary["splits"].items():
+        examples = sum(stats[s].examples for s in splits)
+        malignant = sum(stats[s].malignant for s in splits)
+        role_rows.append(("", [role, ", ".join(splits), f"{examples}", f"{malignant}",
+                               _fmt(malignant / examples if examples else None)]))
+    features: dict[str, list] = collections.defaultdict(list)
+    for split_stats in stats.values():
+        for name, feature in split_stats.features.items():
+            features[name].append(feature)
+    feature_rows = []
+    for name, parts in sorted(features.items()):
+        missing = sum(p.missing for p in parts)
+        if parts[0].kind == "categorical":
+            counts = collections.Counter()
+            for p in parts:
+                counts.update(p.values)
+            detail = ", ".join(f"{v}: {c}" for v, c in counts.most_common(8))
+        else:
+            detail = (f"min {_fmt(min(p.low for p in parts), 0)}, max "
+                      f"{_fmt(max(p.high for p in parts), 0)}")
+        feature_rows.append(("", [name, parts[0].kind, f"{missing}", detail]))
+    found = ("".join(f"<li>{html.escape(a)}</li>" for a in anomalies)
+             if anomalies else "<li>none: every shard matches the schema</li>")
+    return (_table(["role", "shards", "examples", "malignant", "share"], role_rows)
+            + _table(["feature", "kind", "missing", "values (all shards)"], feature_rows)
+            + f"<h3>Anomalies against the schema</h3><ul>{found}</ul>")
+
+
+def render_report(summary: dict, config: PipelineConfig, slices: dict[str, SliceResult],
+                  stats: dict[str, SplitStats], anomalies: list[str]) -> str:
+    overall = slices["overall"]
+    components = _table(["component", "seconds"], [("", [n, f"{s:.1f}"])
+                                                   for n, s in summary["components"].items()])
+    baseline = ("<p>No earlier blessed model: this is the first, judged on the bounds alone.</p>"
+                if not overall.baseline else
+                f"<p>Last blessed model: AUC {_fmt(overall.baseline.get('auc'))}; this model "
+                f"{_fmt(overall.metrics.get('auc'))} (change "
+                f"{_fmt(overall.changes.get('auc'), 4)}; allowed drop "
+                f"{config.evaluation.max_auc_drop:g} overall, "
+                f"{config.evaluation.max_slice_auc_drop:g} per gated slice).</p>")
+    sections = [
+        f"<h1>{html.escape(config.pipeline_name)}</h1>",
+        f"<p>Run {html.escape(summary['run_id'])} on <code>"
+        f"{html.escape(summary['data_root'])}</code>.</p>",
+        _verdict(summary),
+        f"<p>AUC {_fmt(overall.metrics.get('auc'))} ({_interval(overall, 'auc')}) on "
+        f"{int(overall.metrics.get('example_count') or 0)} held-out examples; AUC-PR "
+        f"{_fmt(overall.metrics.get('auc_pr'))}.</p>",
+        "<h2>Slices</h2>",
+        f"<p>Gated slices (at least {config.evaluation.min_slice_positives} malignant and "
+        f"{config.evaluation.min_slice_negatives} benign) need AUC at least "
+        f"{config.evaluation.slice_auc_threshold:g} (per family: "
+        f"{html.escape(json.dumps(config.evaluation.slice_auc_thresholds))}); smaller slices "
+        "are shown grey and do not gate.</p>",
+        _slice_rows(slices, summary),
+        "<h2>Comparison with the last blessed model</h2>", baseline,
+        "<h2>Curves</h2>", _curves(slices),
+        "<h2>Operating point</h2>", _confusion(overall, summary["operating_threshold"]),
+        "<h2>Calibration</h2>", _calibration(overall),
+        "<h2>Data</h2>", _data(summary, stats, anomalies),
+        "<h2>Components</h2>", components,
+    ]
+    return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>medtfx report: "
+            f"{html.escape(summary['run_id'])}</title><style>{STYLE}</style></head><body>"
+            + "\n".join(sections) + "</body></html>")
+
+
+def write_report(work: WorkDir, out_path: str | None = None) -> str:
+    """The report of the run in WORK/run_summary.json, written beside it (or to out_path)."""
+    with open(work.summary) as f:
+        summary = json.load(f)
+    config = load_config_dict(summary["config"])
+    store = open_store(work.metadata)
+    run = find_run(store, config.pipeline_name, summary["run_id"])
+    outputs = outputs_by_type(store, store.get_executions_by_context(run.id))
+    cfg = config.evaluation
+    slices = load_evaluation(outputs["ModelEvaluation"][0].uri, cfg.age_buckets,
+                             cfg.min_slice_positives, cfg.min_slice_negatives)
+    splits = sorted({s for names in summary["splits"].values() for s in names})
+    stats = load_statistics(outputs["ExampleStatistics"][0].uri, splits)
+    anomalies = describe_anomalies(outputs["ExampleAnomalies"][0].uri, splits)
+    page = render_report(summary, config, slices, stats, anomalies)
+    out_path = out_path or work.path("report.html")
+    with open(out_path, "w") as f:
+        f.write(page)
+    return out_path
