@@ -69,3 +69,30 @@ def run_transform(records: list[bytes], image_size: int, out_dir: str) -> np.nda
     with open(os.path.join(out_dir, "metadata", "schema.pbtxt"), "w") as f:
         f.write(str(load_schema()))
     return np.load(images_file).reshape(-1, image_size, image_size, 3)
+
+
+def open_in_chromium(url: str, screenshot: str, width: int = 1200):
+    """Loads `url` in Debian's headless Chromium through ChromeDriver, saves a full-page
+    screenshot, and returns the live driver (the caller quits it)."""
+    import tempfile
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    # The flags that keep Chromium from reaching for a network this machine does not have.
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-')}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    driver.set_window_size(width, 900)
+    driver.get(url)
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(width, height)
+    os.makedirs(os.path.dirname(screenshot), exist_ok=True)
+    driver.save_screenshot(screenshot)
+    return driver

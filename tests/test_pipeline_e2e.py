@@ -10,19 +10,20 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline.summary import latest_run, node_name, open_store
+from pipeline.summary import find_run, node_name, open_store
 from pipeline.synth import SynthSpec, generate
-from tests.helpers import FAST_RUN, medtfx, shard_records
+from tests.helpers import FAST_RUN, REPO, medtfx, open_in_chromium, shard_records
 
 pytestmark = pytest.mark.slow
 
 COMPONENTS = ["ImportExampleGen", "ImportSchemaGen", "latest_blessed_model_resolver",
               "StatisticsGen", "ExampleValidator", "DataGate", "Transform", "Trainer",
-              "Evaluator", "Pusher"]
+              "Evaluator", "ModelPackager", "Pusher"]
 # Six training steps cannot make a good model; these runs test the machinery, and the
 # thresholds are set so that the outcome is known.
 BLESS_ANY = ["--set", "auc_threshold=0", "--set", "slice_auc_threshold=0",
-             "--set", "max_auc_drop=1"]
+             "--set", "max_auc_drop=1", "--set", "max_slice_auc_drop=1",
+             "--set", "min_specificity=null"]
 
 
 def run(data: str, work, *extra: str) -> dict:
@@ -45,7 +46,7 @@ def first_run(tiny_data, tmp_path_factory) -> dict:
 
 def test_every_component_ran_and_is_recorded_in_ml_metadata(first_run):
     store = open_store(str(first_run["work"] / "metadata.sqlite"))
-    executions = store.get_executions_by_context(latest_run(store, "medtfx-melanoma").id)
+    executions = store.get_executions_by_context(find_run(store, "medtfx-melanoma").id)
     states = {node_name(store, e.id)[1]: e.last_known_state for e in executions}
     assert sorted(states) == sorted(COMPONENTS)
     assert set(states.values()) == {3}  # COMPLETE
@@ -93,8 +94,7 @@ def test_rerun_reuses_finished_work_and_pushes_nothing_new(first_run, tiny_data)
 def test_a_model_below_the_bar_is_not_pushed_and_the_failed_check_is_named(first_run,
                                                                            tiny_data):
     before = versions(first_run["work"])
-    strict = run(tiny_data, first_run["work"], "--set", "auc_threshold=0.99",
-                 "--set", "slice_auc_threshold=0", "--set", "max_auc_drop=1")
+    strict = run(tiny_data, first_run["work"], *BLESS_ANY, "--set", "auc_threshold=0.99")
     summary = strict["summary"]
     assert summary["blessed"] is False and summary["pushed_model"] is None
     assert {"metric": "auc", "slice": "overall", "bound": {"at_least": 0.99},
@@ -103,13 +103,63 @@ def test_a_model_below_the_bar_is_not_pushed_and_the_failed_check_is_named(first
     assert versions(first_run["work"]) == before
 
 
+def test_report_renders_in_chromium_and_names_failed_checks(first_run):
+    """Runs after the strict run above: the report is of a model that was not blessed."""
+    from PIL import Image
+    from selenium.webdriver.common.by import By
+
+    result = medtfx("report", "--work-dir", str(first_run["work"]))
+    assert result.returncode == 0, result.stdout + result.stderr
+    page = first_run["work"] / "report.html"
+    screenshot = os.path.join(REPO, "work", "test-artifacts", "report.png")
+    driver = open_in_chromium(page.as_uri(), screenshot)
+    try:
+        assert driver.title.startswith("medtfx report")
+        assert "NOT BLESSED" in driver.find_element(By.CLASS_NAME, "verdict").text
+        assert "auc on overall" in driver.find_element(By.TAG_NAME, "ul").text
+        charts = driver.find_elements(By.CSS_SELECTOR, "svg.chart")
+        captions = [c.text for c in driver.find_elements(By.TAG_NAME, "figcaption")]
+        assert captions[:2] == ["ROC, overall", "Precision-recall, overall"]
+        assert "Calibration, overall" in captions
+        assert all(c.size["width"] > 200 and c.size["height"] > 200 for c in charts)
+        assert driver.find_elements(By.CSS_SELECTOR, "svg.chart polyline")
+        headings = [h.text for h in driver.find_elements(By.TAG_NAME, "h2")]
+        assert headings[:3] == ["Slices", "Comparison with the last blessed model", "Curves"]
+        assert not [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    finally:
+        driver.quit()
+    pixels = np.asarray(Image.open(screenshot).convert("L"), dtype=float)
+    assert pixels.shape[0] > 2000 and pixels.std() > 10  # a long page, not a blank one
+
+
+def test_pushed_model_decides_at_the_threshold_and_carries_its_model_card(first_run,
+                                                                          tiny_data):
+    pushed = first_run["summary"]["pushed_model"]
+    with open(os.path.join(pushed, "assets", "operating_threshold.txt")) as f:
+        threshold = float(f.read())
+    assert threshold == pytest.approx(first_run["summary"]["operating_threshold"], abs=1e-4)
+    model = tf.saved_model.load(pushed)
+    out = model.signatures["serving_default"](
+        examples=tf.constant(shard_records(tiny_data, "test02-*.tfrec")))
+    np.testing.assert_array_equal(out["decision"].numpy(),
+                                  (out["probability"].numpy() >= threshold).astype(np.int64))
+    with open(os.path.join(pushed, "assets.extra", "model_card.md")) as f:
+        card = f.read()
+    for section in ("## Intended use", "## Data", "## Operating point",
+                    "## Metrics per slice (95% intervals)", "## Limitations"):
+        assert section in card
+    assert "| overall |" in card and "anatom_site_general_challenge=" in card
+
+
 def test_other_releases_run_through_unchanged(tmp_path):
     """The 70k release (source, no diagnosis), 48 px shards, and grayscale JPEGs."""
     data = str(tmp_path / "data")
     generate(data, SynthSpec(images=300, size=48, seed=9, release="70k",
                              grayscale_share=0.3, malignant_share=0.3))
-    outcome = run(data, tmp_path / "work", *BLESS_ANY)
+    outcome = run(data, tmp_path / "work", *BLESS_ANY, "--set",
+                  "slices=[[sex], [source], [sex, anatom_site_general_challenge]]")
     assert outcome["summary"]["blessed"] is True
+    assert {"source=0", "source=1", "source=2"} <= set(outcome["summary"]["metrics"])
     model = tf.saved_model.load(outcome["summary"]["pushed_model"])
     records = shard_records(data, "test00-*.tfrec")
     scores = model.signatures["serving_default"](examples=tf.constant(records))["probability"]
