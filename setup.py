@@ -15,6 +15,8 @@ setup(
         "tensorflow==2.21.0",
         "tf-keras==2.21.0",
         "tensorflow-hub==0.16.1",
+        "setuptools<81",  # tensorflow-hub 0.16.1 imports pkg_resources, gone in setuptools 81
+        "scipy",  # rank statistics for the ensemble's out-of-fold AUC
         "tensorboard",
         "dill",
         "pillow",
