@@ -21,6 +21,9 @@ MISSING = -1
 
 # Derived in the model's `slicing_features` signature, for slicing in the Evaluator.
 AGE_BUCKET_KEY = "age_bucket"
+# Transformed: sex, age and site as one float vector for the model's metadata branch.
+METADATA_KEY = "metadata"
+METADATA_RAW_KEYS = (SEX_KEY, AGE_KEY, SITE_KEY)
 
 SEXES = ("male", "female")
 SITES = ("torso", "lower extremity", "upper extremity", "head/neck", "palms/soles",
@@ -31,6 +34,8 @@ DIAGNOSES = ("unknown", "nevus", "melanoma", "seborrheic keratosis", "lentigo NO
 SOURCES = ("ISIC20", "ISIC19", "ISIC18")
 
 CODE_TABLES = {SEX_KEY: SEXES, SITE_KEY: SITES, DIAGNOSIS_KEY: DIAGNOSES, SOURCE_KEY: SOURCES}
+# sex one-hot + missing, age / 100 + missing flag, site one-hot + missing
+METADATA_DIM = (len(SEXES) + 1) + 2 + (len(SITES) + 1)
 
 
 def code_of(key: str, name: str) -> int:

@@ -31,7 +31,31 @@ def decode_images(encoded: tf.Tensor, size: int) -> tf.Tensor:
                      fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
 
 
+def _one_hot_code(codes: tf.Tensor, size: int) -> tf.Tensor:
+    """Codes 0..size-1 one-hot, with one more column for -1 and any code out of range (a
+    release whose tables differ must not index past the vector)."""
+    known = (codes >= 0) & (codes < size)
+    return tf.one_hot(tf.where(known, codes, size), size + 1)
+
+
+def encode_metadata(sex: tf.Tensor, age: tf.Tensor, site: tf.Tensor) -> tf.Tensor:
+    """Sex, age and anatomic site codes [B] to the metadata vector [B, METADATA_DIM].
+
+    Missing values (-1) get their own indicator rather than a made-up value, so the model
+    can learn what "not recorded" means at a site that often omits it.
+    """
+    age_known = age >= 0
+    age_scaled = tf.where(age_known, tf.cast(age, tf.float32) / 100.0, 0.0)
+    return tf.concat([
+        _one_hot_code(sex, len(F.SEXES)),
+        tf.stack([age_scaled, 1.0 - tf.cast(age_known, tf.float32)], axis=1),
+        _one_hot_code(site, len(F.SITES)),
+    ], axis=1)
+
+
 def preprocessing_fn(inputs: dict, custom_config: dict) -> dict:
     """tf.Transform entry point; `custom_config` carries the pipeline's image_size."""
     encoded = tf.reshape(inputs[F.IMAGE_KEY], [-1])
-    return {F.IMAGE_KEY: decode_images(encoded, int(custom_config["image_size"]))}
+    sex, age, site = (tf.reshape(inputs[key], [-1]) for key in F.METADATA_RAW_KEYS)
+    return {F.IMAGE_KEY: decode_images(encoded, int(custom_config["image_size"])),
+            F.METADATA_KEY: encode_metadata(sex, age, site)}

@@ -1,10 +1,12 @@
 """Serving signatures of the exported model: where a model takes its requests.
 
 `serving_default` takes serialized tf.Examples (TF Serving, and TFMA, which slices on the raw
-features the examples carry), runs the Transform graph before the network, so serving
-decodes exactly as training did, and returns the probability of melanoma and a decision at
-the operating threshold. `slicing_features` derives the features the Evaluator slices on but
-the raw examples lack (the age bucket).
+features the examples carry); `serving_image` takes encoded JPEG/PNG bytes (and, for a model
+with a metadata branch, sex, age and site codes, -1 when unknown) for REST clients. Both run
+the Transform graph before the network, so serving decodes exactly as training did, and
+both return the probability of melanoma and a decision at the operating threshold.
+`transform_features` shows what the network sees; `slicing_features` derives the features
+the Evaluator slices on but the raw examples lack (the age bucket).
 """
 
 from __future__ import annotations
@@ -15,11 +17,14 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from modules import features as F
+from modules.augment import orient
 
 EXAMPLES = tf.TensorSpec([None], tf.string, name="examples")
 PREDICTION_KEY = "probability"
 DECISION_KEY = "decision"  # 1: refer the lesion as possibly malignant
-IMAGE_SPEC = {F.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)}
+RAW_SPEC = {F.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
+            **{key: tf.io.FixedLenFeature([], tf.int64, default_value=F.MISSING)
+               for key in F.METADATA_RAW_KEYS}}
 THRESHOLD_ASSET = "operating_threshold.txt"
 UNSET_THRESHOLD = 0.5  # until ModelPackager writes the one chosen on evaluation data
 
@@ -48,25 +53,62 @@ class OperatingThreshold(tf.Module):
         return tf.strings.to_number(self.table.lookup(tf.constant(0, tf.int64)))
 
 
+def parse_raw(examples: tf.Tensor) -> dict:
+    """The raw features serving needs from serialized tf.Examples; metadata a client left out
+    is missing (-1), as in the data."""
+    return tf.io.parse_example(examples, RAW_SPEC)
+
+
 def transform_examples(tft_layer, examples: tf.Tensor) -> dict:
     """Serialized tf.Examples through the Transform graph, exactly as serving runs it."""
-    return tft_layer(tf.io.parse_example(examples, IMAGE_SPEC))
+    return tft_layer(parse_raw(examples))
+
+
+def predict(model, transformed: dict, tta: int) -> tf.Tensor:
+    """The model's probability [B, 1], averaged over the first `tta` orientations.
+
+    Test-time augmentation lives in the serving graph, so TF Serving, the Evaluator and every
+    client get the same averaged score.
+    """
+    inputs = {name: transformed[name] for name in model.input_names}
+    scores = [model({**inputs, F.IMAGE_KEY: orient(inputs[F.IMAGE_KEY], k)}, training=False)
+              for k in range(tta)]
+    return tf.add_n(scores) / float(tta) if tta > 1 else scores[0]
 
 
 def make_signatures(model, tf_transform_output: tft.TFTransformOutput,
-                    age_boundaries: list[int], asset_dir: str) -> dict:
+                    age_boundaries: list[int], asset_dir: str, tta: int = 1) -> dict:
     """Signatures for `model.save`; attaches the Transform layer and the threshold so the
     model tracks them."""
     model.tft_layer = tf_transform_output.transform_features_layer()
     model.operating_threshold = OperatingThreshold(asset_dir)
     age_spec = {F.AGE_KEY: tf.io.FixedLenFeature([], tf.int64, default_value=F.MISSING)}
 
-    @tf.function(input_signature=[EXAMPLES])
-    def serve_examples(examples):
-        transformed = transform_examples(model.tft_layer, examples)
-        probability = model(transformed, training=False)
+    def respond(transformed: dict) -> dict:
+        probability = predict(model, transformed, tta)
         decision = tf.cast(probability >= model.operating_threshold(), tf.int64)
         return {PREDICTION_KEY: probability, DECISION_KEY: decision}
+
+    @tf.function(input_signature=[EXAMPLES])
+    def serve_examples(examples):
+        return respond(transform_examples(model.tft_layer, examples))
+
+    uses_metadata = F.METADATA_KEY in model.input_names
+    image_specs = [tf.TensorSpec([None], tf.string, name=F.IMAGE_KEY)] + (
+        [tf.TensorSpec([None], tf.int64, name=key) for key in F.METADATA_RAW_KEYS]
+        if uses_metadata else [])
+
+    @tf.function(input_signature=image_specs)
+    def serve_images(image, *metadata):
+        missing = tf.fill(tf.shape(image), tf.constant(F.MISSING, tf.int64))
+        raw = {F.IMAGE_KEY: image,
+               **{key: metadata[i] if metadata else missing
+                  for i, key in enumerate(F.METADATA_RAW_KEYS)}}
+        return respond(model.tft_layer(raw))
+
+    @tf.function(input_signature=[EXAMPLES])
+    def transform_features(examples):
+        return transform_examples(model.tft_layer, examples)
 
     @tf.function(input_signature=[EXAMPLES])
     def slicing_features(examples):
@@ -75,5 +117,7 @@ def make_signatures(model, tf_transform_output: tft.TFTransformOutput,
 
     return {
         "serving_default": serve_examples.get_concrete_function(),
+        "serving_image": serve_images.get_concrete_function(),
+        "transform_features": transform_features.get_concrete_function(),
         "slicing_features": slicing_features.get_concrete_function(),
     }

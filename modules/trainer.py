@@ -1,60 +1,34 @@
-"""The Trainer's run_fn: input pipeline, fit, export.
+"""The Trainer's run_fn: strategy, warm start, two-stage fine-tuning, best epoch, export.
 
-Images arrive encoded; the input pipeline parses batches of examples and applies the
-Transform graph in parallel tf.data calls, so decoding overlaps training and nothing
-decoded is ever written to disk.
+Settings come from the pipeline config through custom_config (pipeline/pipeline.py
+trainer_custom_config); the input pipeline is modules/inputs.py, the network
+modules/model.py, the export modules/export.py.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
-import tempfile
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
+import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_transform as tft  # noqa: E402
 import tf_keras as keras  # noqa: E402
 from absl import logging  # noqa: E402
 from tfx import v1 as tfx  # noqa: E402
-from tfx_bsl.public import tfxio  # noqa: E402
 
-from modules import features as F  # noqa: E402
-from modules.augment import random_orientation  # noqa: E402
-from modules.model import build_model  # noqa: E402
+from modules.callbacks import BestEpoch  # noqa: E402
+from modules.export import export_model, keras_path  # noqa: E402
+from modules.inputs import class_weights, count_labels, input_fn  # noqa: E402
+from modules.model import (ModelConfigError, build_model, load_weights,  # noqa: E402
+                           set_backbone_trainable)  # noqa: E402
 from modules.schedule import RampSustainDecay  # noqa: E402
-from modules.signatures import make_signatures  # noqa: E402
+from modules.strategy import choose_strategy  # noqa: E402
 
-
-def input_fn(file_pattern: list[str], data_accessor: tfx.components.DataAccessor,
-             tf_transform_output: tft.TFTransformOutput, batch_size: int, *,
-             training: bool, augment: bool = False, seed: int = 0) -> tf.data.Dataset:
-    """Batches of ({image}, float label); training data repeats, shuffles and augments."""
-    dataset = data_accessor.tf_dataset_factory(
-        file_pattern,
-        tfxio.TensorFlowDatasetOptions(
-            batch_size=batch_size, label_key=F.LABEL_KEY, shuffle=training,
-            shuffle_seed=seed, num_epochs=None if training else 1,
-            drop_final_batch=training),
-        tf_transform_output.raw_metadata.schema)
-    transform = tf_transform_output.transform_features_layer()
-
-    def apply_transform(index: tf.Tensor, batch: tuple) -> tuple:
-        raw, label = batch
-        images = transform(raw)[F.IMAGE_KEY]
-        if augment:
-            images = random_orientation(images, tf.stack([tf.constant(seed, tf.int64), index]))
-        return {F.IMAGE_KEY: images}, tf.cast(label, tf.float32)
-
-    return dataset.enumerate().map(apply_transform, num_parallel_calls=tf.data.AUTOTUNE) \
-        .prefetch(tf.data.AUTOTUNE)
-
-
-def count_examples(file_patterns: list[str]) -> int:
-    files = [f for pattern in file_patterns for f in tf.io.gfile.glob(pattern)]
-    records = tf.data.TFRecordDataset(files, compression_type="GZIP")
-    return int(records.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
+VALIDATION_FILE = "medtfx-validation.json"  # labels and scores on the validation shards
 
 
 def schedule_steps(train_steps: int | None, train_examples: int, batch_size: int,
@@ -67,29 +41,32 @@ def schedule_steps(train_steps: int | None, train_examples: int, batch_size: int
     return epochs, max(1, train_examples // batch_size)
 
 
-def run_fn(fn_args: tfx.components.FnArgs) -> None:
-    """TFX Trainer entry point; settings come from the pipeline config via custom_config."""
-    cfg = fn_args.custom_config
-    keras.backend.clear_session()
-    keras.utils.set_random_seed(cfg["seed"])
-    tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
-    batch_size = cfg["batch_size"]
+def build(cfg: dict) -> keras.Model:
+    return build_model(cfg["backbone"], cfg["weights"], cfg["image_size"], cfg["dropout"],
+                       batchnorm_momentum=cfg["batchnorm_momentum"], metadata=cfg["metadata"])
 
-    train_examples = 0 if fn_args.train_steps else count_examples(fn_args.train_files)
-    epochs, steps_per_epoch = schedule_steps(fn_args.train_steps, train_examples, batch_size,
-                                             cfg["epochs"])
-    logging.info("Training %d epochs of %d steps, batch %d", epochs, steps_per_epoch,
-                 batch_size)
 
-    train = input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
-                     batch_size, training=True, augment=cfg["augment"], seed=cfg["seed"])
-    validation = input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output,
-                          batch_size, training=False)
+def warm_start(model: keras.Model, base_model: str | None, member: int | None) -> str | None:
+    """Loads the last blessed model's weights (the fold's own member for an ensemble fold);
+    returns the file used, None when there is no base model."""
+    if not base_model:
+        return None
+    path = keras_path(base_model, member)
+    if member is not None and not tf.io.gfile.exists(path):
+        path = keras_path(base_model)  # the base was one model: every fold starts from it
+    try:
+        load_weights(model, path)
+    except ModelConfigError as err:
+        raise ModelConfigError(f"{err}; to train this model from scratch instead, set "
+                               "warm_start=false") from err
+    logging.info("Warm start from %s", path)
+    return path
 
-    model = build_model(cfg["backbone"], cfg["weights"], cfg["image_size"], cfg["dropout"],
-                        batchnorm_momentum=cfg["batchnorm_momentum"])
+
+def compile_model(model: keras.Model, cfg: dict, steps_per_epoch: int, lr_scale: float) -> None:
     schedule = RampSustainDecay(
-        start=cfg["lr_start"], peak=cfg["learning_rate"], minimum=cfg["lr_min"],
+        start=cfg["lr_start"] * lr_scale, peak=cfg["learning_rate"] * lr_scale,
+        minimum=cfg["lr_min"] * lr_scale,
         ramp_steps=math.ceil(cfg["lr_ramp_epochs"] * steps_per_epoch),
         sustain_steps=math.ceil(cfg["lr_sustain_epochs"] * steps_per_epoch),
         decay=cfg["lr_decay"], steps_per_epoch=steps_per_epoch)
@@ -97,11 +74,76 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         optimizer=keras.optimizers.Adam(schedule),
         loss=keras.losses.BinaryCrossentropy(label_smoothing=cfg["label_smoothing"]),
         metrics=[keras.metrics.AUC(name="auc")])
-    model.fit(train, epochs=epochs, steps_per_epoch=steps_per_epoch,
-              validation_data=validation, validation_steps=fn_args.eval_steps or None,
-              callbacks=[keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)],
-              verbose=2)
 
-    with tempfile.TemporaryDirectory() as asset_dir:
-        signatures = make_signatures(model, tf_transform_output, cfg["age_buckets"], asset_dir)
-        model.save(fn_args.serving_model_dir, save_format="tf", signatures=signatures)
+
+def stages(cfg: dict, epochs: int) -> list[tuple[int, float, float]]:
+    """(epochs, backbone fraction trainable, learning-rate factor) per fine-tuning stage."""
+    frozen = min(cfg["frozen_epochs"], epochs - 1)
+    if not frozen:
+        return [(epochs, 1.0, 1.0)]
+    return [(frozen, 0.0, 1.0),
+            (epochs - frozen, cfg["unfreeze_fraction"], cfg["finetune_lr_scale"])]
+
+
+def validation_scores(model: keras.Model, dataset: tf.data.Dataset) -> dict:
+    """Labels and scores of the restored model on the validation shards, for the
+    out-of-fold AUC of an ensemble."""
+    labels, scores = [], []
+    for features, label in dataset:
+        scores.append(model(features, training=False).numpy().ravel())
+        labels.append(label.numpy().ravel())
+    return {"labels": np.concatenate(labels).astype(int).tolist(),
+            "scores": np.concatenate(scores).astype(float).tolist()}
+
+
+def run_fn(fn_args: tfx.components.FnArgs) -> None:
+    """TFX Trainer entry point."""
+    cfg = fn_args.custom_config
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(cfg["seed"])
+    strategy, strategy_name = choose_strategy(cfg["mixed_precision"])
+    replicas = strategy.num_replicas_in_sync
+    batch_size = cfg["batch_size"] * replicas
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
+
+    benign, malignant = count_labels(fn_args.train_files)
+    epochs, steps_per_epoch = schedule_steps(fn_args.train_steps, benign + malignant,
+                                             batch_size, cfg["epochs"])
+    weights = class_weights(benign, malignant) if cfg["class_balance"] == "weights" else None
+    logging.info("Training on %d benign and %d malignant examples: %d epochs of %d steps, "
+                 "global batch %d, class balance %s %s", benign, malignant, epochs,
+                 steps_per_epoch, batch_size, cfg["class_balance"], weights or "")
+
+    static = strategy_name == "TPUStrategy"  # TPUs compile for one batch shape
+    train = input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
+                     batch_size, training=True, cfg=cfg, weights=weights)
+    validation = input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output,
+                          batch_size, training=False, drop_remainder=static)
+    validation_steps = fn_args.eval_steps or None
+
+    with strategy.scope():
+        model = build(cfg)
+        warm_start(model, fn_args.base_model if cfg["warm_start"] else None,
+                   cfg.get("ensemble_member"))
+    best = BestEpoch("val_auc", cfg["early_stopping_patience"])
+    callbacks = [best, keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)]
+    done = 0
+    for stage_epochs, trainable, lr_factor in stages(cfg, epochs):
+        if best.stopped:
+            break
+        with strategy.scope():
+            set_backbone_trainable(model, trainable)
+            compile_model(model, cfg, steps_per_epoch, lr_factor * replicas)
+        model.fit(train, initial_epoch=done, epochs=done + stage_epochs,
+                  steps_per_epoch=steps_per_epoch, validation_data=validation,
+                  validation_steps=validation_steps, callbacks=callbacks, verbose=2)
+        done += stage_epochs
+    best.restore()
+
+    export_model(model, tf_transform_output, cfg, fn_args.serving_model_dir)
+    scores = validation_scores(model, validation.take(validation_steps or -1))
+    scores.update(best_epoch=best.best_epoch, epochs_run=best.epochs_seen,
+                  best_val_auc=best.best, strategy=strategy_name, replicas=replicas)
+    model_dir = os.path.dirname(fn_args.serving_model_dir.rstrip("/"))
+    with tf.io.gfile.GFile(os.path.join(model_dir, VALIDATION_FILE), "w") as f:
+        json.dump(scores, f)

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from pipeline.errors import ConfigError
-from pipeline.shards import plan_splits
+from pipeline.shards import ensemble_splits, plan_splits
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")
 DEFAULT_CONFIG = os.path.join(CONFIG_DIR, "default.yaml")
@@ -33,16 +33,40 @@ class DataConfig:
 
 
 @dataclasses.dataclass
+class AugmentConfig:
+    """Random changes to training images (the Trainer's input_fn only; never at serving).
+
+    Dermoscopy has no up or left, so lesions get every flip and quarter turn; chest X-rays
+    have a left and a right: switch flips and turns off for them.
+    """
+
+    enabled: bool = True
+    flip_left_right: bool = True  # each flip drawn on its own, per image
+    flip_up_down: bool = True
+    quarter_turns: bool = True
+    rotation: float = 15.0  # degrees, uniform in [-rotation, rotation]
+    shear: float = 5.0  # degrees
+    zoom: float = 0.1  # scale uniform in [1 - zoom, 1 + zoom]
+    shift: float = 0.1  # fraction of the side, each axis
+    brightness: float = 0.1  # added, uniform in [-brightness, brightness]
+    contrast: float = 0.1  # factor uniform in [1 - contrast, 1 + contrast]
+    saturation: float = 0.1  # factor uniform in [1 - saturation, 1 + saturation]
+
+
+@dataclasses.dataclass
 class TrainerConfig:
+    # efficientnet_b0-b7, efficientnet_v2_b0-b3/s, densenet121/169/201, resnet50, vgg16/19,
+    # inception_v3, pneumonia_cnn, xray_sex_cnn, or hub:<tfhub.dev handle or local dir>.
     backbone: str = "efficientnet_b0"
     weights: str = "imagenet"  # "imagenet", "none", or a local weights file
     image_size: int = 64
-    batch_size: int = 32
+    metadata: bool = False  # fuse sex, age and anatomic site with the image features
+    batch_size: int = 32  # per replica; the global batch is this times the replicas
     epochs: int = 5
     train_steps: int | None = None  # null: epochs over the training shards
     eval_steps: int | None = None  # null: the whole validation fold
     # The notebook's schedule: ramp from lr_start to learning_rate (the peak, per replica:
-    # it scales with the global batch), sustain, then decay by lr_decay an epoch to lr_min.
+    # it scales with the replicas), sustain, then decay by lr_decay an epoch to lr_min.
     learning_rate: float = 1e-4
     lr_start: float = 5e-6
     lr_min: float = 1e-6
@@ -51,10 +75,35 @@ class TrainerConfig:
     lr_decay: float = 0.8
     dropout: float = 0.2
     label_smoothing: float = 0.05
+    # "weights": each example weighted by the inverse of its class's share, inside the
+    # dataset (Keras cannot drop weights that are part of the data); "sampling": batches
+    # drawn half malignant, half benign; "none".
+    class_balance: str = "weights"
+    # Two-stage fine-tuning: `frozen_epochs` with the backbone frozen (head only), then the
+    # top `unfreeze_fraction` of the backbone's layers train at learning_rate *
+    # finetune_lr_scale. frozen_epochs 0 trains everything from the start.
+    frozen_epochs: int = 0
+    unfreeze_fraction: float = 1.0
+    finetune_lr_scale: float = 0.1
+    # The weights of the epoch with the best validation AUC are restored before export;
+    # training stops after `early_stopping_patience` epochs without a better one (null: never).
+    early_stopping_patience: int | None = 3
     # Backbone BatchNorm momentum; null keeps the backbone's (0.99). Training from scratch
     # for a few hundred steps needs a faster one, or inference statistics lag the weights.
     batchnorm_momentum: float | None = None
-    augment: bool = True  # random flips and quarter turns, training only
+    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+    shuffle_buffer: int = 2048  # examples; a shard holds ~2200 at full scale
+    # Test-time augmentation in the serving graph: the mean over the first `tta` of the 8
+    # flips/quarter turns (1: off). Only for tasks whose images have no orientation.
+    tta: int = 1
+    # Start from the last blessed model's weights when there is one (continuous retraining).
+    # Off by default: a baseline that changes the Trainer's inputs defeats the cache, so a
+    # repeated run would retrain.
+    warm_start: bool = False
+    # K-fold ensemble: train one model per fold of the non-evaluation shards and serve their
+    # average (0: one model, validated on data.validation_fold).
+    ensemble_folds: int = 0
+    mixed_precision: bool = True  # float16 on GPUs, bfloat16 on TPUs; CPUs stay float32
     seed: int = 42
 
 
@@ -143,8 +192,31 @@ def load_config(path: str | None = None, overrides: list[str] = ()) -> PipelineC
         _set_path(raw, resolve_key(key), value)
     config = _build(PipelineConfig, raw, os.path.basename(path))
     data = config.data
-    plan_splits(data.train_shards, data.folds, data.eval_fold, data.validation_fold)
+    plan = plan_splits(data.train_shards, data.folds, data.eval_fold, data.validation_fold)
+    if config.trainer.ensemble_folds:
+        ensemble_splits(plan, config.trainer.ensemble_folds)
+    _check_trainer(config.trainer, os.path.basename(path))
     return config
+
+
+CLASS_BALANCE = ("weights", "sampling", "none")
+
+
+def _check_trainer(trainer: TrainerConfig, where: str) -> None:
+    """Settings whose types are right but whose values cannot train."""
+    problems = []
+    if trainer.class_balance not in CLASS_BALANCE:
+        problems.append(f"class_balance {trainer.class_balance!r} is not one of "
+                        f"{', '.join(CLASS_BALANCE)}")
+    if not 1 <= trainer.tta <= 8:
+        problems.append(f"tta {trainer.tta} must be 1 (off) to 8 orientations")
+    if not 0 <= trainer.frozen_epochs < trainer.epochs:
+        problems.append(f"frozen_epochs {trainer.frozen_epochs} must leave some of the "
+                        f"{trainer.epochs} epochs to fine-tune")
+    if not 0 < trainer.unfreeze_fraction <= 1:
+        problems.append(f"unfreeze_fraction {trainer.unfreeze_fraction} must be in (0, 1]")
+    if problems:
+        raise ConfigError(f"{where}: trainer: " + "; ".join(problems))
 
 
 def load_config_dict(raw: dict) -> PipelineConfig:

@@ -29,7 +29,8 @@ def test_overrides_by_leaf_name_and_by_path():
     ("image_size=big", "trainer: image_size: expected int, got 'big'"),
     ("imagesize=64", "no such config field"),
     ("image_size", "expected KEY=VALUE"),
-    ("augment=3", "expected bool"),
+    ("flip_up_down=3", "expected bool"),
+    ("rotation=wide", "trainer: augment: rotation: expected float"),
     ("age_buckets=30", "expected a list"),
 ])
 def test_bad_overrides_name_the_field(override, message):

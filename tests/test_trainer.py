@@ -9,14 +9,22 @@ import shutil
 import numpy as np
 import pytest
 import tensorflow as tf
+import tf_keras as keras
 from google.protobuf import json_format
 from tfx.components.trainer import fn_args_utils
 from tfx.proto import trainer_pb2
 from tfx.types import artifact_utils, standard_artifacts
 
 from modules import features as F
+from modules.augment import orient
+from modules.callbacks import BestEpoch
+from modules.export import keras_path
+from modules.inputs import balanced_batches, class_weights
+from modules.model import ModelConfigError, load_weights
 from modules.schedule import RampSustainDecay
-from modules.trainer import run_fn, schedule_steps
+from modules.signatures import predict
+from modules.strategy import choose_strategy
+from modules.trainer import VALIDATION_FILE, build, run_fn, schedule_steps, stages, warm_start
 from pipeline.config import load_config
 from pipeline.pipeline import trainer_custom_config
 from tests.helpers import REPO, run_transform, shard_records
@@ -46,32 +54,48 @@ def artifact_at(cls, uri: str):
     return artifact
 
 
-@pytest.fixture(scope="module")
-def trained(tiny_data, tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("trainer")
-    examples = examples_artifact(tiny_data, str(root / "examples"))
+def train(data: str, root, overrides: list[str], base_model: str | None = None) -> dict:
+    """run_fn on the tiny dataset as the Trainer executor calls it; returns its outputs."""
+    examples = examples_artifact(data, str(root / "examples"))
     transform_dir = str(root / "transform")
-    run_transform(shard_records(tiny_data, "train0[0-8]-*.tfrec"), 32, transform_dir)
+    run_transform(shard_records(data, "train0[0-8]-*.tfrec"), 32, transform_dir)
     os.makedirs(root / "schema")
     shutil.copy(os.path.join(REPO, "schema", "schema.pbtxt"), root / "schema")
 
-    config = load_config(None, ["image_size=32", "batch_size=8", "epochs=2", "train_steps=4"])
+    config = load_config(None, ["image_size=32", "batch_size=8", "epochs=2", "train_steps=4",
+                                *overrides])
     exec_properties = {
         "train_args": json_format.MessageToJson(trainer_pb2.TrainArgs(splits=TRAIN,
                                                                       num_steps=4)),
         "eval_args": json_format.MessageToJson(trainer_pb2.EvalArgs(splits=VALIDATION)),
         "custom_config": json.dumps(trainer_custom_config(config)),
     }
-    fn_args = fn_args_utils.get_common_fn_args(
-        {"examples": [examples],
-         "transform_graph": [artifact_at(standard_artifacts.TransformGraph, transform_dir)],
-         "schema": [artifact_at(standard_artifacts.Schema, str(root / "schema"))]},
-        exec_properties, working_dir=str(root / "work"))
+    inputs = {"examples": [examples],
+              "transform_graph": [artifact_at(standard_artifacts.TransformGraph, transform_dir)],
+              "schema": [artifact_at(standard_artifacts.Schema, str(root / "schema"))]}
+    if base_model:
+        inputs["base_model"] = [artifact_at(standard_artifacts.Model, base_model)]
+    fn_args = fn_args_utils.get_common_fn_args(inputs, exec_properties,
+                                               working_dir=str(root / "work"))
     fn_args.serving_model_dir = str(root / "model" / "Format-Serving")
     fn_args.model_run_dir = str(root / "model_run")
     run_fn(fn_args)
     return {"model": fn_args.serving_model_dir, "run": fn_args.model_run_dir,
-            "config": config}
+            "artifact": str(root / "model"), "config": config}
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_data, tmp_path_factory) -> dict:
+    return train(tiny_data, tmp_path_factory.mktemp("trainer"), [])
+
+
+@pytest.fixture(scope="module")
+def warm_tta(tiny_data, tmp_path_factory, trained) -> dict:
+    """A second model warm-started from the first, with TTA, balanced sampling and a
+    frozen first epoch."""
+    return train(tiny_data, tmp_path_factory.mktemp("warm"),
+                 ["tta=4", "class_balance=sampling", "frozen_epochs=1", "warm_start=true"],
+                 base_model=trained["artifact"])
 
 
 def test_exported_model_scores_unlabelled_test_examples(trained, tiny_data):
@@ -121,3 +145,114 @@ def test_learning_rate_ramps_sustains_and_decays_per_step():
     assert values[4] == pytest.approx(1e-3)
     assert values[5] == pytest.approx((1e-3 - 1e-6) * 0.5 + 1e-6)  # one epoch of decay
     assert values[6] == pytest.approx((1e-3 - 1e-6) * 0.25 + 1e-6)
+
+
+def encoded_images(records: list[bytes]) -> list[bytes]:
+    return [tf.train.Example.FromString(r).features.feature[F.IMAGE_KEY].bytes_list.value[0]
+            for r in records]
+
+
+@pytest.mark.parametrize("which", ["trained", "warm_tta"])
+def test_serving_image_and_serving_default_give_the_same_score(which, request, tiny_data):
+    model = tf.saved_model.load(request.getfixturevalue(which)["model"])
+    records = shard_records(tiny_data, "test00-*.tfrec")[:16]
+    from_examples = model.signatures["serving_default"](examples=tf.constant(records))
+    from_images = model.signatures["serving_image"](
+        image=tf.constant(encoded_images(records)))
+    np.testing.assert_allclose(from_images["probability"], from_examples["probability"],
+                               atol=1e-5)
+    np.testing.assert_array_equal(from_images["decision"], from_examples["decision"])
+
+
+def test_tta_averages_the_keras_model_over_orientations(warm_tta, tiny_data):
+    model = tf.saved_model.load(warm_tta["model"])
+    records = tf.constant(shard_records(tiny_data, "test00-*.tfrec")[:8])
+    served = model.signatures["serving_default"](examples=records)["probability"].numpy()
+    transformed = model.signatures["transform_features"](examples=records)
+    net = build(trainer_custom_config(warm_tta["config"]))
+    load_weights(net, keras_path(warm_tta["model"]))
+    expected = np.mean([net({F.IMAGE_KEY: orient(transformed[F.IMAGE_KEY], k)}).numpy()
+                        for k in range(4)], axis=0)
+    np.testing.assert_allclose(served, expected, atol=1e-5)
+
+
+def test_tta_prediction_is_the_mean_over_exact_orientations():
+    images = keras.Input((8, 8, 3), name=F.IMAGE_KEY)
+    net = keras.Model(images, keras.layers.Dense(1)(keras.layers.Flatten()(images)))
+    x = tf.random.stateless_uniform([3, 8, 8, 3], [4, 2])
+    single = predict(net, {F.IMAGE_KEY: x, F.METADATA_KEY: tf.zeros([3, 1])}, tta=1)
+    averaged = predict(net, {F.IMAGE_KEY: x}, tta=8)
+    expected = np.mean([net(orient(x, k)).numpy() for k in range(8)], axis=0)
+    np.testing.assert_allclose(averaged, expected, atol=1e-6)
+    np.testing.assert_allclose(single, net(x), atol=1e-6)
+    assert not np.allclose(averaged, single, atol=1e-3)  # orientation matters to this net
+
+
+def test_warm_start_begins_from_the_base_models_weights(trained):
+    cfg = trainer_custom_config(trained["config"])
+    fresh = build(cfg)
+    used = warm_start(fresh, trained["model"], member=None)
+    assert used == keras_path(trained["model"])
+    base = build(cfg)
+    load_weights(base, keras_path(trained["model"]))
+    for a, b in zip(fresh.get_weights(), base.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert warm_start(build(cfg), None, member=None) is None
+
+
+def test_warm_start_from_another_backbone_says_how_to_go_on(trained):
+    cfg = {**trainer_custom_config(trained["config"]), "backbone": "densenet121"}
+    with pytest.raises(ModelConfigError, match="warm_start=false"):
+        warm_start(build(cfg), trained["model"], member=None)
+
+
+def test_best_validation_epoch_is_recorded_with_the_model(trained):
+    with open(os.path.join(trained["artifact"], VALIDATION_FILE)) as f:
+        recorded = json.load(f)
+    assert recorded["strategy"] == "default strategy" and recorded["replicas"] == 1
+    assert 1 <= recorded["best_epoch"] <= recorded["epochs_run"] == 2
+    assert len(recorded["labels"]) == len(recorded["scores"]) > 0
+
+
+def test_best_epoch_restores_the_best_weights_and_stops_on_patience():
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    best = BestEpoch("val_auc", patience=2)
+    best.set_model(model)
+    for epoch, auc in enumerate([0.6, 0.8, 0.7, 0.75]):
+        model.layers[0].kernel.assign([[float(epoch)]])
+        best.on_epoch_end(epoch, {"val_auc": auc})
+    assert best.stopped and model.stop_training and best.best_epoch == 2
+    best.restore()
+    np.testing.assert_array_equal(model.get_weights()[0], [[1.0]])
+
+
+def test_two_stage_fine_tuning_freezes_then_unfreezes_at_a_lower_rate():
+    cfg = {"frozen_epochs": 2, "unfreeze_fraction": 0.3, "finetune_lr_scale": 0.1}
+    assert stages(cfg, 5) == [(2, 0.0, 1.0), (3, 0.3, 0.1)]
+    assert stages({**cfg, "frozen_epochs": 0}, 5) == [(5, 1.0, 1.0)]
+    assert stages(cfg, 2) == [(1, 0.0, 1.0), (1, 0.3, 0.1)]  # short runs keep a second stage
+
+
+def test_class_weights_balance_the_classes_with_mean_one():
+    benign, malignant = class_weights(900, 100)
+    assert malignant / benign == pytest.approx(9.0)
+    assert (900 * benign + 100 * malignant) / 1000 == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="both classes"):
+        class_weights(10, 0)
+
+
+def test_the_strategy_on_a_cpu_machine_is_the_default_in_float32(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    monkeypatch.delenv("TPU_NAME", raising=False)
+    strategy, name = choose_strategy(mixed_precision=True)
+    assert name == "default strategy" and strategy.num_replicas_in_sync == 1
+    assert keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_balanced_sampling_draws_half_malignant_batches_from_rare_positives():
+    labels = np.array([1] + [0] * 49)  # 2% malignant, like the 2020 release
+    raw = tf.data.Dataset.from_tensor_slices(({"x": labels}, labels)).batch(10)
+    batches = list(balanced_batches(raw, batch_size=64, seed=1).take(20).as_numpy_iterator())
+    share = np.mean([label for _, label in batches])
+    assert all(len(label) == 64 for _, label in batches)
+    assert 0.4 < share < 0.6

@@ -1,0 +1,42 @@
+"""Where a model is exported: the SavedModel that serves, and the native Keras files that
+later runs warm-start from.
+
+Format-Serving holds the SavedModel with its signatures (modules/signatures.py); beside it in
+the same Model artifact, Format-Keras holds each network as a `.keras` file: one for a single
+model, one per fold for an ensemble.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import tensorflow_transform as tft  # noqa: E402
+import tf_keras as keras  # noqa: E402
+
+from modules.model import save_keras  # noqa: E402
+from modules.signatures import make_signatures  # noqa: E402
+
+KERAS_DIR = "Format-Keras"
+
+
+def keras_path(serving_model_dir: str, member: int | None = None) -> str:
+    """The .keras file beside a Model artifact's Format-Serving directory."""
+    name = "model.keras" if member is None else f"member-{member}.keras"
+    return os.path.join(os.path.dirname(serving_model_dir.rstrip("/")), KERAS_DIR, name)
+
+
+def export_model(model: keras.Model, tf_transform_output: tft.TFTransformOutput, cfg: dict,
+                 serving_model_dir: str, members: list[keras.Model] | None = None) -> None:
+    """Writes the serving SavedModel of `model` and the .keras file of each network
+    (`members` of an ensemble, else the model itself)."""
+    if members is None:
+        save_keras(model, keras_path(serving_model_dir))
+    for index, member in enumerate(members or []):
+        save_keras(member, keras_path(serving_model_dir, index))
+    with tempfile.TemporaryDirectory() as asset_dir:
+        signatures = make_signatures(model, tf_transform_output, cfg["age_buckets"], asset_dir,
+                                     tta=cfg["tta"])
+        model.save(serving_model_dir, save_format="tf", signatures=signatures)

@@ -1,0 +1,95 @@
+"""The Trainer's input pipeline: where encoded examples become training batches.
+
+Images arrive encoded; batches of examples are parsed and run through the Transform graph in
+parallel tf.data calls, so decoding overlaps training and nothing decoded is written to
+disk. Augmentation and class balancing happen here and only here: the Transform graph is
+also the serving graph and must stay deterministic.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import tensorflow as tf  # noqa: E402
+import tensorflow_transform as tft  # noqa: E402
+from tfx import v1 as tfx  # noqa: E402
+from tfx_bsl.public import tfxio  # noqa: E402
+
+from modules import features as F  # noqa: E402
+from modules.augment import augment_images  # noqa: E402
+
+
+def count_labels(file_patterns: list[str]) -> tuple[int, int]:
+    """(benign, malignant) examples in the gzipped TFRecords; parses only the label."""
+    files = [f for pattern in file_patterns for f in tf.io.gfile.glob(pattern)]
+    spec = {F.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)}
+    labels = tf.data.TFRecordDataset(files, compression_type="GZIP", num_parallel_reads=4) \
+        .batch(1024).map(lambda r: tf.io.parse_example(r, spec)[F.LABEL_KEY])
+    positives = total = 0
+    for batch in labels.as_numpy_iterator():
+        positives += int(batch.sum())
+        total += len(batch)
+    return total - positives, positives
+
+
+def class_weights(benign: int, malignant: int) -> tuple[float, float]:
+    """Inverse class shares, scaled so the mean weight over the data is 1 (the learning rate
+    keeps its meaning)."""
+    total = benign + malignant
+    if not benign or not malignant:
+        raise ValueError(f"the training shards hold {benign} benign and {malignant} malignant "
+                         "examples: both classes are needed to train a classifier")
+    return total / (2.0 * benign), total / (2.0 * malignant)
+
+
+def balanced_batches(raw: tf.data.Dataset, batch_size: int, seed: int) -> tf.data.Dataset:
+    """Batches drawn half malignant, half benign from an endless stream of raw examples."""
+    examples = raw.unbatch()
+    by_class = [examples.filter(lambda _, label, c=c: tf.reduce_all(tf.equal(label, c))).repeat()
+                for c in (0, 1)]
+    return tf.data.Dataset.sample_from_datasets(by_class, [0.5, 0.5], seed=seed) \
+        .batch(batch_size, drop_remainder=True)
+
+
+def input_fn(file_pattern: list[str], data_accessor: tfx.components.DataAccessor,
+             tf_transform_output: tft.TFTransformOutput, batch_size: int, *,
+             training: bool, cfg: dict | None = None,
+             weights: tuple[float, float] | None = None,
+             drop_remainder: bool = False) -> tf.data.Dataset:
+    """Batches of (transformed features, float label[, weight]).
+
+    Training data repeats, shuffles, augments per `cfg["augment"]` and, with `weights`,
+    carries each example's class weight as a third element: a weight inside the dataset is
+    one Keras cannot silently drop (the notebooks' class_weight array was ignored).
+    """
+    cfg = cfg or {}
+    seed = cfg.get("seed", 0)
+    sampling = training and cfg.get("class_balance") == "sampling"
+    dataset = data_accessor.tf_dataset_factory(
+        file_pattern,
+        tfxio.TensorFlowDatasetOptions(
+            batch_size=batch_size, label_key=F.LABEL_KEY, shuffle=training,
+            shuffle_seed=seed, shuffle_buffer_size=cfg.get("shuffle_buffer", 1),
+            num_epochs=None if training else 1,
+            drop_final_batch=training or drop_remainder),
+        tf_transform_output.raw_metadata.schema)
+    if sampling:
+        dataset = balanced_batches(dataset, batch_size, seed)
+    transform = tf_transform_output.transform_features_layer()
+    augment = cfg.get("augment") if training else None
+
+    def prepare(index: tf.Tensor, batch: tuple) -> tuple:
+        raw, label = batch
+        features = transform(raw)
+        if augment:
+            seed_pair = tf.stack([tf.constant(seed, tf.int64), index])
+            features[F.IMAGE_KEY] = augment_images(features[F.IMAGE_KEY], seed_pair, augment)
+        label = tf.cast(tf.reshape(label, [-1]), tf.float32)
+        if weights is None or sampling:
+            return features, label
+        return features, label, tf.gather(tf.constant(weights), tf.cast(label, tf.int32))
+
+    return dataset.enumerate().map(prepare, num_parallel_calls=tf.data.AUTOTUNE) \
+        .prefetch(tf.data.AUTOTUNE)
