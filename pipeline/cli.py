@@ -144,8 +144,10 @@ def _run(args: argparse.Namespace) -> int:
     log_path = work.log_file("run", _stamp())
     with Console(log_path, args.verbose) as console:
         try:
+            from modules.model import validate_backbone
             from pipeline.input_checks import check_data_root
 
+            validate_backbone(config.trainer.backbone, config.trainer.weights)
             data_root = os.path.abspath(args.data_root or _sample_data(work, console))
             data = check_data_root(data_root, config.data.train_shards, work.input_check_cache)
             from pipeline.local_runner import run_local  # imports TFX: only for good input

@@ -75,6 +75,10 @@ def print_summary(console: Console, summary: dict) -> None:
         name, m = min(gated, key=lambda s: s[1]["auc"])
         console.say(f"        lowest gated slice: {name} AUC {m['auc']:.3f}"
                     f"{_interval(m, 'auc')} ({int(m['example_count'])} examples)")
+    for name, recorded in summary.get("training", {}).items():
+        if recorded.get("oof_auc") is not None:
+            console.say(f"        {name}: out-of-fold AUC {recorded['oof_auc']:.3f} over "
+                        f"{recorded['examples']} examples of {len(recorded['fold_aucs'])} folds")
     if summary["blessed"]:
         console.say(f"medtfx: BLESSED; serving model: {summary['pushed_model']}")
         return

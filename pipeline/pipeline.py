@@ -12,11 +12,12 @@ from tfx.dsl.components.base import executor_spec
 from tfx.proto import example_gen_pb2, transform_pb2
 
 from components import serving_pusher
+from components.ensemble import Ensemble
 from components.data_gate import DataGate
 from components.model_packager import ModelPackager
 from pipeline.config import PipelineConfig
 from pipeline.eval_config import build_eval_config
-from pipeline.shards import SplitPlan, plan_splits
+from pipeline.shards import SplitPlan, ensemble_splits, plan_splits
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODULES_DIR = os.path.join(REPO_ROOT, "modules")
@@ -45,11 +46,12 @@ def modules_fingerprint() -> str:
     return digest.hexdigest()[:16]
 
 
-def trainer_custom_config(config: PipelineConfig) -> dict:
+def trainer_custom_config(config: PipelineConfig, member: int | None = None) -> dict:
     """Everything run_fn reads: the trainer section, the age buckets its slicing signature
-    needs, and the code fingerprint that keeps the cache honest."""
+    needs, the ensemble member it trains (if any), and the code fingerprint that keeps the
+    cache honest."""
     return {**dataclasses.asdict(config.trainer), "age_buckets": config.evaluation.age_buckets,
-            "code": modules_fingerprint()}
+            "ensemble_member": member, "code": modules_fingerprint()}
 
 
 def packager_settings(config: PipelineConfig) -> str:
@@ -106,33 +108,49 @@ def create_pipeline(config: PipelineConfig, *, data_root: str, pipeline_root: st
         custom_config={"image_size": config.trainer.image_size, "code": modules_fingerprint()})
     transform.add_upstream_node(data_gate)
 
-    trainer = tfx.components.Trainer(
-        run_fn=RUN_FN,
-        examples=example_gen.outputs["examples"],
-        transform_graph=transform.outputs["transform_graph"],
-        schema=schema_gen.outputs["schema"],
-        train_args=tfx.proto.TrainArgs(splits=SplitPlan.names(plan.train),
-                                       num_steps=config.trainer.train_steps),
-        eval_args=tfx.proto.EvalArgs(splits=SplitPlan.names(plan.validation),
-                                     num_steps=config.trainer.eval_steps),
-        custom_config=trainer_custom_config(config))
-
     model_resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
     ).with_id("latest_blessed_model_resolver")
 
+    def trainer(train: tuple[int, ...], validation: tuple[int, ...],
+                member: int | None = None) -> tfx.components.Trainer:
+        return tfx.components.Trainer(
+            run_fn=RUN_FN,
+            examples=example_gen.outputs["examples"],
+            transform_graph=transform.outputs["transform_graph"],
+            schema=schema_gen.outputs["schema"],
+            base_model=model_resolver.outputs["model"] if config.trainer.warm_start else None,
+            train_args=tfx.proto.TrainArgs(splits=SplitPlan.names(train),
+                                           num_steps=config.trainer.train_steps),
+            eval_args=tfx.proto.EvalArgs(splits=SplitPlan.names(validation),
+                                         num_steps=config.trainer.eval_steps),
+            custom_config=trainer_custom_config(config, member))
+
+    if config.trainer.ensemble_folds:
+        trainers = [trainer(train, validation, k).with_id(f"Trainer_fold{k}")
+                    for k, (train, validation)
+                    in enumerate(ensemble_splits(plan, config.trainer.ensemble_folds))]
+        ensemble = Ensemble([t.outputs["model"] for t in trainers],
+                            transform.outputs["transform_graph"],
+                            json.dumps(trainer_custom_config(config)))
+        trained = [*trainers, ensemble]
+        model = ensemble.outputs["model"]
+    else:
+        trained = [trainer(plan.train, plan.validation)]
+        model = trained[0].outputs["model"]
+
     evaluator = tfx.components.Evaluator(
         examples=example_gen.outputs["examples"],
         example_splits=SplitPlan.names(plan.evaluation),
-        model=trainer.outputs["model"],
+        model=model,
         baseline_model=model_resolver.outputs["model"],
         schema=schema_gen.outputs["schema"],
         eval_config=build_eval_config(config.evaluation))
 
     packager = ModelPackager(
-        model=trainer.outputs["model"],
+        model=model,
         evaluation=evaluator.outputs["evaluation"],
         blessing=evaluator.outputs["blessing"],
         statistics=statistics_gen.outputs["statistics"],
@@ -149,7 +167,7 @@ def create_pipeline(config: PipelineConfig, *, data_root: str, pipeline_root: st
         pipeline_name=config.pipeline_name,
         pipeline_root=pipeline_root,
         components=[example_gen, schema_gen, statistics_gen, example_validator, data_gate,
-                    transform, trainer, model_resolver, evaluator, packager, pusher],
+                    transform, model_resolver, *trained, evaluator, packager, pusher],
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=beam_pipeline_args or config.beam.pipeline_args())

@@ -116,6 +116,20 @@ def plan_splits(num_shards: int, folds: int, eval_fold: int,
     return SplitPlan(*(tuple(roles[r]) for r in ("train", "validation", "evaluation")))
 
 
+def ensemble_splits(plan: SplitPlan, members: int) -> list[tuple[tuple[int, ...],
+                                                                   tuple[int, ...]]]:
+    """(train, validation) shards of each member of a K-fold ensemble: every shard outside
+    the evaluation fold, in `members` contiguous blocks; member k validates on block k and
+    trains on the rest, so each shard is out of fold for exactly one member."""
+    pool = sorted((set(plan.train) | set(plan.validation)) - set(plan.evaluation))
+    if not 2 <= members <= len(pool):
+        raise ConfigError(f"ensemble_folds must be between 2 and the {len(pool)} shards "
+                          f"outside the evaluation fold, got {members}")
+    blocks = [tuple(s for j, s in enumerate(pool) if j * members // len(pool) == b)
+              for b in range(members)]
+    return [(tuple(s for s in pool if s not in block), block) for block in blocks]
+
+
 def _ranges(indices: tuple[int, ...]) -> str:
     """(0, 1, 2, 5) -> 'train00-02, train05'."""
     parts: list[str] = []

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
+
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from modules.trainer import VALIDATION_FILE
 from pipeline.config import EvaluationConfig
 from pipeline.eval_results import SliceResult, failed_checks, load_evaluation, operating_threshold
 
@@ -111,4 +115,25 @@ def summarize_run(metadata_path: str, pipeline_name: str, cfg: EvaluationConfig)
         "failed_checks": failed_checks(evaluations[0].uri, cfg.age_buckets)
         if evaluations else [],
         "components": components,
+        "training": training_summary(outputs.get("Model", [])),
     }
+
+
+def training_summary(models: list) -> dict:
+    """What each trained model's run recorded beside it (best epoch, strategy; for an
+    ensemble the out-of-fold AUC), keyed by the model's directory name."""
+    out = {}
+    for model in sorted(models, key=lambda a: a.uri):
+        path = os.path.join(model.uri, VALIDATION_FILE)
+        if not os.path.exists(path):
+            continue
+        with open(path) as f:
+            recorded = json.load(f)
+        out[_producer(model.uri)] = {k: v for k, v in recorded.items()
+                                     if k not in ("labels", "scores")}
+    return out
+
+
+def _producer(uri: str) -> str:
+    """`Trainer_fold1` from PIPELINE_ROOT/Trainer_fold1/model/7."""
+    return os.path.basename(os.path.dirname(os.path.dirname(uri.rstrip("/"))))

@@ -1,0 +1,101 @@
+"""Ensemble: the fold models of a K-fold run as one serving model that averages them.
+
+Each fold's Trainer validated on shards the others trained on; the Ensemble component
+reports the out-of-fold AUC over all of them (every shard outside the evaluation fold scored
+by the one model that never saw it) and exports one SavedModel whose signatures average the
+members, so the Evaluator, the Pusher and every client see a single model. The component's
+spec has one input per fold, which both LocalDagRunner and the Kubeflow compiler handle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_transform as tft
+import tf_keras as keras
+from scipy.stats import rankdata
+from tfx import types
+from tfx.dsl.components.base import base_component, base_executor, executor_spec
+from tfx.types import standard_artifacts
+from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
+from tfx.utils import path_utils
+
+from modules.export import export_model, keras_path
+from modules.model import load_weights
+from modules.trainer import VALIDATION_FILE, build
+
+MEMBER_PREFIX = "model_"
+OOF_AUC = "oof_auc"
+
+
+def rank_auc(labels: list[int], scores: list[float]) -> float | None:
+    """ROC AUC by the rank-sum formula, ties counted half; None without both classes."""
+    labels_array = np.asarray(labels)
+    positives = int(labels_array.sum())
+    negatives = len(labels_array) - positives
+    if not positives or not negatives:
+        return None
+    ranks = rankdata(scores)
+    return float((ranks[labels_array == 1].sum() - positives * (positives + 1) / 2)
+                 / (positives * negatives))
+
+
+class Executor(base_executor.BaseExecutor):
+    def Do(self, input_dict: dict, output_dict: dict, exec_properties: dict) -> None:
+        cfg = json.loads(exec_properties["settings"])
+        member_keys = sorted((k for k in input_dict if k.startswith(MEMBER_PREFIX)),
+                             key=lambda k: int(k[len(MEMBER_PREFIX):]))
+        members, labels, scores, fold_aucs = [], [], [], []
+        for key in member_keys:
+            uri = input_dict[key][0].uri
+            net = build(cfg)
+            load_weights(net, keras_path(path_utils.serving_model_path(uri)))
+            members.append(net)
+            with tf.io.gfile.GFile(os.path.join(uri, VALIDATION_FILE)) as f:
+                fold = json.load(f)
+            labels += fold["labels"]
+            scores += fold["scores"]
+            fold_aucs.append(rank_auc(fold["labels"], fold["scores"]))
+
+        first = members[0]
+        inputs = {name: keras.Input(shape=tensor.shape[1:], name=name)
+                  for name, tensor in zip(first.input_names, first.inputs)}
+        average = keras.layers.Average(name="probability")([net(inputs) for net in members])
+        ensemble = keras.Model(inputs, average, name=f"medtfx_ensemble_{len(members)}")
+
+        model = types.artifact_utils.get_single_instance(output_dict["model"])
+        transform_output = tft.TFTransformOutput(input_dict["transform_graph"][0].uri)
+        export_model(ensemble, transform_output, cfg,
+                     path_utils.serving_model_dir(model.uri), members=members)
+        oof_auc = rank_auc(labels, scores)
+        with tf.io.gfile.GFile(os.path.join(model.uri, VALIDATION_FILE), "w") as f:
+            json.dump({OOF_AUC: oof_auc, "fold_aucs": fold_aucs, "examples": len(labels)}, f)
+        if oof_auc is not None:
+            model.set_float_custom_property(OOF_AUC, oof_auc)
+        model.set_int_custom_property("ensemble_members", len(members))
+
+
+def Ensemble(models: list[types.BaseChannel], transform_graph: types.BaseChannel,
+             settings: str) -> base_component.BaseComponent:
+    """The component averaging `models` (one Trainer output per fold)."""
+    spec_class = type("EnsembleSpec", (ComponentSpec,), {
+        "PARAMETERS": {"settings": ExecutionParameter(type=str)},
+        "INPUTS": {**{f"{MEMBER_PREFIX}{k}": ChannelParameter(type=standard_artifacts.Model)
+                      for k in range(len(models))},
+                   "transform_graph": ChannelParameter(type=standard_artifacts.TransformGraph)},
+        "OUTPUTS": {"model": ChannelParameter(type=standard_artifacts.Model)},
+    })
+    component_class = type("Ensemble", (base_component.BaseComponent,), {
+        "SPEC_CLASS": spec_class,
+        "EXECUTOR_SPEC": executor_spec.ExecutorClassSpec(Executor),
+        "__module__": __name__,
+    })
+    spec = spec_class(settings=settings, transform_graph=transform_graph,
+                      model=types.Channel(type=standard_artifacts.Model),
+                      **{f"{MEMBER_PREFIX}{k}": channel for k, channel in enumerate(models)})
+    return component_class(spec=spec)
