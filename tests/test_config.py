@@ -48,3 +48,15 @@ def test_unknown_fields_in_a_file_are_refused(tmp_path):
 def test_an_impossible_fold_plan_is_a_config_error():
     with pytest.raises(ConfigError, match="validation_fold and eval_fold must differ"):
         load_config(None, ["validation_fold=4"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("class_balance=oversample", "class_balance 'oversample' is not one of"),
+    ("tta=9", "tta 9 must be 1"),
+    ("frozen_epochs=5", "frozen_epochs 5 must leave some"),
+    ("unfreeze_fraction=0", "unfreeze_fraction 0.0 must be in"),
+    ("ensemble_folds=1", "ensemble_folds must be between 2"),
+])
+def test_trainer_settings_that_cannot_train_are_refused(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, ["epochs=5", override])

@@ -3,7 +3,7 @@
 import pytest
 
 from pipeline.errors import ConfigError
-from pipeline.shards import SHARD_RE, plan_splits
+from pipeline.shards import SHARD_RE, ensemble_splits, plan_splits
 
 
 def test_default_plan_keeps_roles_apart_and_uses_every_shard():
@@ -48,3 +48,21 @@ def test_shard_names():
     assert SHARD_RE.match("test15-687.tfrec")["kind"] == "test"
     assert SHARD_RE.match("train00.tfrec") is None
     assert SHARD_RE.match("train00-12.tfrecord") is None
+
+
+def test_ensemble_folds_cover_every_non_evaluation_shard_once_out_of_fold():
+    plan = plan_splits(15, 5, eval_fold=4, validation_fold=3)
+    members = ensemble_splits(plan, 3)
+    validated = [s for _, validation in members for s in validation]
+    assert sorted(validated) == list(range(12))  # each shard out of fold exactly once
+    for train, validation in members:
+        assert not set(train) & set(validation) and not set(train) & set(plan.evaluation)
+        assert len(validation) == 4
+
+
+def test_an_ensemble_needs_two_members_and_no_more_than_the_shards():
+    plan = plan_splits(15, 5, eval_fold=4, validation_fold=None)
+    with pytest.raises(ConfigError, match="between 2 and the 12 shards"):
+        ensemble_splits(plan, 13)
+    with pytest.raises(ConfigError, match="ensemble_folds"):
+        ensemble_splits(plan, 1)
