@@ -55,6 +55,7 @@ class Executor(base_executor.BaseExecutor):
             uri = input_dict[key][0].uri
             net = build(cfg)
             load_weights(net, keras_path(path_utils.serving_model_path(uri)))
+            net._name = f"member_{len(members)}"  # layer names must be unique in the ensemble
             members.append(net)
             with tf.io.gfile.GFile(os.path.join(uri, VALIDATION_FILE)) as f:
                 fold = json.load(f)
