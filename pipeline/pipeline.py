@@ -8,6 +8,7 @@ import os
 
 from tfx import v1 as tfx
 from tfx.dsl.components.base import executor_spec
+from tfx.orchestration.data_types import RuntimeParameter
 from tfx.proto import example_gen_pb2, transform_pb2
 
 from components import serving_pusher
@@ -43,6 +44,11 @@ def modules_fingerprint() -> str:
     return digest.hexdigest()[:16]
 
 
+def default_train_args(config: PipelineConfig) -> tfx.proto.TrainArgs:
+    return tfx.proto.TrainArgs(splits=SplitPlan.names(split_plan(config).train),
+                               num_steps=config.trainer.train_steps)
+
+
 def trainer_custom_config(config: PipelineConfig) -> dict:
     """Everything run_fn reads: the trainer section, the age buckets its slicing signature
     needs, and the code fingerprint that keeps the cache honest."""
@@ -50,10 +56,17 @@ def trainer_custom_config(config: PipelineConfig) -> dict:
             "code": modules_fingerprint()}
 
 
-def create_pipeline(config: PipelineConfig, *, data_root: str, pipeline_root: str,
-                    serving_dir: str, metadata_connection_config=None,
-                    beam_pipeline_args: list[str] | None = None) -> tfx.dsl.Pipeline:
-    """Every component of the pipeline, wired; writes nothing."""
+def create_pipeline(config: PipelineConfig, *, data_root: str | RuntimeParameter,
+                    pipeline_root: str, serving_dir: str, metadata_connection_config=None,
+                    beam_pipeline_args: list[str] | None = None,
+                    train_args: RuntimeParameter | None = None,
+                    vertex_training: dict | None = None) -> tfx.dsl.Pipeline:
+    """Every component of the pipeline, wired; writes nothing.
+
+    Orchestrators that take values per run pass RuntimeParameters for `data_root` and
+    `train_args` (TrainArgs as JSON). `vertex_training`, custom_config entries for
+    tfx.extensions.google_cloud_ai_platform, makes the Trainer a Vertex AI custom job.
+    """
     plan = split_plan(config)
 
     # One split per shard: folds are sets of whole files, which a glob pattern per fold
@@ -81,16 +94,17 @@ def create_pipeline(config: PipelineConfig, *, data_root: str, pipeline_root: st
         custom_config={"image_size": config.trainer.image_size, "code": modules_fingerprint()})
     transform.add_upstream_node(data_gate)
 
-    trainer = tfx.components.Trainer(
+    trainer_class = (tfx.extensions.google_cloud_ai_platform.Trainer if vertex_training
+                     else tfx.components.Trainer)
+    trainer = trainer_class(
         run_fn=RUN_FN,
         examples=example_gen.outputs["examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
-        train_args=tfx.proto.TrainArgs(splits=SplitPlan.names(plan.train),
-                                       num_steps=config.trainer.train_steps),
+        train_args=train_args or default_train_args(config),
         eval_args=tfx.proto.EvalArgs(splits=SplitPlan.names(plan.validation),
                                      num_steps=config.trainer.eval_steps),
-        custom_config=trainer_custom_config(config))
+        custom_config={**trainer_custom_config(config), **(vertex_training or {})})
 
     model_resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
