@@ -36,14 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Runs the full pipeline on the local machine. Without --data-root it "
         "uses the sample dataset under the work dir, generating it when missing. Writes "
         "WORK/run_summary.json at the end.")
-    run.add_argument("--config", help="YAML config (default: pipeline/configs/default.yaml)")
+    _config_options(run, "--set image_size=64 --set train_steps=20")
     run.add_argument("--data-root", help="directory of trainNN-COUNT.tfrec shards "
                      "(default: WORK/sample-data, generated when missing)")
     run.add_argument("--work-dir", default="work", help="artifacts, metadata, serving "
                      "models and logs (default: ./work)")
-    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a config field, e.g. --set image_size=64 "
-                     "--set train_steps=20 (repeatable)")
     _verbose(run)
     run.set_defaults(command=_run)
 
@@ -58,6 +55,19 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", help="where to write the page (WORK/report.html)")
     _verbose(report)
     report.set_defaults(command=_report)
+
+    kfp = commands.add_parser(
+        "compile-kfp", help="compile the pipeline for Kubeflow Pipelines / Vertex AI Pipelines",
+        description="Compiles the pipeline with KubeflowV2DagRunner into a PipelineSpec YAML "
+        "file for the kfp client or Vertex AI Pipelines. The image, the pipeline root, the "
+        "data and serving locations, Beam arguments, per-task resources and optional Vertex "
+        "AI training come from the config's kubeflow: section. Needs no network and no "
+        "credentials. See kubeflow/README.md.")
+    _config_options(kfp, "--set kubeflow.image=REGISTRY/medtfx:TAG")
+    kfp.add_argument("--output", help="the file to write, ending in .yaml "
+                     "(default: PIPELINE_NAME.yaml)")
+    _verbose(kfp)
+    kfp.set_defaults(command=_compile_kfp)
 
     data = commands.add_parser("data", help="dataset tools",
                                description="Dataset tools.")
@@ -103,8 +113,20 @@ def _synth_arguments(parser: argparse.ArgumentParser) -> None:
                         help="2020: with diagnosis; 70k: with source, without diagnosis")
 
 
+def _config_options(parser: argparse.ArgumentParser, example: str) -> None:
+    parser.add_argument("--config",
+                        help="YAML config (default: pipeline/configs/default.yaml)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"override a config field, e.g. {example} (repeatable)")
+
+
 def _stamp() -> str:
     return time.strftime("%Y%m%d-%H%M%S")
+
+
+def _temp_log(command: str) -> str:
+    """The log of a command that has no work dir."""
+    return os.path.join(tempfile.gettempdir(), "medtfx-logs", f"{command}-{_stamp()}.log")
 
 
 def _fail(console, err: BaseException, log_path: str | None, where: str = "") -> int:
@@ -177,6 +199,45 @@ def _report(args: argparse.Namespace) -> int:
             return _fail(console, err, log_path)
 
 
+def _compile_kfp(args: argparse.Namespace) -> int:
+    from pipeline.config import load_config
+    from pipeline.console import Console
+    from pipeline.errors import ConfigError
+    from pipeline.kubeflow_checks import check_kubeflow_config
+
+    try:
+        config = load_config(args.config, args.set)
+        check_kubeflow_config(config)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    output = args.output or f"{config.pipeline_name}.yaml"
+    if not output.endswith((".yaml", ".yml")):
+        print(f"error: --output {output}: must end in .yaml, the format the kfp client and "
+              "Vertex AI read", file=sys.stderr)
+        return EXIT_USAGE
+    log_path = _temp_log("compile-kfp")
+    with Console(log_path, args.verbose) as console:
+        started = time.monotonic()
+        try:
+            from pipeline.kubeflow_runner import compile_pipeline  # imports TFX
+
+            compiled = compile_pipeline(config, output)
+        except ConfigError as err:
+            console.say(f"error: {err}")
+            return EXIT_USAGE
+        except Exception as err:
+            return _fail(console, err, log_path)
+        tasks = compiled.spec["root"]["dag"]["tasks"]
+        console.say(f"medtfx: compiled {len(tasks)} tasks to {output} in "
+                    f"{time.monotonic() - started:.1f} s")
+        console.say(f"        image {config.kubeflow.image}; pipeline root "
+                    f"{config.kubeflow.pipeline_root}")
+        for name, default in compiled.parameters.items():
+            console.say(f"        runtime parameter {name}, default: {default}")
+        return 0
+
+
 def _sample_data(work, console) -> str:
     """The sample dataset under the work dir, generated on first use."""
     from pipeline.synth import MANIFEST, SynthSpec, generate
@@ -192,7 +253,7 @@ def _sample_data(work, console) -> str:
 def _synth(args: argparse.Namespace) -> int:
     from pipeline.console import Console
 
-    log_path = os.path.join(tempfile.gettempdir(), "medtfx-logs", f"synth-{_stamp()}.log")
+    log_path = _temp_log("synth")
     with Console(log_path, args.verbose) as console:
         try:
             from pipeline.synth import SynthSpec, generate

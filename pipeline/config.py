@@ -164,6 +164,45 @@ class BeamConfig:
 
 
 @dataclasses.dataclass
+class ResourcesConfig:
+    """Limits of one task's container; unset fields are left to the platform."""
+    cpu: float | None = None  # cores
+    memory: str | None = None  # a Kubernetes quantity: 32Gi, 16G, 512Mi
+    # Vertex AI: a machine accelerator (NVIDIA_TESLA_T4, NVIDIA_L4, ...); Kubeflow
+    # Pipelines: the node resource to request (nvidia.com/gpu).
+    accelerator_type: str | None = None
+    accelerator_count: int = 0
+
+
+@dataclasses.dataclass
+class VertexTrainingConfig:
+    """Runs the Trainer as a Vertex AI custom job: its task only launches and waits."""
+    project: str = ""
+    region: str = ""
+    machine_type: str = "n1-standard-8"  # "cloud-tpu" with a TPU accelerator
+    accelerator_type: str | None = None  # NVIDIA_TESLA_T4, NVIDIA_L4, TPU_V2, TPU_V3, ...
+    accelerator_count: int = 0
+
+
+@dataclasses.dataclass
+class KubeflowConfig:
+    """`medtfx compile-kfp` only: where the compiled pipeline runs and reads and writes."""
+    image: str = ""  # the image kubeflow/Dockerfile builds, as pushed: REGISTRY/medtfx:TAG
+    project_dir: str = "/medtfx"  # where that Dockerfile puts the project in the image
+    pipeline_root: str = ""  # gs://BUCKET/PATH: artifacts of every run
+    data_root: str = ""  # gs://...: the default of the data_root runtime parameter
+    serving_dir: str = ""  # gs://...: where the Pusher puts blessed models
+    # Beam arguments of every Beam component, e.g. --runner=DataflowRunner --project=...
+    # --region=... --temp_location=gs://... --sdk_container_image=IMAGE; empty: the
+    # `beam:` section's DirectRunner settings, inside each task's container.
+    beam_args: list[str] = dataclasses.field(default_factory=list)
+    # By component id (ImportExampleGen, Transform, Trainer, ...) or by component class
+    # name, which covers every component of that class (e.g. several Trainers).
+    resources: dict[str, ResourcesConfig] = dataclasses.field(default_factory=dict)
+    vertex_training: VertexTrainingConfig | None = None  # null: train inside the task
+
+
+@dataclasses.dataclass
 class PipelineConfig:
     pipeline_name: str = "medtfx-melanoma"
     schema: str = "schema/schema.pbtxt"  # relative to the repository
@@ -173,6 +212,7 @@ class PipelineConfig:
     evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
     model_card: ModelCardConfig = dataclasses.field(default_factory=ModelCardConfig)
     beam: BeamConfig = dataclasses.field(default_factory=BeamConfig)
+    kubeflow: KubeflowConfig = dataclasses.field(default_factory=KubeflowConfig)
 
 
 def load_config(path: str | None = None, overrides: list[str] = ()) -> PipelineConfig:
@@ -290,12 +330,22 @@ def _build(cls: type, raw: Any, where: str) -> Any:
 def _check_type(value: Any, hint: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
-        for option in typing.get_args(hint):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
             try:
                 return _check_type(value, option, where)
-            except ConfigError:
-                continue
+            except ConfigError as err:
+                errors.append(err)
+        if len(errors) == 1:  # X | None: say what is wrong with the X
+            raise errors[0]
         raise ConfigError(f"{where}: {value!r} is not {_type_name(hint)}")
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where)
     if origin is list:
         (item,) = typing.get_args(hint)
         if not isinstance(value, list):

@@ -9,6 +9,7 @@ import os
 
 from tfx import v1 as tfx
 from tfx.dsl.components.base import executor_spec
+from tfx.orchestration.data_types import RuntimeParameter
 from tfx.proto import example_gen_pb2, transform_pb2
 
 from components import serving_pusher
@@ -46,6 +47,14 @@ def modules_fingerprint() -> str:
     return digest.hexdigest()[:16]
 
 
+def default_train_args(config: PipelineConfig,
+                       train: tuple[int, ...] | None = None) -> tfx.proto.TrainArgs:
+    """The training splits (the plan's, or an ensemble member's) and steps."""
+    train = split_plan(config).train if train is None else train
+    return tfx.proto.TrainArgs(splits=SplitPlan.names(train),
+                               num_steps=config.trainer.train_steps)
+
+
 def trainer_custom_config(config: PipelineConfig, member: int | None = None) -> dict:
     """Everything run_fn reads: the trainer section, the age buckets its slicing signature
     needs, the ensemble member it trains (if any), and the code fingerprint that keeps the
@@ -77,10 +86,17 @@ def packager_settings(config: PipelineConfig) -> str:
     })
 
 
-def create_pipeline(config: PipelineConfig, *, data_root: str, pipeline_root: str,
-                    serving_dir: str, metadata_connection_config=None,
-                    beam_pipeline_args: list[str] | None = None) -> tfx.dsl.Pipeline:
-    """Every component of the pipeline, wired; writes nothing."""
+def create_pipeline(config: PipelineConfig, *, data_root: str | RuntimeParameter,
+                    pipeline_root: str, serving_dir: str, metadata_connection_config=None,
+                    beam_pipeline_args: list[str] | None = None,
+                    train_args: RuntimeParameter | None = None,
+                    vertex_training: dict | None = None) -> tfx.dsl.Pipeline:
+    """Every component of the pipeline, wired; writes nothing.
+
+    Orchestrators that take values per run pass RuntimeParameters for `data_root` and
+    `train_args` (TrainArgs as JSON). `vertex_training`, custom_config entries for
+    tfx.extensions.google_cloud_ai_platform, makes the Trainer a Vertex AI custom job.
+    """
     plan = split_plan(config)
 
     # One split per shard: folds are sets of whole files, which a glob pattern per fold
@@ -114,19 +130,23 @@ def create_pipeline(config: PipelineConfig, *, data_root: str, pipeline_root: st
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
     ).with_id("latest_blessed_model_resolver")
 
+    trainer_class = (tfx.extensions.google_cloud_ai_platform.Trainer if vertex_training
+                     else tfx.components.Trainer)
+
     def trainer(train: tuple[int, ...], validation: tuple[int, ...],
                 member: int | None = None) -> tfx.components.Trainer:
-        return tfx.components.Trainer(
+        return trainer_class(
             run_fn=RUN_FN,
             examples=example_gen.outputs["examples"],
             transform_graph=transform.outputs["transform_graph"],
             schema=schema_gen.outputs["schema"],
             base_model=model_resolver.outputs["model"] if config.trainer.warm_start else None,
-            train_args=tfx.proto.TrainArgs(splits=SplitPlan.names(train),
-                                           num_steps=config.trainer.train_steps),
+            # A per-run TrainArgs would give every ensemble member the same splits.
+            train_args=(train_args if train_args is not None and member is None
+                        else default_train_args(config, train)),
             eval_args=tfx.proto.EvalArgs(splits=SplitPlan.names(validation),
                                          num_steps=config.trainer.eval_steps),
-            custom_config=trainer_custom_config(config, member))
+            custom_config={**trainer_custom_config(config, member), **(vertex_training or {})})
 
     if config.trainer.ensemble_folds:
         trainers = [trainer(train, validation, k).with_id(f"Trainer_fold{k}")

@@ -17,10 +17,12 @@ FAST_RUN = ["--set", "image_size=32", "--set", "train_steps=6", "--set", "epochs
             "--set", "direct_num_workers=1"]
 
 
-def medtfx(*args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
-    """The installed console script, as a user runs it."""
-    command = [os.path.join(os.path.dirname(sys.executable), "medtfx"), *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+def medtfx(*args: str, timeout: int = 1200, wrapper: tuple[str, ...] = (),
+           env: dict | None = None) -> subprocess.CompletedProcess:
+    """The installed console script, as a user runs it (inside `wrapper`, e.g. unshare)."""
+    command = [*wrapper, os.path.join(os.path.dirname(sys.executable), "medtfx"), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO,
+                          env=env)
 
 
 def load_schema():
