@@ -123,8 +123,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
 
     with strategy.scope():
         model = build(cfg)
-        warm_start(model, fn_args.base_model if cfg["warm_start"] else None,
-                   cfg.get("ensemble_member"))
+        warm_start_from = warm_start(model, fn_args.base_model if cfg["warm_start"] else None,
+                                     cfg.get("ensemble_member"))
     best = BestEpoch("val_auc", cfg["early_stopping_patience"])
     callbacks = [best, keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)]
     done = 0
@@ -143,7 +143,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     export_model(model, tf_transform_output, cfg, fn_args.serving_model_dir)
     scores = validation_scores(model, validation.take(validation_steps or -1))
     scores.update(best_epoch=best.best_epoch, epochs_run=best.epochs_seen,
-                  best_val_auc=best.best, strategy=strategy_name, replicas=replicas)
+                  best_val_auc=best.best, strategy=strategy_name, replicas=replicas,
+                  warm_start_from=warm_start_from)
     model_dir = os.path.dirname(fn_args.serving_model_dir.rstrip("/"))
     with tf.io.gfile.GFile(os.path.join(model_dir, VALIDATION_FILE), "w") as f:
         json.dump(scores, f)

@@ -56,6 +56,31 @@ def build_parser() -> argparse.ArgumentParser:
     _verbose(report)
     report.set_defaults(command=_report)
 
+    retrain = commands.add_parser(
+        "retrain", help="register newly labelled files as the next span and retrain",
+        description="Checks every file in the incoming folder (public layout, readable "
+        "records and images, the curated schema, drift against the previous span), moves "
+        "bad files to the quarantine folder with a report of why, copies the rest into the "
+        "data root as the next span (data.window decides which arrivals it holds), and runs "
+        "the pipeline on it: the Trainer warm-starts from the latest blessed model, the "
+        "Evaluator compares with it, and only a blessed model is pushed. Exits 1 when "
+        "files were quarantined and none registered.")
+    retrain.add_argument("--incoming", required=True, help="folder where labelled "
+                         "trainNN-COUNT.tfrec files arrive")
+    retrain.add_argument("--data-root", required=True,
+                         help="the folder of spans (span-N/) and arrivals")
+    retrain.add_argument("--quarantine", help="where rejected files go (DATA_ROOT/quarantine)")
+    retrain.add_argument("--work-dir", default="work", help="artifacts, metadata, serving "
+                         "models and logs (default: ./work)")
+    _config_options(retrain, "--set window=4 --set retrain.settle_seconds=120")
+    retrain.add_argument("--watch", action="store_true", help="keep polling the incoming "
+                         "folder; run once files stop changing (retrain.poll_seconds, "
+                         "retrain.settle_seconds)")
+    retrain.add_argument("--register-only", action="store_true", help="register the span "
+                         "but do not run the pipeline (e.g. a scheduled Kubeflow run trains)")
+    _verbose(retrain)
+    retrain.set_defaults(command=_retrain)
+
     kfp = commands.add_parser(
         "compile-kfp", help="compile the pipeline for Kubeflow Pipelines / Vertex AI Pipelines",
         description="Compiles the pipeline with KubeflowV2DagRunner into a PipelineSpec YAML "
@@ -151,30 +176,95 @@ def _one_line(err: BaseException) -> str:
     return lines[-1] if lines[0].startswith("Traceback") else lines[0]
 
 
-def _run(args: argparse.Namespace) -> int:
+def _load(args: argparse.Namespace, defaults: list[str] = ()):
+    """The config from --config and --set, after `defaults`; None (and a message) when it is
+    wrong."""
     from pipeline.config import load_config
     from pipeline.errors import ConfigError
+
+    try:
+        return load_config(args.config, [*defaults, *args.set])
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return None
+
+
+def _run(args: argparse.Namespace) -> int:
     from pipeline.console import Console
     from pipeline.workdir import WorkDir
 
-    try:
-        config = load_config(args.config, args.set)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+    config = _load(args)
+    if config is None:
         return EXIT_USAGE
     work = WorkDir(args.work_dir)
     log_path = work.log_file("run", _stamp())
     with Console(log_path, args.verbose) as console:
         try:
-            from modules.model import validate_backbone
-            from pipeline.input_checks import check_data_root
-
-            validate_backbone(config.trainer.backbone, config.trainer.weights)
             data_root = os.path.abspath(args.data_root or _sample_data(work, console))
-            data = check_data_root(data_root, config.data.train_shards, work.input_check_cache)
-            from pipeline.local_runner import run_local  # imports TFX: only for good input
+            return _run_pipeline(config, data_root, work, console)
+        except Exception as err:  # reported in one line, traceback in the log
+            return _fail(console, err, log_path)
 
-            return run_local(config, data, work, console)
+
+def _run_pipeline(config, data_root: str, work, console) -> int:
+    """Checks the backbone and the data (the newest span, with spans), then runs."""
+    from modules.model import validate_backbone
+    from pipeline.input_checks import check_data_root
+    from pipeline.spans import latest_span_dir
+
+    validate_backbone(config.trainer.backbone, config.trainer.weights)
+    data_dir = latest_span_dir(data_root) if config.data.spans else data_root
+    data = check_data_root(data_dir, config.data.train_shards, work.input_check_cache)
+    from pipeline.local_runner import run_local  # imports TFX: only for good input
+
+    return run_local(config, data, work, console, input_base=data_root)
+
+
+def _retrain(args: argparse.Namespace) -> int:
+    from pipeline.console import Console
+    from pipeline.workdir import WorkDir
+
+    # Spans, and a warm start from the blessed model; --set can still turn it off.
+    config = _load(args, ["data.spans=true", "trainer.warm_start=true"])
+    if config is None:
+        return EXIT_USAGE
+    if not os.path.isdir(args.incoming):
+        print(f"error: {args.incoming}: incoming folder does not exist", file=sys.stderr)
+        return EXIT_USAGE
+    data_root = os.path.abspath(args.data_root)
+    quarantine = os.path.abspath(args.quarantine or os.path.join(data_root, "quarantine"))
+    work = WorkDir(args.work_dir)
+    log_path = work.log_file("retrain", _stamp())
+    with Console(log_path, args.verbose) as console:
+        try:
+            from pipeline.pipeline import schema_path  # imports TFX: inside the console
+            from pipeline.retrain import RetrainLock, register, wait_until_settled
+
+            with RetrainLock(data_root):
+                while True:
+                    if args.watch:
+                        console.say(f"medtfx: watching {args.incoming} (Ctrl-C stops)")
+                        wait_until_settled(args.incoming, config.retrain.poll_seconds,
+                                           config.retrain.settle_seconds)
+                    done = register(args.incoming, data_root, quarantine, config,
+                                    schema_path(config), console)
+                    if done.quarantine_dir:
+                        console.say(f"medtfx: {len(done.quarantined)} files quarantined in "
+                                    f"{done.quarantine_dir} (report: quarantine-report.json)")
+                    if done.span is None:
+                        console.say("medtfx: no new span registered")
+                        if not args.watch:
+                            return EXIT_FAILED if done.quarantined else 0
+                        continue
+                    console.say(f"medtfx: registered span {done.span} "
+                                f"({len(done.accepted)} files) in {data_root}")
+                    code = 0 if args.register_only else _run_pipeline(
+                        config, data_root, work, console)
+                    if not args.watch:
+                        return code
+        except KeyboardInterrupt:
+            console.say("medtfx: stopped; incoming files not yet registered are untouched")
+            return 130
         except Exception as err:  # reported in one line, traceback in the log
             return _fail(console, err, log_path)
 
@@ -200,13 +290,14 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _compile_kfp(args: argparse.Namespace) -> int:
-    from pipeline.config import load_config
     from pipeline.console import Console
     from pipeline.errors import ConfigError
     from pipeline.kubeflow_checks import check_kubeflow_config
 
+    config = _load(args)
+    if config is None:
+        return EXIT_USAGE
     try:
-        config = load_config(args.config, args.set)
         check_kubeflow_config(config)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)

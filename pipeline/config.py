@@ -30,6 +30,13 @@ class DataConfig:
     folds: int = 5
     eval_fold: int = 4  # gates the model in the Evaluator
     validation_fold: int | None = 3  # picks epochs/checkpoints; null: reuse eval_fold
+    # true: the data root holds numbered spans, span-N/trainNN-COUNT.tfrec, and each run
+    # reads the newest (ImportExampleGen `span-{SPAN}` patterns).
+    spans: bool = False
+    # Which arrivals of labelled data a new span holds (`medtfx retrain`): "latest", "all",
+    # or the last K. The span is built when it is registered, so every orchestrator reads
+    # the window as one span; no span-range resolver is needed.
+    window: int | str = "all"
 
 
 @dataclasses.dataclass
@@ -152,6 +159,20 @@ class ModelCardConfig:
 
 
 @dataclasses.dataclass
+class RetrainConfig:
+    """`medtfx retrain`: checks of incoming files before they become a span."""
+    # Per-file drift bound against the previous span, per feature: Jensen-Shannon
+    # divergence for age, L-infinity distance for the categorical codes. The defaults suit
+    # shards of a few dozen records, whose sampling noise alone reached 0.5 (age) and 0.3
+    # (sex) on the synthetic data; shards of thousands of records take bounds near 0.1.
+    drift: dict[str, float] = dataclasses.field(default_factory=lambda: {
+        "age_approx": 0.6, "sex": 0.4, "anatom_site_general_challenge": 0.4,
+        "target": 0.4})
+    poll_seconds: float = 30.0  # --watch: how often the incoming folder is listed
+    settle_seconds: float = 60.0  # --watch: files unchanged this long are complete
+
+
+@dataclasses.dataclass
 class BeamConfig:
     # multi_processing uses every core for Beam components; in_memory starts faster on
     # small data.
@@ -212,6 +233,7 @@ class PipelineConfig:
     evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
     model_card: ModelCardConfig = dataclasses.field(default_factory=ModelCardConfig)
     beam: BeamConfig = dataclasses.field(default_factory=BeamConfig)
+    retrain: RetrainConfig = dataclasses.field(default_factory=RetrainConfig)
     kubeflow: KubeflowConfig = dataclasses.field(default_factory=KubeflowConfig)
 
 
@@ -236,6 +258,10 @@ def load_config(path: str | None = None, overrides: list[str] = ()) -> PipelineC
     if config.trainer.ensemble_folds:
         ensemble_splits(plan, config.trainer.ensemble_folds)
     _check_trainer(config.trainer, os.path.basename(path))
+    window = data.window
+    if not (window in ("all", "latest") or (isinstance(window, int) and window >= 1)):
+        raise ConfigError(f"{os.path.basename(path)}: data.window {window!r} must be "
+                          "\"latest\", \"all\" or a number of arrivals (at least 1)")
     return config
 
 

@@ -24,16 +24,18 @@ def build_local_pipeline(config: PipelineConfig, data_root: str,
         .sqlite_metadata_connection_config(work.metadata))
 
 
-def run_local(config: PipelineConfig, data: DataSummary, work: WorkDir,
-              console: Console) -> int:
-    """Runs every component on checked data and writes WORK/run_summary.json; returns 0."""
+def run_local(config: PipelineConfig, data: DataSummary, work: WorkDir, console: Console,
+              input_base: str | None = None) -> int:
+    """Runs every component on checked data and writes WORK/run_summary.json; returns 0.
+
+    `input_base` is the root holding the spans when `data` is the newest span."""
     data_root = data.data_root
     plan = split_plan(config)
     console.say(f"medtfx: {len(data.shards)} train shards, {data.examples} examples in "
                 f"{data_root}")
     console.say(f"medtfx: {plan.describe()}")
 
-    pipeline = build_local_pipeline(config, data_root, work)
+    pipeline = build_local_pipeline(config, input_base or data_root, work)
     with ComponentProgress(console, len(pipeline.components)) as progress:
         try:
             tfx.orchestration.LocalDagRunner().run(pipeline)

@@ -18,7 +18,8 @@ from components.data_gate import DataGate
 from components.model_packager import ModelPackager
 from pipeline.config import PipelineConfig
 from pipeline.eval_config import build_eval_config
-from pipeline.shards import SplitPlan, ensemble_splits, plan_splits
+from pipeline.shards import Shard, SplitPlan, ensemble_splits, plan_splits
+from pipeline.spans import span_pattern
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODULES_DIR = os.path.join(REPO_ROOT, "modules")
@@ -29,6 +30,12 @@ RUN_FN = "modules.trainer.run_fn"
 def split_plan(config: PipelineConfig) -> SplitPlan:
     data = config.data
     return plan_splits(data.train_shards, data.folds, data.eval_fold, data.validation_fold)
+
+
+def shard_pattern(config: PipelineConfig, index: int) -> str:
+    """Train shard `index` under the data root, in the newest span when there are spans."""
+    pattern = Shard("", "train", index, 0).pattern
+    return span_pattern(pattern) if config.data.spans else pattern
 
 
 def schema_path(config: PipelineConfig) -> str:
@@ -104,7 +111,7 @@ def create_pipeline(config: PipelineConfig, *, data_root: str | RuntimeParameter
     example_gen = tfx.components.ImportExampleGen(
         input_base=data_root,
         input_config=example_gen_pb2.Input(splits=[
-            example_gen_pb2.Input.Split(name=f"train{i:02d}", pattern=f"train{i:02d}-*.tfrec")
+            example_gen_pb2.Input.Split(name=f"train{i:02d}", pattern=shard_pattern(config, i))
             for i in range(config.data.train_shards)]))
 
     schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_path(config))

@@ -268,6 +268,20 @@ def test_an_ensemble_compiles_to_one_trainer_task_per_fold_and_an_ensemble_task(
     assert len(set(splits)) == 3
 
 
+def test_with_spans_example_gen_reads_the_newest_span_of_the_data_root(tmp_path):
+    """The window lives in the span (built at registration), so no span-range resolver,
+    which KubeflowV2DagRunner cannot compile, is needed."""
+    from pipeline.kubeflow_runner import compile_pipeline
+
+    compiled = compile_pipeline(load_config(None, KUBEFLOW_SET + ["data.spans=true"]),
+                                str(tmp_path / "p.yaml"))
+    parameters = tasks(compiled.spec)["ImportExampleGen"]["inputs"]["parameters"]
+    input_config = json.loads(parameters["input_config"]["runtimeValue"]["constant"])
+    assert [s["pattern"] for s in input_config["splits"]] == [
+        f"span-{{SPAN}}/train{i:02d}-*.tfrec" for i in range(15)]
+    assert parameters["input_base"] == {"componentInputParameter": "data_root"}
+
+
 def test_vertex_training_makes_the_trainer_a_custom_job_on_the_same_image(tmp_path):
     from tfx.v1.extensions import google_cloud_ai_platform as cloud
 

@@ -1,0 +1,128 @@
+"""Checks of newly labelled files before they become a span, and the quarantine.
+
+A file is accepted only when it is a train shard of the public layout that reads whole
+(every record a tf.Example with a decodable image, as many records as its name says), fits
+the curated schema, and has not drifted from the previous span beyond `retrain.drift`.
+Each file is judged alone, so one bad file does not hold back the rest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+
+from pipeline.input_checks import check_shard
+from pipeline.shards import SHARD_RE, Shard
+
+QUARANTINE_REPORT = "quarantine-report.json"
+# Categorical codes drift as a change in their distribution (L-infinity); numbers by
+# Jensen-Shannon divergence of their histograms.
+NUMERIC_DRIFT = ("age_approx",)
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    path: str
+    problems: tuple[str, ...] = ()
+
+    @property
+    def accepted(self) -> bool:
+        return not self.problems
+
+
+def list_incoming(incoming: str) -> list[str]:
+    """Files directly in the incoming folder; hidden files (uploads in progress) and
+    subfolders are left alone."""
+    return sorted(os.path.join(incoming, n) for n in os.listdir(incoming)
+                  if not n.startswith(".") and os.path.isfile(os.path.join(incoming, n)))
+
+
+def check_incoming(paths: list[str], schema_file: str, train_shards: int,
+                   previous_span: str | None, drift: dict[str, float]) -> list[Verdict]:
+    shards, verdicts = {}, {}
+    seen: dict[int, str] = {}
+    for path in paths:
+        name = os.path.basename(path)
+        match = SHARD_RE.match(name)
+        if not match or match["kind"] != "train":
+            verdicts[path] = Verdict(path, ("not a labelled shard of the public layout "
+                                            "(trainNN-COUNT.tfrec)",))
+        elif int(match["index"]) >= train_shards:
+            verdicts[path] = Verdict(path, (f"shard index {match['index']} is beyond "
+                                            f"data.train_shards ({train_shards})",))
+        elif int(match["index"]) in seen:
+            other = seen[int(match["index"])]
+            verdicts[path] = Verdict(path, (f"a second file for train{match['index']} "
+                                            f"(also {os.path.basename(other)})",))
+            verdicts[other] = Verdict(other, verdicts[path].problems)
+        else:
+            seen[int(match["index"])] = path
+            shards[path] = Shard(path, "train", int(match["index"]), int(match["count"]))
+    readable = []
+    for path, shard in shards.items():
+        if path in verdicts:
+            continue
+        problem = check_shard(shard)
+        if problem:
+            verdicts[path] = Verdict(path, (problem.removeprefix(f"{path}: "),))
+        else:
+            readable.append(path)
+    if readable:
+        verdicts.update(_validate(readable, schema_file, previous_span, drift))
+    return [verdicts[path] for path in paths]
+
+
+def _validate(paths: list[str], schema_file: str, previous_span: str | None,
+              drift: dict[str, float]) -> dict[str, Verdict]:
+    """Schema anomalies and drift per file, with TFDV's own validator and comparators."""
+    import tensorflow_data_validation as tfdv
+
+    schema = tfdv.load_schema_text(schema_file)
+    for feature in schema.feature:
+        if feature.name in drift:
+            comparator = feature.drift_comparator
+            bound = (comparator.jensen_shannon_divergence if feature.name in NUMERIC_DRIFT
+                     else comparator.infinity_norm)
+            bound.threshold = drift[feature.name]
+    options = tfdv.StatsOptions(schema=schema)
+    previous = None
+    if previous_span is not None:
+        previous = tfdv.generate_statistics_from_tfrecord(
+            os.path.join(previous_span, "train*.tfrec"), stats_options=options)
+    verdicts = {}
+    for path in paths:
+        statistics = tfdv.generate_statistics_from_tfrecord(path, stats_options=options)
+        anomalies = tfdv.validate_statistics(statistics, schema, environment="TRAINING",
+                                             previous_statistics=previous)
+        verdicts[path] = Verdict(path, tuple(
+            f"{name}: {info.description}" for name, info in
+            sorted(anomalies.anomaly_info.items())))
+    return verdicts
+
+
+def quarantine(verdicts: list[Verdict], quarantine_root: str) -> str:
+    """Moves rejected files into a new folder with a report of why; returns the folder."""
+    folder = os.path.join(quarantine_root, time.strftime("%Y%m%d-%H%M%S"))
+    suffix = 1
+    while os.path.exists(folder):  # never mix two batches
+        suffix += 1
+        folder = os.path.join(quarantine_root, f"{time.strftime('%Y%m%d-%H%M%S')}-{suffix}")
+    os.makedirs(folder)
+    for verdict in verdicts:
+        _move(verdict.path, os.path.join(folder, os.path.basename(verdict.path)))
+    with open(os.path.join(folder, QUARANTINE_REPORT), "w") as f:
+        json.dump({"files": {os.path.basename(v.path): list(v.problems) for v in verdicts}},
+                  f, indent=2)
+    return folder
+
+
+def _move(source: str, target: str) -> None:
+    """Copy, then rename into place, then remove the source: a crash leaves a copy, never a
+    loss."""
+    tmp = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.tmp")
+    shutil.copy2(source, tmp)
+    os.rename(tmp, target)
+    os.remove(source)

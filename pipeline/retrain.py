@@ -1,0 +1,139 @@
+"""`medtfx retrain`: takes labelled files from an incoming folder, registers the good ones
+as the next span, quarantines the rest, and runs the pipeline on the new span.
+
+Incoming files are copied into the data root before they are removed from the incoming
+folder, so a crash at any point leaves every file in one place or two, never in none.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Callable
+
+from pipeline import incoming as inc
+from pipeline import spans
+from pipeline.config import PipelineConfig
+from pipeline.console import Console
+from pipeline.errors import MedtfxError
+from pipeline.shards import SHARD_RE
+
+LOCK_FILE = ".medtfx-retrain.lock"
+
+
+class LockedError(MedtfxError):
+    """Another retrain holds the data root."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Registration:
+    span: int | None  # None: nothing was accepted
+    accepted: tuple[str, ...]
+    quarantined: tuple[inc.Verdict, ...]
+    quarantine_dir: str | None
+
+
+class RetrainLock:
+    """One retrain per data root. A lock whose process has died is taken over."""
+
+    def __init__(self, data_root: str):
+        self.path = os.path.join(data_root, LOCK_FILE)
+
+    def __enter__(self) -> "RetrainLock":
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                owner = self._owner()
+                if owner is not None and _alive(owner):
+                    raise LockedError(f"{self.path}: another retrain (pid {owner}) is running "
+                                      "on this data root") from None
+                os.remove(self.path)  # left by a process that is gone
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(str(os.getpid()))
+            return self
+        raise LockedError(f"{self.path}: could not take the lock")
+
+    def __exit__(self, *exc) -> None:
+        if self._owner() == os.getpid():
+            os.remove(self.path)
+
+    def _owner(self) -> int | None:
+        try:
+            with open(self.path) as f:
+                return int(f.read().strip() or 0) or None
+        except (FileNotFoundError, ValueError):
+            return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def register(incoming: str, data_root: str, quarantine_root: str, config: PipelineConfig,
+             schema_file: str, console: Console) -> Registration:
+    """Checks every incoming file; the good ones become the next span."""
+    data = config.data
+    spans.build_missing_spans(data_root, data.window, data.train_shards)
+    files = inc.list_incoming(incoming)
+    if not files:
+        return Registration(None, (), (), None)
+    existing = spans.list_spans(data_root)
+    previous = spans.span_dir(data_root, existing[-1]) if existing else None
+    console.say(f"medtfx: checking {len(files)} incoming files"
+                + (f" against span {existing[-1]}" if previous else ""))
+    verdicts = inc.check_incoming(files, schema_file, data.train_shards, previous,
+                                  config.retrain.drift)
+    rejected = tuple(v for v in verdicts if not v.accepted)
+    accepted = tuple(v.path for v in verdicts if v.accepted)
+    folder = inc.quarantine(list(rejected), quarantine_root) if rejected else None
+    for verdict in rejected:
+        console.say(f"        quarantined {os.path.basename(verdict.path)}: "
+                    f"{verdict.problems[0]}")
+    if not accepted:
+        return Registration(None, (), rejected, folder)
+    _check_window(data_root, accepted, config)
+    arrival = spans.add_arrival(data_root, list(accepted))
+    for path in accepted:
+        os.remove(path)  # now held by the arrival
+    spans.build_span(data_root, arrival, data.window, data.train_shards)
+    return Registration(arrival, accepted, rejected, folder)
+
+
+def _check_window(data_root: str, accepted: tuple[str, ...], config: PipelineConfig) -> None:
+    """Refuses, before anything is copied, a span that would lack shards."""
+    data = config.data
+    arrivals = spans.list_arrivals(data_root)
+    new = max(arrivals, default=0) + 1
+    present = {int(SHARD_RE.match(os.path.basename(p))["index"]) for p in accepted}
+    for number in spans.window_of(arrivals + [new], data.window)[:-1]:
+        present |= set(spans.arrival_shards(spans.arrival_dir(data_root, number)))
+    missing = [f"train{i:02d}" for i in range(data.train_shards) if i not in present]
+    if missing:
+        raise spans.SpanError(
+            f"the new span would lack {', '.join(missing)} (window {data.window!r}); the "
+            f"accepted files stay in the incoming folder; nothing was registered")
+
+
+def wait_until_settled(incoming: str, poll_seconds: float, settle_seconds: float,
+                       sleep: Callable[[float], None] = time.sleep) -> list[str]:
+    """Blocks until the incoming folder holds files that have not changed for
+    `settle_seconds` (an upload has finished); returns them."""
+    last, since = None, time.monotonic()
+    while True:
+        files = inc.list_incoming(incoming)
+        state = [(p, os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in files]
+        if state != last:
+            last, since = state, time.monotonic()
+        elif files and time.monotonic() - since >= settle_seconds:
+            return files
+        sleep(poll_seconds)

@@ -1,0 +1,153 @@
+"""Spans, arrivals, incoming checks, the quarantine and the retrain lock, without running the
+pipeline."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import tensorflow as tf
+
+from pipeline import spans
+from pipeline.config import load_config
+from pipeline.incoming import QUARANTINE_REPORT, Verdict, check_incoming, quarantine
+from pipeline.retrain import LockedError, RetrainLock, register, wait_until_settled
+from pipeline.shards import shard_filename
+from tests.helpers import medtfx
+
+
+def write_shard(folder, index: int, records: list[bytes]) -> str:
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, shard_filename("train", index, len(records)))
+    with tf.io.TFRecordWriter(path) as writer:
+        for record in records:
+            writer.write(record)
+    return path
+
+
+def arrival(data_root, number: int, shards: dict[int, list[bytes]]) -> None:
+    for index, records in shards.items():
+        write_shard(spans.arrival_dir(str(data_root), number), index, records)
+
+
+def read(path) -> list[bytes]:
+    return [r.numpy() for r in tf.data.TFRecordDataset(str(path))]
+
+
+@pytest.mark.parametrize("window, expected", [("latest", [3]), ("all", [1, 2, 3]), (2, [2, 3])])
+def test_the_window_picks_arrivals(window, expected):
+    assert spans.window_of([1, 2, 3], window) == expected
+
+
+def test_a_span_concatenates_each_shard_over_the_window_into_valid_tfrecords(tmp_path):
+    arrival(tmp_path, 1, {0: [b"a0", b"a1"], 1: [b"b0"]})
+    arrival(tmp_path, 2, {0: [b"c0"]})  # shard 1 did not come this time
+    span = spans.build_span(str(tmp_path), 2, "all", train_shards=2)
+    assert read(os.path.join(span, "train00-3.tfrec")) == [b"a0", b"a1", b"c0"]
+    assert read(os.path.join(span, "train01-1.tfrec")) == [b"b0"]
+    with open(os.path.join(span, spans.SPAN_MANIFEST)) as f:
+        manifest = json.load(f)
+    assert manifest["arrivals"] == [1, 2]
+    assert manifest["shards"]["train00"] == ["arrivals/1/train00-2.tfrec",
+                                             "arrivals/2/train00-1.tfrec"]
+    assert spans.list_spans(str(tmp_path)) == [2]
+    assert spans.latest_span_dir(str(tmp_path)) == span
+
+
+def test_a_span_missing_a_shard_is_refused_and_an_existing_span_never_replaced(tmp_path):
+    arrival(tmp_path, 1, {0: [b"a"]})
+    with pytest.raises(spans.SpanError, match="span 1 would lack train01"):
+        spans.build_span(str(tmp_path), 1, "all", train_shards=2)
+    assert spans.list_spans(str(tmp_path)) == []
+    arrival(tmp_path, 1, {1: [b"b"]})
+    spans.build_span(str(tmp_path), 1, "all", train_shards=2)
+    with pytest.raises(spans.SpanError, match="already exists"):
+        spans.build_span(str(tmp_path), 1, "latest", train_shards=2)
+    assert read(tmp_path / "span-1" / "train00-1.tfrec") == [b"a"]
+
+
+def test_incoming_files_outside_the_layout_are_rejected_with_a_reason(tmp_path):
+    paths = [str(tmp_path / name) for name in
+             ("notes.txt", "test00-3.tfrec", "train20-3.tfrec", "train01-2.tfrec",
+              "train01-4.tfrec")]
+    for path in paths:
+        open(path, "wb").close()
+    verdicts = {os.path.basename(v.path): v.problems
+                for v in check_incoming(paths, "unused", 15, None, {})}
+    assert "not a labelled shard" in verdicts["notes.txt"][0]
+    assert "not a labelled shard" in verdicts["test00-3.tfrec"][0]
+    assert "beyond data.train_shards (15)" in verdicts["train20-3.tfrec"][0]
+    assert "a second file for train01" in verdicts["train01-2.tfrec"][0]
+    assert verdicts["train01-2.tfrec"] == verdicts["train01-4.tfrec"]
+
+
+def test_quarantine_moves_files_with_a_report_and_never_mixes_batches(tmp_path):
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    (incoming / "train00-1.tfrec").write_bytes(b"broken")
+    first = quarantine([Verdict(str(incoming / "train00-1.tfrec"), ("cut short",))],
+                       str(tmp_path / "q"))
+    (incoming / "train00-1.tfrec").write_bytes(b"again")
+    second = quarantine([Verdict(str(incoming / "train00-1.tfrec"), ("cut short",))],
+                        str(tmp_path / "q"))
+    assert first != second and list(incoming.iterdir()) == []
+    assert open(os.path.join(first, "train00-1.tfrec"), "rb").read() == b"broken"
+    assert open(os.path.join(second, "train00-1.tfrec"), "rb").read() == b"again"
+    with open(os.path.join(first, QUARANTINE_REPORT)) as f:
+        assert json.load(f) == {"files": {"train00-1.tfrec": ["cut short"]}}
+
+
+def test_a_batch_that_would_leave_a_span_incomplete_is_not_registered(tmp_path, tiny_data):
+    """The good files stay in the incoming folder; nothing is half-registered."""
+    import shutil
+
+    from pipeline.console import Console
+
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    for name in sorted(n for n in os.listdir(tiny_data) if n.startswith("train"))[:3]:
+        shutil.copy(os.path.join(tiny_data, name), incoming / name)
+    config = load_config(None, ["data.spans=true"])
+    before = sorted(os.listdir(incoming))
+    with pytest.raises(spans.SpanError, match="the new span would lack"):
+        register(str(incoming), str(tmp_path / "data"), str(tmp_path / "q"), config,
+                 "schema/schema.pbtxt", Console(None, verbose=True))
+    assert sorted(os.listdir(incoming)) == before
+    assert spans.list_arrivals(str(tmp_path / "data")) == []
+
+
+def test_one_retrain_per_data_root_and_a_dead_owner_is_taken_over(tmp_path):
+    with RetrainLock(str(tmp_path)):
+        with pytest.raises(LockedError, match="another retrain"):
+            with RetrainLock(str(tmp_path)):
+                pass
+    assert not (tmp_path / ".medtfx-retrain.lock").exists()
+    (tmp_path / ".medtfx-retrain.lock").write_text("999999999")  # no such process
+    with RetrainLock(str(tmp_path)):
+        assert (tmp_path / ".medtfx-retrain.lock").read_text() == str(os.getpid())
+
+
+def test_watch_waits_until_files_stop_changing(tmp_path):
+    clock = {"polls": 0}
+    path = tmp_path / "train00-1.tfrec"
+
+    def sleep(seconds):  # an upload that grows for three polls, then stops
+        clock["polls"] += 1
+        if clock["polls"] <= 3:
+            with open(path, "ab") as f:
+                f.write(b"x")
+
+    path.write_bytes(b"")
+    files = wait_until_settled(str(tmp_path), poll_seconds=0, settle_seconds=0, sleep=sleep)
+    assert files == [str(path)] and clock["polls"] >= 4 and path.read_bytes() == b"xxx"
+
+
+def test_retrain_refuses_a_missing_incoming_folder_and_a_bad_window(tmp_path):
+    result = medtfx("retrain", "--incoming", str(tmp_path / "nope"), "--data-root",
+                    str(tmp_path / "data"))
+    assert result.returncode == 2 and "incoming folder does not exist" in result.stderr
+    (tmp_path / "in").mkdir()
+    result = medtfx("retrain", "--incoming", str(tmp_path / "in"), "--data-root",
+                    str(tmp_path / "data"), "--set", "window=0")
+    assert result.returncode == 2 and "data.window 0 must be" in result.stderr
