@@ -151,3 +151,27 @@ def test_retrain_refuses_a_missing_incoming_folder_and_a_bad_window(tmp_path):
     result = medtfx("retrain", "--incoming", str(tmp_path / "in"), "--data-root",
                     str(tmp_path / "data"), "--set", "window=0")
     assert result.returncode == 2 and "data.window 0 must be" in result.stderr
+
+
+def test_watch_stops_cleanly_on_ctrl_c_and_releases_the_lock(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "in").mkdir()
+    command = [os.path.join(os.path.dirname(sys.executable), "medtfx"), "retrain", "--watch",
+               "--incoming", str(tmp_path / "in"), "--data-root", str(tmp_path / "data"),
+               "--work-dir", str(tmp_path / "work"), "--set", "retrain.poll_seconds=0.2"]
+    watcher = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    lock = tmp_path / "data" / ".medtfx-retrain.lock"
+    deadline = time.monotonic() + 120
+    while not lock.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert lock.read_text() == str(watcher.pid)
+    watcher.send_signal(signal.SIGINT)
+    out, err = watcher.communicate(timeout=60)
+    assert watcher.returncode == 130, out + err
+    assert "watching" in out and "stopped" in out and err == ""
+    assert not lock.exists()
