@@ -1,4 +1,5 @@
-"""The Pusher's executor, made idempotent: a package already serving is not copied again.
+"""The Pusher's executor, made idempotent (a package already serving is not copied again)
+and tidy (only the newest `keep_versions` versions stay).
 
 TFX's filesystem Pusher copies every blessed model it sees into a new timestamped version.
 A rerun re-evaluates the same trained model (the resolver now offers it as its own
@@ -18,14 +19,7 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
 from components.model_packager import PACKAGE_FILE
-
-
-def serving_versions(base_directory: str) -> list[str]:
-    """Version directories in TF Serving's layout, oldest first."""
-    if not fileio.exists(base_directory):
-        return []
-    names = [n.rstrip("/") for n in fileio.listdir(base_directory)]
-    return sorted((n for n in names if n.isdigit()), key=int)
+from pipeline.serving_dir import prune, serving_versions
 
 
 def read_package(model_dir: str) -> dict | None:
@@ -43,19 +37,27 @@ def version_serving(base_directory: str, package: dict) -> str | None:
     return None
 
 
+def _base_directory(exec_properties: dict) -> str:
+    destination = proto_utils.json_to_proto(
+        exec_properties[standard_component_specs.PUSH_DESTINATION_KEY],
+        pusher_pb2.PushDestination())
+    return destination.filesystem.base_directory
+
+
 class Executor(pusher_executor.Executor):
     def Do(self, input_dict, output_dict, exec_properties) -> None:
-        if self.CheckBlessing(input_dict):
-            package = read_package(self.GetModelPath(input_dict))
-            destination = proto_utils.json_to_proto(
-                exec_properties[standard_component_specs.PUSH_DESTINATION_KEY],
-                pusher_pb2.PushDestination())
-            base = destination.filesystem.base_directory
-            version = version_serving(base, package) if package else None
-            if version is not None:
-                pushed = artifact_utils.get_single_instance(
-                    output_dict[standard_component_specs.PUSHED_MODEL_KEY])
-                self._MarkPushed(pushed, pushed_destination=os.path.join(base, version),
-                                 pushed_version=version)
-                return
-        super().Do(input_dict, output_dict, exec_properties)
+        base = _base_directory(exec_properties)
+        pushed = artifact_utils.get_single_instance(
+            output_dict[standard_component_specs.PUSHED_MODEL_KEY])
+        package = (read_package(self.GetModelPath(input_dict))
+                   if self.CheckBlessing(input_dict) else None)
+        version = version_serving(base, package) if package else None
+        if version is not None:
+            self._MarkPushed(pushed, pushed_destination=os.path.join(base, version),
+                             pushed_version=version)
+        else:
+            super().Do(input_dict, output_dict, exec_properties)
+        if pushed.get_int_custom_property("pushed") == 1:  # nothing pruned unless pushed
+            custom = json.loads(exec_properties.get(
+                standard_component_specs.CUSTOM_CONFIG_KEY) or "null") or {}
+            prune(base, custom.get("keep_versions", 5))

@@ -81,6 +81,20 @@ def build_parser() -> argparse.ArgumentParser:
     _verbose(retrain)
     retrain.set_defaults(command=_retrain)
 
+    rollback = commands.add_parser(
+        "rollback", help="serve an earlier pushed model again",
+        description="Makes an earlier version of the serving directory the one TF Serving "
+        "serves (the highest number) by copying it to a new version; deletes nothing. "
+        "medtfx-rollback.json in the new version records what it rolled back.")
+    where = rollback.add_mutually_exclusive_group()
+    where.add_argument("--work-dir", default="work", help="the work dir whose serving/ "
+                       "directory to use (default: ./work)")
+    where.add_argument("--serving-dir", help="a serving directory elsewhere")
+    rollback.add_argument("--to", metavar="VERSION", help="the version to serve (default: "
+                          "the one before the newest)")
+    _verbose(rollback)
+    rollback.set_defaults(command=_rollback)
+
     kfp = commands.add_parser(
         "compile-kfp", help="compile the pipeline for Kubeflow Pipelines / Vertex AI Pipelines",
         description="Compiles the pipeline with KubeflowV2DagRunner into a PipelineSpec YAML "
@@ -287,6 +301,24 @@ def _report(args: argparse.Namespace) -> int:
             return 0
         except Exception as err:  # reported in one line, traceback in the log
             return _fail(console, err, log_path)
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from pipeline.console import Console
+    from pipeline.workdir import WorkDir
+
+    serving = os.path.abspath(args.serving_dir or WorkDir(args.work_dir).serving)
+    with Console(_temp_log("rollback"), args.verbose) as console:
+        from pipeline.serving_dir import ServingDirError, rollback, serving_versions
+
+        try:
+            new, source = rollback(serving, args.to)
+        except ServingDirError as err:
+            console.say(f"error: {err}")
+            return EXIT_FAILED
+        console.say(f"medtfx: version {new} now serves the model of version {source} "
+                    f"(versions: {', '.join(serving_versions(serving))})")
+        return 0
 
 
 def _compile_kfp(args: argparse.Namespace) -> int:

@@ -159,6 +159,13 @@ class ModelCardConfig:
 
 
 @dataclasses.dataclass
+class ServingConfig:
+    # Pushed versions kept in the serving directory (the oldest go first); `medtfx
+    # rollback` can return to any of them.
+    keep_versions: int = 5
+
+
+@dataclasses.dataclass
 class RetrainConfig:
     """`medtfx retrain`: checks of incoming files before they become a span."""
     # Per-file drift bound against the previous span, per feature: Jensen-Shannon
@@ -233,6 +240,7 @@ class PipelineConfig:
     evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
     model_card: ModelCardConfig = dataclasses.field(default_factory=ModelCardConfig)
     beam: BeamConfig = dataclasses.field(default_factory=BeamConfig)
+    serving: ServingConfig = dataclasses.field(default_factory=ServingConfig)
     retrain: RetrainConfig = dataclasses.field(default_factory=RetrainConfig)
     kubeflow: KubeflowConfig = dataclasses.field(default_factory=KubeflowConfig)
 
@@ -258,6 +266,9 @@ def load_config(path: str | None = None, overrides: list[str] = ()) -> PipelineC
     if config.trainer.ensemble_folds:
         ensemble_splits(plan, config.trainer.ensemble_folds)
     _check_trainer(config.trainer, os.path.basename(path))
+    if config.serving.keep_versions < 1:
+        raise ConfigError(f"{os.path.basename(path)}: serving.keep_versions "
+                          f"{config.serving.keep_versions} must be at least 1")
     window = data.window
     if not (window in ("all", "latest") or (isinstance(window, int) and window >= 1)):
         raise ConfigError(f"{os.path.basename(path)}: data.window {window!r} must be "

@@ -188,6 +188,7 @@ def create_pipeline(config: PipelineConfig, *, data_root: str | RuntimeParameter
         model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_dir)),
+        custom_config={"keep_versions": config.serving.keep_versions},
         custom_executor_spec=executor_spec.ExecutorClassSpec(serving_pusher.Executor))
 
     return tfx.dsl.Pipeline(

@@ -136,3 +136,17 @@ def test_corrupted_and_drifted_files_are_quarantined_and_serving_keeps_the_last_
     assert any("age_approx: The approximate Jensen-Shannon" in p for p in report[drifted.name])
     assert (folder / corrupt.name).read_bytes() == data[:len(data) // 2]  # kept as it came
     shutil.rmtree(batch)
+
+
+def test_rollback_serves_span_1s_model_again_without_deleting_any(site, span1, span2):
+    before = versions(site["work"])
+    result = medtfx("rollback", "--work-dir", str(site["work"]))
+    assert result.returncode == 0, result.stdout + result.stderr
+    after = versions(site["work"])
+    assert after[:-1] == before and int(after[-1]) > int(before[-1])
+    restored = os.path.join(site["work"], "serving", after[-1])
+    original = os.path.join(site["work"], "serving", span1["versions"][0])
+    for name in ("saved_model.pb", os.path.join("assets", "operating_threshold.txt")):
+        with open(os.path.join(restored, name), "rb") as a, \
+                open(os.path.join(original, name), "rb") as b:
+            assert a.read() == b.read(), name
