@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline.summary import find_run, node_name, open_store
+from pipeline.mlmd import find_run, node_name, open_store
 from pipeline.synth import SynthSpec, generate
 from tests.helpers import FAST_RUN, REPO, medtfx, open_in_chromium, shard_records
 
