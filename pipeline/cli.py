@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import logging
 import os
 import sys
 import tempfile
 import time
 import traceback
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # hints only: pipeline.history loads TensorFlow, which few commands need
+    from pipeline.history import Lineage, RunRecord, Step
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
@@ -94,6 +100,21 @@ def build_parser() -> argparse.ArgumentParser:
                           "the one before the newest)")
     _verbose(rollback)
     rollback.set_defaults(command=_rollback)
+
+    history = commands.add_parser(
+        "history", help="list the pipeline runs, or trace a served model back to its data",
+        description="Reads WORK/metadata.sqlite (ML Metadata). Without --version: one line "
+        "per pipeline run, oldest first: the data span, the model and whether it was trained "
+        "in that run or taken from the cache, the verdict, the serving version pushed, the "
+        "overall AUC and the operating threshold. With --version: that serving version's "
+        "lineage, from the push through packaging and training to the Examples, the files "
+        "ImportExampleGen read them from, the Transform graph and the baseline model.")
+    history.add_argument("--work-dir", default="work", help="the runs' work dir (./work)")
+    history.add_argument("--version", help="a pushed serving version (a directory name "
+                         "under WORK/serving): show its lineage")
+    history.add_argument("--json", action="store_true", help="print JSON, for scripts")
+    _verbose(history)
+    history.set_defaults(command=_history)
 
     kfp = commands.add_parser(
         "compile-kfp", help="compile the pipeline for Kubeflow Pipelines / Vertex AI Pipelines",
@@ -283,14 +304,20 @@ def _retrain(args: argparse.Namespace) -> int:
             return _fail(console, err, log_path)
 
 
+def _missing(path: str, what: str) -> bool:
+    """True, after one line on stderr, when a file only `medtfx run` writes is missing."""
+    if os.path.exists(path):
+        return False
+    print(f"error: {path}: {what} (run `medtfx run` first)", file=sys.stderr)
+    return True
+
+
 def _report(args: argparse.Namespace) -> int:
     from pipeline.console import Console
     from pipeline.workdir import WorkDir
 
     work = WorkDir(args.work_dir)
-    if not os.path.exists(work.summary):
-        print(f"error: {work.summary}: no finished run to report on (run `medtfx run` first)",
-              file=sys.stderr)
+    if _missing(work.summary, "no finished run to report on"):
         return EXIT_FAILED
     log_path = work.log_file("report", _stamp())
     with Console(log_path, args.verbose) as console:
@@ -319,6 +346,97 @@ def _rollback(args: argparse.Namespace) -> int:
         console.say(f"medtfx: version {new} now serves the model of version {source} "
                     f"(versions: {', '.join(serving_versions(serving))})")
         return 0
+
+
+def _history(args: argparse.Namespace) -> int:
+    from pipeline.console import Console
+    from pipeline.errors import MedtfxError
+    from pipeline.workdir import WorkDir
+
+    work = WorkDir(args.work_dir)
+    if _missing(work.metadata, "no ML Metadata store"):
+        return EXIT_FAILED
+    log_path = work.log_file("history", _stamp())
+    with Console(log_path, args.verbose) as console:
+        try:
+            from pipeline.history import list_runs, trace_version
+            from pipeline.mlmd import open_store
+
+            store = open_store(work.metadata)
+            found = list_runs(store) if args.version is None else trace_version(store,
+                                                                                 args.version)
+        except MedtfxError as err:  # a version no push recorded
+            console.say(f"error: {err}")
+            return EXIT_FAILED
+        except Exception as err:
+            return _fail(console, err, log_path)
+        if args.json:
+            console.say(json.dumps({"runs": [dataclasses.asdict(r) for r in found]}
+                                   if args.version is None else dataclasses.asdict(found),
+                                   indent=2))
+        else:
+            for line in run_lines(found) if args.version is None else lineage_lines(found):
+                console.say(line)
+        return 0
+
+
+def _yes_no(value: bool | None) -> str:
+    return "-" if value is None else "yes" if value else "no"
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def run_lines(runs: list[RunRecord]) -> list[str]:
+    """A header and one line per run, in columns."""
+    if not runs:
+        return ["medtfx: no pipeline runs recorded"]
+    rows = [["run", "span", "model", "blessed", "pushed", "AUC", "threshold"]]
+    notes = [""]
+    for run in runs:
+        model = ("-" if run.model_id is None else
+                 f"{run.model_id} ({'cached' if run.model_cached else 'trained'})")
+        rows.append([run.run_id, ",".join(str(s) for s in run.spans) or "-", model,
+                     _yes_no(run.blessed), run.pushed_version or "-", _number(run.auc),
+                     _number(run.operating_threshold)])
+        notes.append(f"failed: {', '.join(run.failed)}" if run.failed else "")
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join([*(cell.ljust(width) for cell, width in zip(row, widths)), note]).rstrip()
+            for row, note in zip(rows, notes)]
+
+
+def _step_lines(label: str, step: Step) -> list[str]:
+    """An artifact and the execution that produced it."""
+    return [f"  {label}{step.artifact_type} {step.artifact_id} {step.uri}",
+            f"    <- {step.component} (execution {step.execution_id}, run {step.run_id})"]
+
+
+def lineage_lines(lineage: Lineage) -> list[str]:
+    """A serving version's lineage, from the push to the data files."""
+    first, *later = lineage.recorded_by
+    lines = [f"medtfx: serving version {lineage.version} ({lineage.destination})",
+             f"        pushed by run {first}"
+             + (f"; found serving by run {', '.join(later)}" if later else ""),
+             *_step_lines("", lineage.pushed), *_step_lines("packaged ", lineage.packaged),
+             f"    operating threshold {_number(lineage.operating_threshold)}"]
+    for step in lineage.trained:
+        lines += _step_lines("trained ", step)
+    if lineage.transform:
+        lines += _step_lines("", lineage.transform)
+    for data in lineage.data:
+        lines += _step_lines("", data.examples)
+        lines.append(f"    span {data.span}"
+                     + (f", version {data.version}" if data.version is not None else "")
+                     + f", splits {' '.join(data.split_names)}; read from {data.input_base}")
+        for split in data.splits:
+            files = ", ".join(split.files) or "no file matches now"
+            if split.unchanged is False:
+                files += " (changed since ImportExampleGen read them)"
+            lines.append(f"      {split.name} {split.pattern}: {files}")
+    lines += (_step_lines("baseline ", lineage.baseline) if lineage.baseline else
+              ["  baseline: none (no blessed model before it)"])
+    return lines
 
 
 def _compile_kfp(args: argparse.Namespace) -> int:

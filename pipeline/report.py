@@ -14,7 +14,7 @@ from components.data_gate import describe_anomalies
 from pipeline.config import PipelineConfig, load_config_dict
 from pipeline.eval_results import Matrix, SliceResult, load_evaluation
 from pipeline.statistics import SplitStats, load_statistics
-from pipeline.summary import find_run, open_store, outputs_by_type
+from pipeline.mlmd import find_run, open_store, outputs_by_type
 from pipeline.svg import line_chart
 from pipeline.workdir import WorkDir
 

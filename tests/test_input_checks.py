@@ -104,6 +104,6 @@ def test_unknown_config_field_is_a_usage_error(tmp_path):
 
 def test_every_command_has_help():
     for command in (["--help"], ["run", "--help"], ["data", "--help"],
-                    ["data", "synth", "--help"]):
+                    ["data", "synth", "--help"], ["history", "--help"]):
         result = medtfx(*command)
         assert result.returncode == 0 and "usage: medtfx" in result.stdout

@@ -10,20 +10,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline.summary import find_run, node_name, open_store
+from pipeline.mlmd import find_run, node_name, open_store
 from pipeline.synth import SynthSpec, generate
-from tests.helpers import FAST_RUN, REPO, medtfx, open_in_chromium, shard_records
+from tests.helpers import BLESS_ANY, FAST_RUN, REPO, medtfx, open_in_chromium, shard_records
 
 pytestmark = pytest.mark.slow
 
 COMPONENTS = ["ImportExampleGen", "ImportSchemaGen", "latest_blessed_model_resolver",
               "StatisticsGen", "ExampleValidator", "DataGate", "Transform", "Trainer",
               "Evaluator", "ModelPackager", "Pusher"]
-# Six training steps cannot make a good model; these runs test the machinery, and the
-# thresholds are set so that the outcome is known.
-BLESS_ANY = ["--set", "auc_threshold=0", "--set", "slice_auc_threshold=0",
-             "--set", "max_auc_drop=1", "--set", "max_slice_auc_drop=1",
-             "--set", "min_specificity=null"]
 
 
 def run(data: str, work, *extra: str) -> dict:

@@ -12,8 +12,7 @@ import shutil
 import pytest
 import tensorflow as tf
 
-from tests.helpers import FAST_RUN, medtfx
-from tests.test_pipeline_e2e import BLESS_ANY
+from tests.helpers import BLESS_ANY, FAST_RUN, medtfx
 
 pytestmark = pytest.mark.slow
 
@@ -150,3 +149,24 @@ def test_rollback_serves_span_1s_model_again_without_deleting_any(site, span1, s
         with open(os.path.join(restored, name), "rb") as a, \
                 open(os.path.join(original, name), "rb") as b:
             assert a.read() == b.read(), name
+
+
+def test_history_lists_each_span_and_traces_span_2s_model_to_both_arrivals(site, span1,
+                                                                           span2):
+    result = medtfx("history", "--work-dir", str(site["work"]), "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    runs = json.loads(result.stdout)["runs"]
+    assert [r["spans"] for r in runs] == [[1], [2]]  # span 3 never reached the pipeline
+    assert [r["pushed_version"] for r in runs] == [span1["versions"][0],
+                                                  span2["versions"][-1]]
+    result = medtfx("history", "--work-dir", str(site["work"]), "--json", "--version",
+                    span2["versions"][-1])
+    assert result.returncode == 0, result.stdout + result.stderr
+    lineage = json.loads(result.stdout)
+    (source,) = lineage["data"]
+    assert source["span"] == 2 and source["input_base"] == str(site["data"])
+    files = sorted(f for split in source["splits"] for f in split["files"])
+    assert files == sorted(str(p) for p in (site["data"] / "span-2").glob("train*.tfrec"))
+    assert lineage["baseline"] is not None  # span 1's model, which it warm-started from
+    with open(site["data"] / "span-2" / "medtfx-span.json") as f:
+        assert json.load(f)["arrivals"] == [1, 2]

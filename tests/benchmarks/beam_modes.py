@@ -18,7 +18,7 @@ from tfx.orchestration.pipeline import RunOptions
 
 from pipeline.config import load_config
 from pipeline.pipeline import create_pipeline
-from pipeline.summary import find_run, node_name, open_store
+from pipeline.mlmd import find_run, node_name, open_store
 from pipeline.synth import SynthSpec, generate
 
 MODES = {"in_memory x1": ["direct_running_mode=in_memory", "direct_num_workers=1"],
