@@ -70,12 +70,13 @@ class RetrainLock:
 
 
 def _alive(pid: int) -> bool:
+    """Signal 0 checks existence; a process of another user (PermissionError) is alive."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
     return True
 
 
