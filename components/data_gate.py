@@ -12,7 +12,7 @@ from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx import v1 as tfx
 from tfx.types import artifact_utils
 
-from pipeline.errors import MedtfxError
+from modules.errors import MedtfxError
 
 ANOMALIES_FILE = "SchemaDiff.pb"
 
@@ -37,7 +37,9 @@ class DataAnomaliesError(MedtfxError):
 
 @tfx.dsl.components.component
 def DataGate(anomalies: tfx.dsl.components.InputArtifact[
-        tfx.types.standard_artifacts.ExampleAnomalies]) -> None:
+        tfx.types.standard_artifacts.ExampleAnomalies],
+             code: tfx.dsl.components.Parameter[str] = "") -> None:
+    """`code`: the fingerprint of this gate's code (pipeline/fingerprint.py), for the cache."""
     splits = artifact_utils.decode_split_names(anomalies.split_names)
     problems = describe_anomalies(anomalies.uri, splits)
     if problems:

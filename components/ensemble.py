@@ -12,22 +12,21 @@ from __future__ import annotations
 import json
 import os
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import numpy as np
+import tensorflow as tf
+import tensorflow_transform as tft
+import tf_keras as keras
+from scipy.stats import rankdata
+from tfx import types
+from tfx.dsl.components.base import base_component, base_executor, executor_spec
+from tfx.types import standard_artifacts
+from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
+from tfx.utils import path_utils
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import tensorflow_transform as tft  # noqa: E402
-import tf_keras as keras  # noqa: E402
-from scipy.stats import rankdata  # noqa: E402
-from tfx import types  # noqa: E402
-from tfx.dsl.components.base import base_component, base_executor, executor_spec  # noqa: E402
-from tfx.types import standard_artifacts  # noqa: E402
-from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter  # noqa: E402
-from tfx.utils import path_utils  # noqa: E402
-
-from modules.export import export_model, keras_path  # noqa: E402
-from modules.model import load_weights  # noqa: E402
-from modules.trainer import VALIDATION_FILE, build  # noqa: E402
+from modules.artifacts import VALIDATION_FILE
+from modules.export import export_model, keras_path
+from modules.model import load_weights
+from modules.trainer import build
 
 MEMBER_PREFIX = "model_"
 OOF_AUC = "oof_auc"

@@ -13,14 +13,11 @@ from tfx import v1 as tfx
 from tfx.dsl.io import fileio
 from tfx.utils import io_utils, path_utils
 
-from modules.signatures import THRESHOLD_ASSET
-from pipeline.errors import MedtfxError
-from pipeline.eval_results import load_evaluation, operating_threshold
-from pipeline.model_card import build_card, render_markdown
-from pipeline.statistics import load_statistics
-
-PACKAGE_FILE = "medtfx-package.json"  # what was packaged; the Pusher compares it
-CARD_DIR = "assets.extra"  # copied with the model; TF Serving reads only warm-up files there
+from modules.artifacts import CARD_DIR, PACKAGE_FILE, THRESHOLD_ASSET
+from modules.errors import MedtfxError
+from pipeline.results.eval_results import load_evaluation, operating_threshold
+from pipeline.results.model_card import build_card, render_markdown
+from pipeline.results.statistics import load_statistics
 
 Model = tfx.types.standard_artifacts.Model
 

@@ -18,8 +18,8 @@ from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
-from components.model_packager import PACKAGE_FILE
-from pipeline.serving_dir import prune, serving_versions
+from modules.artifacts import PACKAGE_FILE
+from pipeline.ops.serving_dir import prune, serving_versions
 
 
 def read_package(model_dir: str) -> dict | None:

@@ -9,12 +9,9 @@ only when it is the one that stopped).
 from __future__ import annotations
 
 import math
-import os
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
-import tf_keras as keras  # noqa: E402
-from absl import logging  # noqa: E402
+import tf_keras as keras
+from absl import logging
 
 
 class BestEpoch(keras.callbacks.Callback):

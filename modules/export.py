@@ -11,13 +11,11 @@ from __future__ import annotations
 import os
 import tempfile
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import tensorflow_transform as tft
+import tf_keras as keras
 
-import tensorflow_transform as tft  # noqa: E402
-import tf_keras as keras  # noqa: E402
-
-from modules.model import save_keras  # noqa: E402
-from modules.signatures import make_signatures  # noqa: E402
+from modules.model import save_keras
+from modules.signatures import make_signatures
 
 KERAS_DIR = "Format-Keras"
 

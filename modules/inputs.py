@@ -8,17 +8,13 @@ also the serving graph and must stay deterministic.
 
 from __future__ import annotations
 
-import os
+import tensorflow as tf
+import tensorflow_transform as tft
+from tfx import v1 as tfx
+from tfx_bsl.public import tfxio
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
-import tensorflow as tf  # noqa: E402
-import tensorflow_transform as tft  # noqa: E402
-from tfx import v1 as tfx  # noqa: E402
-from tfx_bsl.public import tfxio  # noqa: E402
-
-from modules import features as F  # noqa: E402
-from modules.augment import augment_images  # noqa: E402
+from modules import features as F
+from modules.augment import augment_images
 
 
 def count_labels(file_patterns: list[str]) -> tuple[int, int]:

@@ -8,9 +8,11 @@ bound) otherwise. Reports show the plain `auc` of every slice; only blessing rea
 
 from __future__ import annotations
 
-from tensorflow_model_analysis.metrics import binary_confusion_matrices
-from tensorflow_model_analysis.metrics import confusion_matrix_metrics
-from tensorflow_model_analysis.metrics import metric_types
+from tensorflow_model_analysis.metrics import (
+    binary_confusion_matrices,
+    confusion_matrix_metrics,
+    metric_types,
+)
 
 GATED_AUC_NAME = "auc_gate"
 

@@ -13,13 +13,11 @@ import os
 import tempfile
 from typing import Callable
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import tensorflow as tf
+import tf_keras as keras
 
-import tensorflow as tf  # noqa: E402
-import tf_keras as keras  # noqa: E402
-
-from modules import features as F  # noqa: E402
-from pipeline.errors import MedtfxError  # noqa: E402
+from modules import features as F
+from modules.errors import MedtfxError
 
 # Every backbone receives the same float image in [0, 1] from the Transform graph; this is
 # the range each one was trained on, applied inside the model so no caller can get it wrong.

@@ -7,12 +7,8 @@ schedule survives any steps_per_epoch.
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
-import tensorflow as tf  # noqa: E402
-import tf_keras as keras  # noqa: E402
+import tensorflow as tf
+import tf_keras as keras
 
 
 @keras.utils.register_keras_serializable(package="medtfx")

@@ -17,6 +17,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from modules import features as F
+from modules.artifacts import THRESHOLD_ASSET
 from modules.augment import orient
 
 EXAMPLES = tf.TensorSpec([None], tf.string, name="examples")
@@ -25,7 +26,6 @@ DECISION_KEY = "decision"  # 1: refer the lesion as possibly malignant
 RAW_SPEC = {F.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
             **{key: tf.io.FixedLenFeature([], tf.int64, default_value=F.MISSING)
                for key in F.METADATA_RAW_KEYS}}
-THRESHOLD_ASSET = "operating_threshold.txt"
 UNSET_THRESHOLD = 0.5  # until ModelPackager writes the one chosen on evaluation data
 
 

@@ -10,11 +10,9 @@ from __future__ import annotations
 import json
 import os
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
-import tensorflow as tf  # noqa: E402
-import tf_keras as keras  # noqa: E402
-from absl import logging  # noqa: E402
+import tensorflow as tf
+import tf_keras as keras
+from absl import logging
 
 
 def _tpu_attached() -> bool:

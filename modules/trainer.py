@@ -11,24 +11,20 @@ import json
 import math
 import os
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import numpy as np
+import tensorflow as tf
+import tensorflow_transform as tft
+import tf_keras as keras
+from absl import logging
+from tfx import v1 as tfx
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import tensorflow_transform as tft  # noqa: E402
-import tf_keras as keras  # noqa: E402
-from absl import logging  # noqa: E402
-from tfx import v1 as tfx  # noqa: E402
-
-from modules.callbacks import BestEpoch  # noqa: E402
-from modules.export import export_model, keras_path  # noqa: E402
-from modules.inputs import class_weights, count_labels, input_fn  # noqa: E402
-from modules.model import (ModelConfigError, build_model, load_weights,  # noqa: E402
-                           set_backbone_trainable)  # noqa: E402
-from modules.schedule import RampSustainDecay  # noqa: E402
-from modules.strategy import choose_strategy  # noqa: E402
-
-VALIDATION_FILE = "medtfx-validation.json"  # labels and scores on the validation shards
+from modules.artifacts import VALIDATION_FILE
+from modules.callbacks import BestEpoch
+from modules.export import export_model, keras_path
+from modules.inputs import class_weights, count_labels, input_fn
+from modules.model import ModelConfigError, build_model, load_weights, set_backbone_trainable
+from modules.schedule import RampSustainDecay
+from modules.strategy import choose_strategy
 
 
 def schedule_steps(train_steps: int | None, train_examples: int, batch_size: int,

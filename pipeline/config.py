@@ -8,6 +8,7 @@ sections may be given alone (`--set image_size=64`). Values are parsed as YAML, 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import types
 import typing
@@ -15,9 +16,10 @@ from typing import Any
 
 import yaml
 
+from pipeline.data.shards import SplitPlan, ensemble_splits, plan_splits
 from pipeline.errors import ConfigError
-from pipeline.shards import ensemble_splits, plan_splits
 
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")
 DEFAULT_CONFIG = os.path.join(CONFIG_DIR, "default.yaml")
 
@@ -244,6 +246,17 @@ class PipelineConfig:
     retrain: RetrainConfig = dataclasses.field(default_factory=RetrainConfig)
     kubeflow: KubeflowConfig = dataclasses.field(default_factory=KubeflowConfig)
 
+    @functools.cached_property
+    def split_plan(self) -> SplitPlan:
+        """Which shards train, validate and evaluate; derived once, checked at load."""
+        data = self.data
+        return plan_splits(data.train_shards, data.folds, data.eval_fold, data.validation_fold)
+
+    @property
+    def schema_path(self) -> str:
+        return self.schema if os.path.isabs(self.schema) else os.path.join(REPO_ROOT,
+                                                                           self.schema)
+
 
 def load_config(path: str | None = None, overrides: list[str] = ()) -> PipelineConfig:
     """The config in `path` (default: the repo's default.yaml) with KEY=VALUE overrides."""
@@ -262,7 +275,7 @@ def load_config(path: str | None = None, overrides: list[str] = ()) -> PipelineC
         _set_path(raw, resolve_key(key), value)
     config = _build(PipelineConfig, raw, os.path.basename(path))
     data = config.data
-    plan = plan_splits(data.train_shards, data.folds, data.eval_fold, data.validation_fold)
+    plan = config.split_plan  # an impossible fold plan fails here, at load
     if config.trainer.ensemble_folds:
         ensemble_splits(plan, config.trainer.ensemble_folds)
     _check_trainer(config.trainer, os.path.basename(path))

@@ -1,8 +1,6 @@
-"""The base of errors a person can act on: the CLI prints their message as it is."""
+"""Errors of the pipeline's own configuration."""
 
-
-class MedtfxError(Exception):
-    """An error whose message names the file, record, field or check at fault."""
+from modules.errors import MedtfxError
 
 
 class ConfigError(MedtfxError):

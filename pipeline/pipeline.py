@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import os
 
 from tfx import v1 as tfx
 from tfx.dsl.components.base import executor_spec
@@ -13,23 +11,19 @@ from tfx.orchestration.data_types import RuntimeParameter
 from tfx.proto import example_gen_pb2, transform_pb2
 
 from components import serving_pusher
-from components.ensemble import Ensemble
 from components.data_gate import DataGate
+from components.ensemble import Ensemble
 from components.model_packager import ModelPackager
 from pipeline.config import PipelineConfig
+from pipeline.data.shards import Shard, SplitPlan, ensemble_splits
+from pipeline.data.spans import span_pattern
 from pipeline.eval_config import build_eval_config
-from pipeline.shards import Shard, SplitPlan, ensemble_splits, plan_splits
-from pipeline.spans import span_pattern
+from pipeline.fingerprint import code_fingerprint
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODULES_DIR = os.path.join(REPO_ROOT, "modules")
-PREPROCESSING_FN = "modules.preprocessing.preprocessing_fn"
-RUN_FN = "modules.trainer.run_fn"
-
-
-def split_plan(config: PipelineConfig) -> SplitPlan:
-    data = config.data
-    return plan_splits(data.train_shards, data.folds, data.eval_fold, data.validation_fold)
+PREPROCESSING_MODULE = "modules.preprocessing"
+TRAINER_MODULE = "modules.trainer"
+PREPROCESSING_FN = f"{PREPROCESSING_MODULE}.preprocessing_fn"
+RUN_FN = f"{TRAINER_MODULE}.run_fn"
 
 
 def shard_pattern(config: PipelineConfig, index: int) -> str:
@@ -38,26 +32,10 @@ def shard_pattern(config: PipelineConfig, index: int) -> str:
     return span_pattern(pattern) if config.data.spans else pattern
 
 
-def schema_path(config: PipelineConfig) -> str:
-    return config.schema if os.path.isabs(config.schema) else os.path.join(REPO_ROOT,
-                                                                           config.schema)
-
-
-def modules_fingerprint() -> str:
-    """Changes whenever code under modules/ changes. User code is referenced by dotted
-    path (nothing to upload), so the cache would not see an edit without this."""
-    digest = hashlib.sha256()
-    for name in sorted(os.listdir(MODULES_DIR)):
-        if name.endswith(".py"):
-            with open(os.path.join(MODULES_DIR, name), "rb") as f:
-                digest.update(name.encode() + f.read())
-    return digest.hexdigest()[:16]
-
-
 def default_train_args(config: PipelineConfig,
                        train: tuple[int, ...] | None = None) -> tfx.proto.TrainArgs:
     """The training splits (the plan's, or an ensemble member's) and steps."""
-    train = split_plan(config).train if train is None else train
+    train = config.split_plan.train if train is None else train
     return tfx.proto.TrainArgs(splits=SplitPlan.names(train),
                                num_steps=config.trainer.train_steps)
 
@@ -67,12 +45,12 @@ def trainer_custom_config(config: PipelineConfig, member: int | None = None) -> 
     needs, the ensemble member it trains (if any), and the code fingerprint that keeps the
     cache honest."""
     return {**dataclasses.asdict(config.trainer), "age_buckets": config.evaluation.age_buckets,
-            "ensemble_member": member, "code": modules_fingerprint()}
+            "ensemble_member": member, "code": code_fingerprint(TRAINER_MODULE)}
 
 
 def packager_settings(config: PipelineConfig) -> str:
     """What ModelPackager needs from the config, as the JSON parameter it takes."""
-    plan, evaluation = split_plan(config), config.evaluation
+    plan, evaluation = config.split_plan, config.evaluation
     return json.dumps({
         "pipeline_name": config.pipeline_name,
         "backbone": config.trainer.backbone,
@@ -90,6 +68,7 @@ def packager_settings(config: PipelineConfig) -> str:
                  "max_slice_auc_drop": evaluation.max_slice_auc_drop,
                  "min_specificity": evaluation.min_specificity},
         **dataclasses.asdict(config.model_card),
+        "code": code_fingerprint("components.model_packager"),
     })
 
 
@@ -104,7 +83,7 @@ def create_pipeline(config: PipelineConfig, *, data_root: str | RuntimeParameter
     `train_args` (TrainArgs as JSON). `vertex_training`, custom_config entries for
     tfx.extensions.google_cloud_ai_platform, makes the Trainer a Vertex AI custom job.
     """
-    plan = split_plan(config)
+    plan = config.split_plan
 
     # One split per shard: folds are sets of whole files, which a glob pattern per fold
     # could not express in general, and downstream components pick splits by role.
@@ -114,12 +93,13 @@ def create_pipeline(config: PipelineConfig, *, data_root: str | RuntimeParameter
             example_gen_pb2.Input.Split(name=f"train{i:02d}", pattern=shard_pattern(config, i))
             for i in range(config.data.train_shards)]))
 
-    schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_path(config))
+    schema_gen = tfx.components.ImportSchemaGen(schema_file=config.schema_path)
     statistics_gen = tfx.components.StatisticsGen(
         examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"])
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
-    data_gate = DataGate(anomalies=example_validator.outputs["anomalies"])
+    data_gate = DataGate(anomalies=example_validator.outputs["anomalies"],
+                         code=code_fingerprint("components.data_gate"))
 
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"],
@@ -128,7 +108,8 @@ def create_pipeline(config: PipelineConfig, *, data_root: str | RuntimeParameter
         materialize=False,
         disable_statistics=True,  # post-transform statistics would decode every image
         splits_config=transform_pb2.SplitsConfig(analyze=SplitPlan.names(plan.train)),
-        custom_config={"image_size": config.trainer.image_size, "code": modules_fingerprint()})
+        custom_config={"image_size": config.trainer.image_size,
+                       "code": code_fingerprint(PREPROCESSING_MODULE)})
     transform.add_upstream_node(data_gate)
 
     model_resolver = tfx.dsl.Resolver(
@@ -161,7 +142,8 @@ def create_pipeline(config: PipelineConfig, *, data_root: str | RuntimeParameter
                     in enumerate(ensemble_splits(plan, config.trainer.ensemble_folds))]
         ensemble = Ensemble([t.outputs["model"] for t in trainers],
                             transform.outputs["transform_graph"],
-                            json.dumps(trainer_custom_config(config)))
+                            json.dumps({**trainer_custom_config(config),
+                                       "code": code_fingerprint("components.ensemble")}))
         trained = [*trainers, ensemble]
         model = ensemble.outputs["model"]
     else:
@@ -188,7 +170,8 @@ def create_pipeline(config: PipelineConfig, *, data_root: str | RuntimeParameter
         model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_dir)),
-        custom_config={"keep_versions": config.serving.keep_versions},
+        custom_config={"keep_versions": config.serving.keep_versions,
+                       "code": code_fingerprint("components.serving_pusher")},
         custom_executor_spec=executor_spec.ExecutorClassSpec(serving_pusher.Executor))
 
     return tfx.dsl.Pipeline(

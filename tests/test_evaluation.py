@@ -8,9 +8,9 @@ from tensorflow_model_analysis.metrics import binary_confusion_matrices
 from modules.metrics import GatedAUC
 from pipeline.config import load_config
 from pipeline.eval_config import CURVE_THRESHOLDS, build_eval_config
-from pipeline.eval_results import Matrix, SliceResult, _count_classes, operating_threshold
-from pipeline.model_card import build_card, render_markdown
-from pipeline.statistics import FeatureSummary, SplitStats
+from pipeline.results.eval_results import Matrix, SliceResult, _count_classes, operating_threshold
+from pipeline.results.model_card import build_card, render_markdown
+from pipeline.results.statistics import FeatureSummary, SplitStats
 
 
 def metrics_by_name(eval_config) -> dict:

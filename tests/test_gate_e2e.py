@@ -8,7 +8,7 @@ import json
 import pytest
 
 from modules import features as F
-from pipeline.synth import SynthSpec, generate
+from pipeline.data.synth import SynthSpec, generate
 from tests.helpers import medtfx
 
 pytestmark = pytest.mark.slow

@@ -13,9 +13,10 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 from tfx.utils import io_utils
 
-from pipeline.cli import lineage_lines, main, run_lines
-from pipeline.history import list_runs, span_pattern, trace_version
-from pipeline.mlmd import open_store
+from pipeline.cli import main
+from pipeline.results.history import list_runs, span_pattern, trace_version
+from pipeline.results.history_text import lineage_lines, run_lines
+from pipeline.results.mlmd import open_store
 from tests.helpers import BLESS_ANY, FAST_RUN, medtfx
 
 COMPLETE, CACHED, FAILED = (mlmd.Execution.COMPLETE, mlmd.Execution.CACHED,

@@ -12,7 +12,7 @@ import tensorflow as tf
 import yaml
 
 from pipeline.config import load_config
-from pipeline.shards import list_shards
+from pipeline.data.shards import list_shards
 from tests.helpers import REPO
 from tests.kubeflow_helpers import KUBEFLOW_SET, LocalLauncher, TaskFailed
 

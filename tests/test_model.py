@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import tf_keras as keras
 
-import tensorflow as tf
-
 from modules import features as F
-from modules.model import (BACKBONES, InputScaling, ModelConfigError, build_model, load_weights,
-                           save_keras, set_backbone_trainable, validate_backbone)
+from modules.model import (
+    BACKBONES,
+    InputScaling,
+    ModelConfigError,
+    build_model,
+    load_weights,
+    save_keras,
+    set_backbone_trainable,
+    validate_backbone,
+)
 
 
 def size_for(backbone: str) -> int:

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline.mlmd import find_run, node_name, open_store
-from pipeline.synth import SynthSpec, generate
+from pipeline.data.synth import SynthSpec, generate
+from pipeline.results.mlmd import find_run, node_name, open_store
 from tests.helpers import BLESS_ANY, FAST_RUN, REPO, medtfx, open_in_chromium, shard_records
 
 pytestmark = pytest.mark.slow

@@ -9,11 +9,12 @@ import os
 import pytest
 import tensorflow as tf
 
-from pipeline import spans
 from pipeline.config import load_config
-from pipeline.incoming import QUARANTINE_REPORT, Verdict, check_incoming, quarantine
-from pipeline.retrain import LockedError, RetrainLock, register, wait_until_settled
-from pipeline.shards import shard_filename
+from pipeline.data import spans
+from pipeline.data.incoming import QUARANTINE_REPORT, Verdict, check_incoming, quarantine
+from pipeline.data.shards import shard_filename
+from pipeline.files import AlreadyExistsError
+from pipeline.ops.retrain import LockedError, RetrainLock, register, wait_until_settled
 from tests.helpers import medtfx
 
 
@@ -62,7 +63,7 @@ def test_a_span_missing_a_shard_is_refused_and_an_existing_span_never_replaced(t
     assert spans.list_spans(str(tmp_path)) == []
     arrival(tmp_path, 1, {1: [b"b"]})
     spans.build_span(str(tmp_path), 1, "all", train_shards=2)
-    with pytest.raises(spans.SpanError, match="already exists"):
+    with pytest.raises(AlreadyExistsError, match="already exists"):
         spans.build_span(str(tmp_path), 1, "latest", train_shards=2)
     assert read(tmp_path / "span-1" / "train00-1.tfrec") == [b"a"]
 
@@ -102,7 +103,7 @@ def test_a_batch_that_would_leave_a_span_incomplete_is_not_registered(tmp_path, 
     """The good files stay in the incoming folder; nothing is half-registered."""
     import shutil
 
-    from pipeline.console import Console
+    from pipeline.ops.console import Console
 
     incoming = tmp_path / "incoming"
     incoming.mkdir()
@@ -112,7 +113,7 @@ def test_a_batch_that_would_leave_a_span_incomplete_is_not_registered(tmp_path, 
     before = sorted(os.listdir(incoming))
     with pytest.raises(spans.SpanError, match="the new span would lack"):
         register(str(incoming), str(tmp_path / "data"), str(tmp_path / "q"), config,
-                 "schema/schema.pbtxt", Console(None, verbose=True))
+                 Console(None, verbose=True))
     assert sorted(os.listdir(incoming)) == before
     assert spans.list_arrivals(str(tmp_path / "data")) == []
 

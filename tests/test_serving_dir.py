@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from pipeline import serving_dir
-from pipeline.serving_dir import ROLLBACK_FILE, ServingDirError, prune, rollback
+from pipeline.ops import serving_dir
+from pipeline.ops.serving_dir import ROLLBACK_FILE, ServingDirError, prune, rollback
 from tests.helpers import medtfx
 
 

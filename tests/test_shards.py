@@ -2,8 +2,8 @@
 
 import pytest
 
+from pipeline.data.shards import SHARD_RE, ensemble_splits, plan_splits
 from pipeline.errors import ConfigError
-from pipeline.shards import SHARD_RE, ensemble_splits, plan_splits
 
 
 def test_default_plan_keeps_roles_apart_and_uses_every_shard():

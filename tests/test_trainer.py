@@ -16,6 +16,7 @@ from tfx.proto import trainer_pb2
 from tfx.types import artifact_utils, standard_artifacts
 
 from modules import features as F
+from modules.artifacts import VALIDATION_FILE
 from modules.augment import orient
 from modules.callbacks import BestEpoch
 from modules.export import keras_path
@@ -24,7 +25,7 @@ from modules.model import ModelConfigError, load_weights
 from modules.schedule import RampSustainDecay
 from modules.signatures import predict
 from modules.strategy import choose_strategy
-from modules.trainer import VALIDATION_FILE, build, run_fn, schedule_steps, stages, warm_start
+from modules.trainer import build, run_fn, schedule_steps, stages, warm_start
 from pipeline.config import load_config
 from pipeline.pipeline import trainer_custom_config
 from tests.helpers import REPO, run_transform, shard_records

@@ -17,9 +17,9 @@ from tfx import v1 as tfx
 from tfx.orchestration.pipeline import RunOptions
 
 from pipeline.config import load_config
+from pipeline.data.synth import SynthSpec, generate
 from pipeline.pipeline import create_pipeline
-from pipeline.mlmd import find_run, node_name, open_store
-from pipeline.synth import SynthSpec, generate
+from pipeline.results.mlmd import find_run, node_name, open_store
 
 MODES = {"in_memory x1": ["direct_running_mode=in_memory", "direct_num_workers=1"],
          "multi_processing x all cores": ["direct_running_mode=multi_processing",

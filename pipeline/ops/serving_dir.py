@@ -6,14 +6,14 @@ A version appears whole: it is written under a name TF Serving ignores and then 
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
 from tfx.dsl.io import fileio
 from tfx.utils import io_utils
 
-from pipeline.errors import MedtfxError
+from modules.errors import MedtfxError
+from pipeline.files import staged_dir, write_json
 
 ROLLBACK_FILE = "medtfx-rollback.json"
 
@@ -54,14 +54,9 @@ def rollback(base_directory: str, to: str | None = None) -> tuple[str, str]:
         raise ServingDirError(f"{base_directory}: no version {to}; versions: "
                               f"{', '.join(versions) or 'none'}")
     new = str(max(int(time.time()), int(versions[-1]) + 1))
-    tmp = os.path.join(base_directory, f".rollback-{new}.tmp")
-    try:
+    with staged_dir(os.path.join(base_directory, new)) as tmp:
         io_utils.copy_dir(os.path.join(base_directory, to), tmp)
-        with fileio.open(os.path.join(tmp, ROLLBACK_FILE), "w") as f:
-            json.dump({"rollback_of": to, "replaced": versions[-1],
-                       "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, f)
-        fileio.rename(tmp, os.path.join(base_directory, new))
-    finally:
-        if fileio.exists(tmp):
-            fileio.rmtree(tmp)
+        write_json(os.path.join(tmp, ROLLBACK_FILE),
+                   {"rollback_of": to, "replaced": versions[-1],
+                    "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=None)
     return new, to

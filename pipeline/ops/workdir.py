@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 
@@ -41,11 +40,3 @@ class WorkDir:
     def log_file(self, command: str, stamp: str) -> str:
         return self.path("logs", f"{command}-{stamp}.log")
 
-
-def write_json(path: str, content: dict) -> None:
-    """Written whole or not at all: a reader never sees half a file."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(content, f, indent=2)
-    os.replace(tmp, path)

@@ -5,10 +5,17 @@ from __future__ import annotations
 import json
 import os
 
-from modules.trainer import VALIDATION_FILE
-from pipeline.config import EvaluationConfig
-from pipeline.eval_results import SliceResult, failed_checks, load_evaluation, operating_threshold
-from pipeline.mlmd import find_run, node_name, open_store, outputs_by_type
+from modules.artifacts import VALIDATION_FILE
+from pipeline.config import EvaluationConfig, PipelineConfig, to_dict
+from pipeline.files import write_json
+from pipeline.ops.workdir import WorkDir
+from pipeline.results.eval_results import (
+    SliceResult,
+    failed_checks,
+    load_evaluation,
+    operating_threshold,
+)
+from pipeline.results.mlmd import find_run, node_name, open_store, outputs_by_type
 
 REPORTED_INTERVALS = ("auc", "auc_pr", "specificity_at_sensitivity",
                       "sensitivity_at_specificity")
@@ -90,3 +97,52 @@ def training_summary(models: list) -> dict:
 def _producer(uri: str) -> str:
     """`Trainer_fold1` from PIPELINE_ROOT/Trainer_fold1/model/7."""
     return os.path.basename(os.path.dirname(os.path.dirname(uri.rstrip("/"))))
+
+
+def record_run(config: PipelineConfig, data_root: str, work: WorkDir) -> dict:
+    """Writes WORK/run_summary.json for the run just finished and returns it."""
+    plan = config.split_plan
+    summary = {**summarize_run(work.metadata, config.pipeline_name, config.evaluation),
+               "data_root": data_root,
+               "splits": {role: plan.names(getattr(plan, role))
+                          for role in ("train", "validation", "evaluation")},
+               "config": to_dict(config)}
+    write_json(work.summary, summary)
+    return summary
+
+
+def _interval(metrics: dict, name: str) -> str:
+    ci = metrics.get(f"{name}_ci")
+    return f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+
+
+def summary_lines(summary: dict) -> list[str]:
+    """A few lines: the headline metric, the operating point, the weakest slice, the verdict
+    and, when not blessed, every failed check."""
+    overall = summary["metrics"].get("overall", {})
+    if overall.get("auc") is None:
+        lines = ["medtfx: no evaluation metrics"]
+    else:
+        lines = [f"medtfx: AUC {overall['auc']:.3f}{_interval(overall, 'auc')} overall on "
+                 f"{int(overall['example_count'])} held-out examples"]
+    if overall.get("sensitivity") is not None:
+        lines.append(f"        operating threshold {summary['operating_threshold']:.3f}: "
+                     f"sensitivity {overall['sensitivity']:.3f}, specificity "
+                     f"{overall['specificity']:.3f}")
+    gated = [(name, m) for name, m in summary["metrics"].items()
+             if name != "overall" and m.get("gated") and m.get("auc") is not None]
+    if gated:
+        name, m = min(gated, key=lambda s: s[1]["auc"])
+        lines.append(f"        lowest gated slice: {name} AUC {m['auc']:.3f}"
+                     f"{_interval(m, 'auc')} ({int(m['example_count'])} examples)")
+    for name, recorded in summary.get("training", {}).items():
+        if recorded.get("oof_auc") is not None:
+            lines.append(f"        {name}: out-of-fold AUC {recorded['oof_auc']:.3f} over "
+                         f"{recorded['examples']} examples of {len(recorded['fold_aucs'])} "
+                         "folds")
+    if summary["blessed"]:
+        return [*lines, f"medtfx: BLESSED; serving model: {summary['pushed_model']}"]
+    lines.append("medtfx: NOT BLESSED; nothing pushed. Failed checks:")
+    return lines + [f"        {c['metric']} on {c['slice']}: {c['value']:.3f} "
+                    f"(must be at least {c['bound']['at_least']:g})"
+                    for c in summary["failed_checks"]]

@@ -26,8 +26,8 @@ import numpy as np
 from PIL import Image
 
 from modules import features as F
-from pipeline.errors import MedtfxError
-from pipeline.shards import shard_filename
+from modules.errors import MedtfxError
+from pipeline.data.shards import shard_filename
 
 SITE_SHARES = (0.51, 0.25, 0.15, 0.056, 0.011, 0.004)  # torso ... oral/genital; rest missing
 AGES = np.arange(0, 95, 5)

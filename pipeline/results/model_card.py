@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import datetime
 
-from pipeline.eval_results import SliceResult
-from pipeline.statistics import SplitStats
+from pipeline.results.eval_results import SliceResult
+from pipeline.results.statistics import SplitStats
 
 
 def _share(part: float, whole: float) -> float | None:

@@ -20,8 +20,9 @@ import os
 import re
 import shutil
 
-from pipeline.errors import MedtfxError
-from pipeline.shards import SHARD_RE, shard_filename
+from modules.errors import MedtfxError
+from pipeline.data.shards import SHARD_RE, shard_filename
+from pipeline.files import staged_dir
 
 SPAN_RE = re.compile(r"^span-(?P<number>\d+)$")
 ARRIVALS = "arrivals"
@@ -84,24 +85,13 @@ def arrival_shards(directory: str) -> dict[int, tuple[str, int]]:
     return shards
 
 
-def commit_dir(tmp: str, final: str) -> None:
-    """Renames a finished directory into place; refuses to replace one."""
-    if os.path.exists(final):
-        raise SpanError(f"{final}: already exists; nothing was replaced")
-    os.rename(tmp, final)
-
-
 def add_arrival(data_root: str, files: list[str]) -> int:
     """Copies accepted files in as the next arrival; returns its number. The sources are
     left where they are."""
     number = max(list_arrivals(data_root), default=0) + 1
-    final = arrival_dir(data_root, number)
-    tmp = os.path.join(data_root, ARRIVALS, f".{number}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)  # a copy an interrupted run left behind
-    os.makedirs(tmp)
-    for path in files:
-        shutil.copy2(path, os.path.join(tmp, os.path.basename(path)))
-    commit_dir(tmp, final)
+    with staged_dir(arrival_dir(data_root, number)) as tmp:
+        for path in files:
+            shutil.copy2(path, os.path.join(tmp, os.path.basename(path)))
     return number
 
 
@@ -117,22 +107,19 @@ def build_span(data_root: str, arrival: int, window: int | str, train_shards: in
         raise SpanError(f"span {arrival} would lack {', '.join(missing)}: no arrival in its "
                         f"window ({', '.join(map(str, arrivals))}) holds them")
     final = span_dir(data_root, arrival)
-    tmp = os.path.join(data_root, f".span-{arrival}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    for index in range(train_shards):
-        parts = by_index[index]
-        name = shard_filename("train", index, sum(count for _, count in parts))
-        with open(os.path.join(tmp, name), "wb") as out:
-            for path, _ in parts:
-                with open(path, "rb") as part:
-                    shutil.copyfileobj(part, out)
-    with open(os.path.join(tmp, SPAN_MANIFEST), "w") as f:
-        json.dump({"span": arrival, "window": window, "arrivals": arrivals,
-                   "shards": {f"train{i:02d}": [os.path.relpath(p, data_root)
-                                               for p, _ in by_index[i]]
-                              for i in range(train_shards)}}, f, indent=2)
-    commit_dir(tmp, final)
+    with staged_dir(final) as tmp:
+        for index in range(train_shards):
+            parts = by_index[index]
+            name = shard_filename("train", index, sum(count for _, count in parts))
+            with open(os.path.join(tmp, name), "wb") as out:
+                for path, _ in parts:
+                    with open(path, "rb") as part:
+                        shutil.copyfileobj(part, out)
+        with open(os.path.join(tmp, SPAN_MANIFEST), "w") as f:
+            json.dump({"span": arrival, "window": window, "arrivals": arrivals,
+                       "shards": {f"train{i:02d}": [os.path.relpath(p, data_root)
+                                                   for p, _ in by_index[i]]
+                                  for i in range(train_shards)}}, f, indent=2)
     return final
 
 

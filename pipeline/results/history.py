@@ -20,9 +20,9 @@ from tfx.proto import example_gen_pb2
 from tfx.types import standard_component_specs as keys
 from tfx.utils import io_utils, proto_utils
 
-from pipeline.errors import MedtfxError
-from pipeline.eval_results import load_evaluation
-from pipeline.mlmd import OUTPUT_EVENTS, node_name
+from modules.errors import MedtfxError
+from pipeline.results.eval_results import load_evaluation
+from pipeline.results.mlmd import OUTPUT_EVENTS, node_name
 
 INPUT_EVENTS = (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT)
 PACKAGED_MODEL_KEY = "packaged_model"  # ModelPackager's output

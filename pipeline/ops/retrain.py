@@ -12,12 +12,12 @@ import os
 import time
 from typing import Callable
 
-from pipeline import incoming as inc
-from pipeline import spans
+from modules.errors import MedtfxError
 from pipeline.config import PipelineConfig
-from pipeline.console import Console
-from pipeline.errors import MedtfxError
-from pipeline.shards import SHARD_RE
+from pipeline.data import incoming as inc
+from pipeline.data import spans
+from pipeline.data.shards import SHARD_RE
+from pipeline.ops.console import Console
 
 LOCK_FILE = ".medtfx-retrain.lock"
 
@@ -81,7 +81,7 @@ def _alive(pid: int) -> bool:
 
 
 def register(incoming: str, data_root: str, quarantine_root: str, config: PipelineConfig,
-             schema_file: str, console: Console) -> Registration:
+             console: Console) -> Registration:
     """Checks every incoming file; the good ones become the next span."""
     data = config.data
     spans.build_missing_spans(data_root, data.window, data.train_shards)
@@ -92,7 +92,7 @@ def register(incoming: str, data_root: str, quarantine_root: str, config: Pipeli
     previous = spans.span_dir(data_root, existing[-1]) if existing else None
     console.say(f"medtfx: checking {len(files)} incoming files"
                 + (f" against span {existing[-1]}" if previous else ""))
-    verdicts = inc.check_incoming(files, schema_file, data.train_shards, previous,
+    verdicts = inc.check_incoming(files, config.schema_path, data.train_shards, previous,
                                   config.retrain.drift)
     rejected = tuple(v for v in verdicts if not v.accepted)
     accepted = tuple(v.path for v in verdicts if v.accepted)
@@ -123,6 +123,33 @@ def _check_window(data_root: str, accepted: tuple[str, ...], config: PipelineCon
         raise spans.SpanError(
             f"the new span would lack {', '.join(missing)} (window {data.window!r}); the "
             f"accepted files stay in the incoming folder; nothing was registered")
+
+
+def retrain(incoming: str, data_root: str, quarantine_root: str, config: PipelineConfig,
+            console: Console, run: Callable[[], int], watch: bool = False) -> int:
+    """Registers what has arrived and runs `run` on each new span; with `watch`, keeps
+    waiting for files that stop changing. Returns the exit status: 1 when files were
+    quarantined and none registered."""
+    with RetrainLock(data_root):
+        while True:
+            if watch:
+                console.say(f"medtfx: watching {incoming} (Ctrl-C stops)")
+                wait_until_settled(incoming, config.retrain.poll_seconds,
+                                   config.retrain.settle_seconds)
+            done = register(incoming, data_root, quarantine_root, config, console)
+            if done.quarantine_dir:
+                console.say(f"medtfx: {len(done.quarantined)} files quarantined in "
+                            f"{done.quarantine_dir} (report: quarantine-report.json)")
+            if done.span is None:
+                console.say("medtfx: no new span registered")
+                if not watch:
+                    return 1 if done.quarantined else 0
+                continue
+            console.say(f"medtfx: registered span {done.span} ({len(done.accepted)} files) "
+                        f"in {data_root}")
+            code = run()
+            if not watch:
+                return code
 
 
 def wait_until_settled(incoming: str, poll_seconds: float, settle_seconds: float,

@@ -18,9 +18,10 @@ import re
 import tensorflow as tf
 
 from modules import features as F
+from modules.errors import MedtfxError
 from modules.preprocessing import decode
-from pipeline.errors import MedtfxError
-from pipeline.shards import DataLayoutError, Shard, list_shards
+from pipeline.data.shards import DataLayoutError, Shard, list_shards
+from pipeline.files import write_json
 
 # Reading is worth a second process (which pays ~5 s to import TensorFlow) above this.
 PARALLEL_BYTES = 200 * 2**20
@@ -131,8 +132,4 @@ def _load_cache(cache_file: str | None) -> dict:
 def _save_cache(cache_file: str | None, cache: dict) -> None:
     if not cache_file:
         return
-    os.makedirs(os.path.dirname(cache_file), exist_ok=True)
-    tmp = cache_file + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(cache, f)
-    os.replace(tmp, cache_file)
+    write_json(cache_file, cache, indent=None)

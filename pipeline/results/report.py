@@ -8,15 +8,14 @@ from __future__ import annotations
 import collections
 import html
 import json
-import os
 
 from components.data_gate import describe_anomalies
 from pipeline.config import PipelineConfig, load_config_dict
-from pipeline.eval_results import Matrix, SliceResult, load_evaluation
-from pipeline.statistics import SplitStats, load_statistics
-from pipeline.mlmd import find_run, open_store, outputs_by_type
-from pipeline.svg import line_chart
-from pipeline.workdir import WorkDir
+from pipeline.ops.workdir import WorkDir
+from pipeline.results.eval_results import Matrix, SliceResult, load_evaluation
+from pipeline.results.mlmd import find_run, open_store, outputs_by_type
+from pipeline.results.statistics import SplitStats, load_statistics
+from pipeline.results.svg import line_chart
 
 STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1100px;

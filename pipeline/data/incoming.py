@@ -11,11 +11,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import time
 
-from pipeline.input_checks import check_shard
-from pipeline.shards import SHARD_RE, Shard
+from pipeline.data.input_checks import check_shard
+from pipeline.data.shards import SHARD_RE, Shard
+from pipeline.files import move_file
 
 QUARANTINE_REPORT = "quarantine-report.json"
 # Categorical codes drift as a change in their distribution (L-infinity); numbers by
@@ -112,17 +112,9 @@ def quarantine(verdicts: list[Verdict], quarantine_root: str) -> str:
         folder = os.path.join(quarantine_root, f"{time.strftime('%Y%m%d-%H%M%S')}-{suffix}")
     os.makedirs(folder)
     for verdict in verdicts:
-        _move(verdict.path, os.path.join(folder, os.path.basename(verdict.path)))
+        move_file(verdict.path, os.path.join(folder, os.path.basename(verdict.path)))
     with open(os.path.join(folder, QUARANTINE_REPORT), "w") as f:
         json.dump({"files": {os.path.basename(v.path): list(v.problems) for v in verdicts}},
                   f, indent=2)
     return folder
 
-
-def _move(source: str, target: str) -> None:
-    """Copy, then rename into place, then remove the source: a crash leaves a copy, never a
-    loss."""
-    tmp = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.tmp")
-    shutil.copy2(source, tmp)
-    os.rename(tmp, target)
-    os.remove(source)

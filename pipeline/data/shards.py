@@ -11,7 +11,8 @@ import dataclasses
 import os
 import re
 
-from pipeline.errors import ConfigError, MedtfxError
+from modules.errors import MedtfxError
+from pipeline.errors import ConfigError
 
 SHARD_RE = re.compile(r"^(?P<kind>train|test)(?P<index>\d{2,})-(?P<count>\d+)\.tfrec$")
 

@@ -1,0 +1,9 @@
+"""Names of the files medtfx writes inside TFX artifacts and exported models.
+
+Free of heavy imports, so that code reading a run's results need not load TensorFlow.
+"""
+
+VALIDATION_FILE = "medtfx-validation.json"  # in a Model: validation labels, scores, epochs
+THRESHOLD_ASSET = "operating_threshold.txt"  # in a SavedModel's assets: the decision threshold
+PACKAGE_FILE = "medtfx-package.json"  # in a packaged model: what was packaged
+CARD_DIR = "assets.extra"  # copied with the model; TF Serving reads only warm-up files there

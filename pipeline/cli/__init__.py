@@ -1,0 +1,33 @@
+"""The `medtfx` command line: a small parser; each command lives in a module of its own."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pipeline.cli import compile_kfp, data, history, report, retrain, rollback, run
+
+COMMANDS = (run, report, retrain, rollback, history, compile_kfp, data)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medtfx", description="A production TFX pipeline for medical image "
+        "classification.")
+    commands = parser.add_subparsers(metavar="COMMAND", required=True)
+    for command in COMMANDS:
+        command.add_parser(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.command(args)
+    except KeyboardInterrupt:
+        print("medtfx: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

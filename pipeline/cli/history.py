@@ -1,0 +1,54 @@
+"""`medtfx history`: the pipeline runs, or a served model's lineage, from ML Metadata."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+
+from pipeline.cli.common import EXIT_FAILED, add_verbose, guarded, missing, stamp
+from pipeline.ops.console import Console
+from pipeline.ops.workdir import WorkDir
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    history = commands.add_parser(
+        "history", help="list the pipeline runs, or trace a served model back to its data",
+        description="Reads WORK/metadata.sqlite (ML Metadata). Without --version: one line "
+        "per pipeline run, oldest first: the data span, the model and whether it was trained "
+        "in that run or taken from the cache, the verdict, the serving version pushed, the "
+        "overall AUC and the operating threshold. With --version: that serving version's "
+        "lineage, from the push through packaging and training to the Examples, the files "
+        "ImportExampleGen read them from, the Transform graph and the baseline model.")
+    history.add_argument("--work-dir", default="work", help="the runs' work dir (./work)")
+    history.add_argument("--version", help="a pushed serving version (a directory name "
+                         "under WORK/serving): show its lineage")
+    history.add_argument("--json", action="store_true", help="print JSON, for scripts")
+    add_verbose(history)
+    history.set_defaults(command=command)
+
+
+def command(args: argparse.Namespace) -> int:
+    work = WorkDir(args.work_dir)
+    if missing(work.metadata, "no ML Metadata store"):
+        return EXIT_FAILED
+
+    def body(console: Console) -> int:
+        from pipeline.results.history import list_runs, trace_version
+        from pipeline.results.history_text import lineage_lines, run_lines
+        from pipeline.results.mlmd import open_store
+
+        store = open_store(work.metadata)
+        if args.version is None:
+            runs = list_runs(store)
+            lines = ([json.dumps({"runs": [dataclasses.asdict(r) for r in runs]}, indent=2)]
+                     if args.json else run_lines(runs))
+        else:
+            lineage = trace_version(store, args.version)
+            lines = ([json.dumps(dataclasses.asdict(lineage), indent=2)] if args.json
+                     else lineage_lines(lineage))
+        for line in lines:
+            console.say(line)
+        return 0
+
+    return guarded(work.log_file("history", stamp()), args.verbose, body)

@@ -1,0 +1,37 @@
+"""`medtfx report`: a self-contained HTML page on the last run."""
+
+from __future__ import annotations
+
+import argparse
+
+from pipeline.cli.common import EXIT_FAILED, add_verbose, guarded, missing, stamp
+from pipeline.ops.console import Console
+from pipeline.ops.workdir import WorkDir
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    report = commands.add_parser(
+        "report", help="write an HTML report of the last run",
+        description="Writes a self-contained HTML page on the run recorded in "
+        "WORK/run_summary.json: verdict and failed checks, ROC/PR curves overall and per "
+        "slice, calibration, the confusion matrix at the operating threshold, the slice "
+        "table with intervals, the comparison with the last blessed model, and the data's "
+        "statistics and anomalies.")
+    report.add_argument("--work-dir", default="work", help="the run's work dir (./work)")
+    report.add_argument("--out", help="where to write the page (WORK/report.html)")
+    add_verbose(report)
+    report.set_defaults(command=command)
+
+
+def command(args: argparse.Namespace) -> int:
+    work = WorkDir(args.work_dir)
+    if missing(work.summary, "no finished run to report on"):
+        return EXIT_FAILED
+
+    def body(console: Console) -> int:
+        from pipeline.results.report import write_report
+
+        console.say(f"medtfx: report written to {write_report(work, args.out)}")
+        return 0
+
+    return guarded(work.log_file("report", stamp()), args.verbose, body)

@@ -1,0 +1,74 @@
+"""`medtfx retrain`: registers newly labelled files as the next span and retrains on it."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from pipeline.cli.common import (
+    EXIT_USAGE,
+    add_config_options,
+    add_verbose,
+    add_work_dir,
+    guarded,
+    load_config_or_say,
+    stamp,
+)
+from pipeline.ops.console import Console
+from pipeline.ops.workdir import WorkDir
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    retrain = commands.add_parser(
+        "retrain", help="register newly labelled files as the next span and retrain",
+        description="Checks every file in the incoming folder (public layout, readable "
+        "records and images, the curated schema, drift against the previous span), moves "
+        "bad files to the quarantine folder with a report of why, copies the rest into the "
+        "data root as the next span (data.window decides which arrivals it holds), and runs "
+        "the pipeline on it: the Trainer warm-starts from the latest blessed model, the "
+        "Evaluator compares with it, and only a blessed model is pushed. Exits 1 when "
+        "files were quarantined and none registered.")
+    retrain.add_argument("--incoming", required=True, help="folder where labelled "
+                         "trainNN-COUNT.tfrec files arrive")
+    retrain.add_argument("--data-root", required=True,
+                         help="the folder of spans (span-N/) and arrivals")
+    retrain.add_argument("--quarantine", help="where rejected files go (DATA_ROOT/quarantine)")
+    add_work_dir(retrain, "artifacts, metadata, serving models and logs")
+    add_config_options(retrain, "--set window=4 --set retrain.settle_seconds=120")
+    retrain.add_argument("--watch", action="store_true", help="keep polling the incoming "
+                         "folder; run once files stop changing (retrain.poll_seconds, "
+                         "retrain.settle_seconds)")
+    retrain.add_argument("--register-only", action="store_true", help="register the span "
+                         "but do not run the pipeline (e.g. a scheduled Kubeflow run trains)")
+    add_verbose(retrain)
+    retrain.set_defaults(command=command)
+
+
+def command(args: argparse.Namespace) -> int:
+    # Spans, and a warm start from the blessed model; --set can still turn it off.
+    config = load_config_or_say(args, ("data.spans=true", "trainer.warm_start=true"))
+    if config is None:
+        return EXIT_USAGE
+    if not os.path.isdir(args.incoming):
+        print(f"error: {args.incoming}: incoming folder does not exist", file=sys.stderr)
+        return EXIT_USAGE
+    data_root = os.path.abspath(args.data_root)
+    quarantine = os.path.abspath(args.quarantine or os.path.join(data_root, "quarantine"))
+    work = WorkDir(args.work_dir)
+
+    def body(console: Console) -> int:
+        from pipeline.cli.run import run_pipeline
+        from pipeline.ops.retrain import retrain
+
+        def train() -> int:
+            return 0 if args.register_only else run_pipeline(config, data_root, work, console)
+
+        try:
+            return retrain(args.incoming, data_root, quarantine, config, console, train,
+                           watch=args.watch)
+        except KeyboardInterrupt:
+            console.say("medtfx: stopped; incoming files not yet registered are untouched")
+            return 130
+
+    return guarded(work.log_file("retrain", stamp()), args.verbose, body)
