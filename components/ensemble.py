@@ -26,6 +26,7 @@ from tfx.utils import path_utils
 from modules.artifacts import VALIDATION_FILE
 from modules.export import export_model, keras_path
 from modules.model import load_weights
+from modules.settings import RunSettings
 from modules.trainer import build
 
 MEMBER_PREFIX = "model_"
@@ -46,7 +47,7 @@ def rank_auc(labels: list[int], scores: list[float]) -> float | None:
 
 class Executor(base_executor.BaseExecutor):
     def Do(self, input_dict: dict, output_dict: dict, exec_properties: dict) -> None:
-        cfg = json.loads(exec_properties["settings"])
+        cfg = RunSettings.model_validate_json(exec_properties["settings"])
         member_keys = sorted((k for k in input_dict if k.startswith(MEMBER_PREFIX)),
                              key=lambda k: int(k[len(MEMBER_PREFIX):]))
         members, labels, scores, fold_aucs = [], [], [], []

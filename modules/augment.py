@@ -9,9 +9,10 @@ serving never sees it. Serving's test-time augmentation uses `orient` alone.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
 
 import tensorflow as tf
+
+from modules.settings import AugmentSettings
 
 ORIENTATIONS = 8  # 4 quarter turns, each mirrored or not
 
@@ -41,19 +42,16 @@ def orient(images: tf.Tensor, k: int) -> tf.Tensor:
     return tf.reverse(images, sorted(axes)) if axes else images
 
 
-def augment_images(images: tf.Tensor, seed: tf.Tensor, cfg: Mapping[str, Any]) -> tf.Tensor:
+def augment_images(images: tf.Tensor, seed: tf.Tensor, cfg: AugmentSettings) -> tf.Tensor:
     """A random change of each image of a float32 batch [B, H, W, 3] of square images in
-    [0, 1], per `cfg` (AugmentConfig as a dict): flips and quarter turns, one affine
+    [0, 1], per `cfg`: flips and quarter turns, one affine
     transform, then brightness, contrast and saturation, clipped to [0, 1].
 
     `seed` is a stateless seed [2]: the same seed gives the same batch. The static shape is
     kept.
     """
-    if not cfg["enabled"]:
+    if not cfg.enabled:
         return images
-    if not (abs(cfg["zoom"]) < 1 and abs(cfg["shear"]) < 90):
-        raise ValueError(f"augment zoom {cfg['zoom']} must be below 1 and shear "
-                         f"{cfg['shear']} below 90 degrees")
     seeds = dict(zip(_PARTS, tf.unstack(
         tf.random.experimental.stateless_split(seed, len(_PARTS)))))
     batch = tf.shape(images)[0]
@@ -65,23 +63,23 @@ def augment_images(images: tf.Tensor, seed: tf.Tensor, cfg: Mapping[str, Any]) -
                                            centre - magnitude, centre + magnitude)
 
     for switch, steps in _ORIENTATION_STEPS.items():
-        if cfg[switch]:
+        if getattr(cfg, switch):
             coins = draw(switch, 1.0, shape=(len(steps),)) < 0
             for i, k in enumerate(steps):
                 images = tf.where(coins[:, i, None, None, None], orient(images, k), images)
-    if any(cfg[part] for part in ("rotation", "shear", "zoom", "shift")):
-        images = _affine(images, rotation=draw("rotation", math.radians(cfg["rotation"])),
-                         shear=draw("shear", math.radians(cfg["shear"])),
-                         scale=draw("zoom", cfg["zoom"], 1.0),
-                         shift=draw("shift", cfg["shift"] * images.shape[2], shape=(2,)))
-    if cfg["brightness"]:
-        images += draw("brightness", cfg["brightness"], shape=_COLOUR)
-    if cfg["contrast"]:  # about each channel's mean, as tf.image.adjust_contrast
+    if any(getattr(cfg, part) for part in ("rotation", "shear", "zoom", "shift")):
+        images = _affine(images, rotation=draw("rotation", math.radians(cfg.rotation)),
+                         shear=draw("shear", math.radians(cfg.shear)),
+                         scale=draw("zoom", cfg.zoom, 1.0),
+                         shift=draw("shift", cfg.shift * images.shape[2], shape=(2,)))
+    if cfg.brightness:
+        images += draw("brightness", cfg.brightness, shape=_COLOUR)
+    if cfg.contrast:  # about each channel's mean, as tf.image.adjust_contrast
         mean = tf.reduce_mean(images, axis=[1, 2], keepdims=True)
-        images = mean + (images - mean) * draw("contrast", cfg["contrast"], 1.0, _COLOUR)
-    if cfg["saturation"]:
+        images = mean + (images - mean) * draw("contrast", cfg.contrast, 1.0, _COLOUR)
+    if cfg.saturation:
         grey = tf.image.rgb_to_grayscale(images)
-        images = grey + (images - grey) * draw("saturation", cfg["saturation"], 1.0, _COLOUR)
+        images = grey + (images - grey) * draw("saturation", cfg.saturation, 1.0, _COLOUR)
     return tf.clip_by_value(images, 0.0, 1.0)
 
 

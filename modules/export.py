@@ -15,6 +15,7 @@ import tensorflow_transform as tft
 import tf_keras as keras
 
 from modules.model import save_keras
+from modules.settings import RunSettings
 from modules.signatures import make_signatures
 
 KERAS_DIR = "Format-Keras"
@@ -26,7 +27,8 @@ def keras_path(serving_model_dir: str, member: int | None = None) -> str:
     return os.path.join(os.path.dirname(serving_model_dir.rstrip("/")), KERAS_DIR, name)
 
 
-def export_model(model: keras.Model, tf_transform_output: tft.TFTransformOutput, cfg: dict,
+def export_model(model: keras.Model, tf_transform_output: tft.TFTransformOutput,
+                 settings: RunSettings,
                  serving_model_dir: str, members: list[keras.Model] | None = None) -> None:
     """Writes the serving SavedModel of `model` and the .keras file of each network
     (`members` of an ensemble, else the model itself)."""
@@ -35,6 +37,6 @@ def export_model(model: keras.Model, tf_transform_output: tft.TFTransformOutput,
     for index, member in enumerate(members or []):
         save_keras(member, keras_path(serving_model_dir, index))
     with tempfile.TemporaryDirectory() as asset_dir:
-        signatures = make_signatures(model, tf_transform_output, cfg["age_buckets"], asset_dir,
-                                     tta=cfg["tta"])
+        signatures = make_signatures(model, tf_transform_output, settings.age_buckets,
+                                     asset_dir, tta=settings.tta)
         model.save(serving_model_dir, save_format="tf", signatures=signatures)

@@ -15,6 +15,7 @@ from tfx_bsl.public import tfxio
 
 from modules import features as F
 from modules.augment import augment_images
+from modules.settings import TrainerSettings
 
 
 def count_labels(file_patterns: list[str]) -> tuple[int, int]:
@@ -51,30 +52,29 @@ def balanced_batches(raw: tf.data.Dataset, batch_size: int, seed: int) -> tf.dat
 
 def input_fn(file_pattern: list[str], data_accessor: tfx.components.DataAccessor,
              tf_transform_output: tft.TFTransformOutput, batch_size: int, *,
-             training: bool, cfg: dict | None = None,
+             training: bool, settings: TrainerSettings | None = None,
              weights: tuple[float, float] | None = None,
              drop_remainder: bool = False) -> tf.data.Dataset:
     """Batches of (transformed features, float label[, weight]).
 
-    Training data repeats, shuffles, augments per `cfg["augment"]` and, with `weights`,
+    Training data repeats, shuffles, augments per `settings.augment` and, with `weights`,
     carries each example's class weight as a third element: a weight inside the dataset is
     one Keras cannot silently drop (the notebooks' class_weight array was ignored).
     """
-    cfg = cfg or {}
-    seed = cfg.get("seed", 0)
-    sampling = training and cfg.get("class_balance") == "sampling"
+    seed = settings.seed if settings else 0
+    sampling = training and settings is not None and settings.class_balance == "sampling"
     dataset = data_accessor.tf_dataset_factory(
         file_pattern,
         tfxio.TensorFlowDatasetOptions(
             batch_size=batch_size, label_key=F.LABEL_KEY, shuffle=training,
-            shuffle_seed=seed, shuffle_buffer_size=cfg.get("shuffle_buffer", 1),
+            shuffle_seed=seed, shuffle_buffer_size=settings.shuffle_buffer if settings else 1,
             num_epochs=None if training else 1,
             drop_final_batch=training or drop_remainder),
         tf_transform_output.raw_metadata.schema)
     if sampling:
         dataset = balanced_batches(dataset, batch_size, seed)
     transform = tf_transform_output.transform_features_layer()
-    augment = cfg.get("augment") if training else None
+    augment = settings.augment if training and settings else None
 
     def prepare(index: tf.Tensor, batch: tuple) -> tuple:
         raw, label = batch

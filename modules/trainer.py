@@ -24,6 +24,7 @@ from modules.export import export_model, keras_path
 from modules.inputs import class_weights, count_labels, input_fn
 from modules.model import ModelConfigError, build_model, load_weights, set_backbone_trainable
 from modules.schedule import RampSustainDecay
+from modules.settings import RunSettings, TrainerSettings
 from modules.strategy import choose_strategy
 
 
@@ -37,9 +38,9 @@ def schedule_steps(train_steps: int | None, train_examples: int, batch_size: int
     return epochs, max(1, train_examples // batch_size)
 
 
-def build(cfg: dict) -> keras.Model:
-    return build_model(cfg["backbone"], cfg["weights"], cfg["image_size"], cfg["dropout"],
-                       batchnorm_momentum=cfg["batchnorm_momentum"], metadata=cfg["metadata"])
+def build(cfg: TrainerSettings) -> keras.Model:
+    return build_model(cfg.backbone, cfg.weights, cfg.image_size, cfg.dropout,
+                       batchnorm_momentum=cfg.batchnorm_momentum, metadata=cfg.metadata)
 
 
 def warm_start(model: keras.Model, base_model: str | None, member: int | None) -> str | None:
@@ -59,26 +60,27 @@ def warm_start(model: keras.Model, base_model: str | None, member: int | None) -
     return path
 
 
-def compile_model(model: keras.Model, cfg: dict, steps_per_epoch: int, lr_scale: float) -> None:
+def compile_model(model: keras.Model, cfg: TrainerSettings, steps_per_epoch: int,
+                  lr_scale: float) -> None:
     schedule = RampSustainDecay(
-        start=cfg["lr_start"] * lr_scale, peak=cfg["learning_rate"] * lr_scale,
-        minimum=cfg["lr_min"] * lr_scale,
-        ramp_steps=math.ceil(cfg["lr_ramp_epochs"] * steps_per_epoch),
-        sustain_steps=math.ceil(cfg["lr_sustain_epochs"] * steps_per_epoch),
-        decay=cfg["lr_decay"], steps_per_epoch=steps_per_epoch)
+        start=cfg.lr_start * lr_scale, peak=cfg.learning_rate * lr_scale,
+        minimum=cfg.lr_min * lr_scale,
+        ramp_steps=math.ceil(cfg.lr_ramp_epochs * steps_per_epoch),
+        sustain_steps=math.ceil(cfg.lr_sustain_epochs * steps_per_epoch),
+        decay=cfg.lr_decay, steps_per_epoch=steps_per_epoch)
     model.compile(
         optimizer=keras.optimizers.Adam(schedule),
-        loss=keras.losses.BinaryCrossentropy(label_smoothing=cfg["label_smoothing"]),
+        loss=keras.losses.BinaryCrossentropy(label_smoothing=cfg.label_smoothing),
         metrics=[keras.metrics.AUC(name="auc")])
 
 
-def stages(cfg: dict, epochs: int) -> list[tuple[int, float, float]]:
+def stages(cfg: TrainerSettings, epochs: int) -> list[tuple[int, float, float]]:
     """(epochs, backbone fraction trainable, learning-rate factor) per fine-tuning stage."""
-    frozen = min(cfg["frozen_epochs"], epochs - 1)
+    frozen = min(cfg.frozen_epochs, epochs - 1)
     if not frozen:
         return [(epochs, 1.0, 1.0)]
     return [(frozen, 0.0, 1.0),
-            (epochs - frozen, cfg["unfreeze_fraction"], cfg["finetune_lr_scale"])]
+            (epochs - frozen, cfg.unfreeze_fraction, cfg.finetune_lr_scale)]
 
 
 def validation_scores(model: keras.Model, dataset: tf.data.Dataset) -> dict:
@@ -94,34 +96,34 @@ def validation_scores(model: keras.Model, dataset: tf.data.Dataset) -> dict:
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     """TFX Trainer entry point."""
-    cfg = fn_args.custom_config
+    cfg = RunSettings.from_custom_config(fn_args.custom_config)
     keras.backend.clear_session()
-    keras.utils.set_random_seed(cfg["seed"])
-    strategy, strategy_name = choose_strategy(cfg["mixed_precision"])
+    keras.utils.set_random_seed(cfg.seed)
+    strategy, strategy_name = choose_strategy(cfg.mixed_precision)
     replicas = strategy.num_replicas_in_sync
-    batch_size = cfg["batch_size"] * replicas
+    batch_size = cfg.batch_size * replicas
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
 
     benign, malignant = count_labels(fn_args.train_files)
     epochs, steps_per_epoch = schedule_steps(fn_args.train_steps, benign + malignant,
-                                             batch_size, cfg["epochs"])
-    weights = class_weights(benign, malignant) if cfg["class_balance"] == "weights" else None
+                                             batch_size, cfg.epochs)
+    weights = class_weights(benign, malignant) if cfg.class_balance == "weights" else None
     logging.info("Training on %d benign and %d malignant examples: %d epochs of %d steps, "
                  "global batch %d, class balance %s %s", benign, malignant, epochs,
-                 steps_per_epoch, batch_size, cfg["class_balance"], weights or "")
+                 steps_per_epoch, batch_size, cfg.class_balance, weights or "")
 
     static = strategy_name == "TPUStrategy"  # TPUs compile for one batch shape
     train = input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
-                     batch_size, training=True, cfg=cfg, weights=weights)
+                     batch_size, training=True, settings=cfg, weights=weights)
     validation = input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output,
                           batch_size, training=False, drop_remainder=static)
     validation_steps = fn_args.eval_steps or None
 
     with strategy.scope():
         model = build(cfg)
-        warm_start_from = warm_start(model, fn_args.base_model if cfg["warm_start"] else None,
-                                     cfg.get("ensemble_member"))
-    best = BestEpoch("val_auc", cfg["early_stopping_patience"])
+        warm_start_from = warm_start(model, fn_args.base_model if cfg.warm_start else None,
+                                     cfg.ensemble_member)
+    best = BestEpoch("val_auc", cfg.early_stopping_patience)
     callbacks = [best, keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)]
     done = 0
     for stage_epochs, trainable, lr_factor in stages(cfg, epochs):

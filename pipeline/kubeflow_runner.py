@@ -19,9 +19,14 @@ from tfx import version as tfx_version
 from tfx.orchestration.data_types import RuntimeParameter
 from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
 
-from pipeline.config import KubeflowConfig, PipelineConfig, ResourcesConfig
+from pipeline.config import PipelineConfig
 from pipeline.errors import ConfigError
-from pipeline.kubeflow_checks import check_kubeflow_config, memory_gigabytes
+from pipeline.kubeflow_config import (
+    KubeflowConfig,
+    ResourcesConfig,
+    check_kubeflow_config,
+    memory_gigabytes,
+)
 from pipeline.pipeline import create_pipeline, default_train_args
 
 DATA_ROOT_PARAMETER = "data_root"
@@ -88,8 +93,8 @@ def in_image(config: PipelineConfig) -> PipelineConfig:
     """The config with repository paths resolved where the image holds the project."""
     if posixpath.isabs(config.schema):
         return config
-    return dataclasses.replace(
-        config, schema=posixpath.join(config.kubeflow.project_dir, config.schema))
+    return config.model_copy(
+        update={"schema": posixpath.join(config.kubeflow.project_dir, config.schema)})
 
 
 def vertex_training_config(kubeflow: KubeflowConfig) -> dict | None:

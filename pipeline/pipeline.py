@@ -7,6 +7,7 @@ import json
 
 from tfx import v1 as tfx
 from tfx.dsl.components.base import executor_spec
+from tfx.dsl.components.base.base_node import BaseNode
 from tfx.orchestration.data_types import RuntimeParameter
 from tfx.proto import example_gen_pb2, transform_pb2
 
@@ -14,6 +15,7 @@ from components import serving_pusher
 from components.data_gate import DataGate
 from components.ensemble import Ensemble
 from components.model_packager import ModelPackager
+from modules.settings import RunSettings
 from pipeline.config import PipelineConfig
 from pipeline.data.shards import Shard, SplitPlan, ensemble_splits
 from pipeline.data.spans import span_pattern
@@ -40,12 +42,13 @@ def default_train_args(config: PipelineConfig,
                                num_steps=config.trainer.train_steps)
 
 
-def trainer_custom_config(config: PipelineConfig, member: int | None = None) -> dict:
+def run_settings(config: PipelineConfig, member: int | None = None,
+                 code_of: str = TRAINER_MODULE) -> RunSettings:
     """Everything run_fn reads: the trainer section, the age buckets its slicing signature
     needs, the ensemble member it trains (if any), and the code fingerprint that keeps the
     cache honest."""
-    return {**dataclasses.asdict(config.trainer), "age_buckets": config.evaluation.age_buckets,
-            "ensemble_member": member, "code": code_fingerprint(TRAINER_MODULE)}
+    return RunSettings(**config.trainer.model_dump(), age_buckets=config.evaluation.age_buckets,
+                       ensemble_member=member, code=code_fingerprint(code_of))
 
 
 def packager_settings(config: PipelineConfig) -> str:
@@ -67,9 +70,121 @@ def packager_settings(config: PipelineConfig) -> str:
                  "max_auc_drop": evaluation.max_auc_drop,
                  "max_slice_auc_drop": evaluation.max_slice_auc_drop,
                  "min_specificity": evaluation.min_specificity},
-        **dataclasses.asdict(config.model_card),
+        **config.model_card.model_dump(),
         "code": code_fingerprint("components.model_packager"),
     })
+
+
+@dataclasses.dataclass
+class _Data:
+    """The data components: examples in, statistics checked against the schema."""
+    example_gen: tfx.components.ImportExampleGen
+    schema_gen: tfx.components.ImportSchemaGen
+    statistics_gen: tfx.components.StatisticsGen
+    example_validator: tfx.components.ExampleValidator
+    gate: BaseNode  # DataGate
+
+    @property
+    def components(self) -> list:
+        return [self.example_gen, self.schema_gen, self.statistics_gen,
+                self.example_validator, self.gate]
+
+
+def data_components(config: PipelineConfig, data_root: str | RuntimeParameter) -> _Data:
+    # One split per shard: folds are sets of whole files, which a glob pattern per fold
+    # could not express in general, and downstream components pick splits by role.
+    example_gen = tfx.components.ImportExampleGen(
+        input_base=data_root,
+        input_config=example_gen_pb2.Input(splits=[
+            example_gen_pb2.Input.Split(name=f"train{i:02d}", pattern=shard_pattern(config, i))
+            for i in range(config.data.train_shards)]))
+    schema_gen = tfx.components.ImportSchemaGen(schema_file=config.schema_path)
+    statistics_gen = tfx.components.StatisticsGen(
+        examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"])
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
+    gate = DataGate(anomalies=example_validator.outputs["anomalies"],
+                    code=code_fingerprint("components.data_gate"))
+    return _Data(example_gen, schema_gen, statistics_gen, example_validator, gate)
+
+
+def transform_component(config: PipelineConfig, data: _Data) -> tfx.components.Transform:
+    transform = tfx.components.Transform(
+        examples=data.example_gen.outputs["examples"],
+        schema=data.schema_gen.outputs["schema"],
+        preprocessing_fn=PREPROCESSING_FN,
+        materialize=False,
+        disable_statistics=True,  # post-transform statistics would decode every image
+        splits_config=transform_pb2.SplitsConfig(analyze=SplitPlan.names(
+            config.split_plan.train)),
+        custom_config={"image_size": config.trainer.image_size,
+                       "code": code_fingerprint(PREPROCESSING_MODULE)})
+    transform.add_upstream_node(data.gate)
+    return transform
+
+
+def training_components(config: PipelineConfig, data: _Data,
+                        transform: tfx.components.Transform, resolver: tfx.dsl.Resolver,
+                        train_args: RuntimeParameter | None,
+                        vertex_training: dict | None) -> tuple[list, tfx.dsl.Channel]:
+    """The Trainer, or one Trainer per fold and the Ensemble; and the model to evaluate."""
+    trainer_class = (tfx.extensions.google_cloud_ai_platform.Trainer if vertex_training
+                     else tfx.components.Trainer)
+
+    def trainer(train: tuple[int, ...], validation: tuple[int, ...],
+                member: int | None = None) -> tfx.components.Trainer:
+        return trainer_class(
+            run_fn=RUN_FN,
+            examples=data.example_gen.outputs["examples"],
+            transform_graph=transform.outputs["transform_graph"],
+            schema=data.schema_gen.outputs["schema"],
+            base_model=resolver.outputs["model"] if config.trainer.warm_start else None,
+            # A per-run TrainArgs would give every ensemble member the same splits.
+            train_args=(train_args if train_args is not None and member is None
+                        else default_train_args(config, train)),
+            eval_args=tfx.proto.EvalArgs(splits=SplitPlan.names(validation),
+                                         num_steps=config.trainer.eval_steps),
+            custom_config={**run_settings(config, member).model_dump(),
+                           **(vertex_training or {})})
+
+    plan = config.split_plan
+    if not config.trainer.ensemble_folds:
+        single = trainer(plan.train, plan.validation)
+        return [single], single.outputs["model"]
+    trainers = [trainer(train, validation, k).with_id(f"Trainer_fold{k}")
+                for k, (train, validation)
+                in enumerate(ensemble_splits(plan, config.trainer.ensemble_folds))]
+    ensemble = Ensemble([t.outputs["model"] for t in trainers],
+                        transform.outputs["transform_graph"],
+                        run_settings(config, code_of="components.ensemble").model_dump_json())
+    return [*trainers, ensemble], ensemble.outputs["model"]
+
+
+def release_components(config: PipelineConfig, data: _Data, model: tfx.dsl.Channel,
+                       resolver: tfx.dsl.Resolver, serving_dir: str) -> list:
+    """The Evaluator's gate, packaging of a blessed model, and the push."""
+    evaluator = tfx.components.Evaluator(
+        examples=data.example_gen.outputs["examples"],
+        example_splits=SplitPlan.names(config.split_plan.evaluation),
+        model=model,
+        baseline_model=resolver.outputs["model"],
+        schema=data.schema_gen.outputs["schema"],
+        eval_config=build_eval_config(config.evaluation))
+    packager = ModelPackager(
+        model=model,
+        evaluation=evaluator.outputs["evaluation"],
+        blessing=evaluator.outputs["blessing"],
+        statistics=data.statistics_gen.outputs["statistics"],
+        settings=packager_settings(config))
+    pusher = tfx.components.Pusher(
+        model=packager.outputs["packaged_model"],
+        model_blessing=evaluator.outputs["blessing"],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_dir)),
+        custom_config={"keep_versions": config.serving.keep_versions,
+                       "code": code_fingerprint("components.serving_pusher")},
+        custom_executor_spec=executor_spec.ExecutorClassSpec(serving_pusher.Executor))
+    return [evaluator, packager, pusher]
 
 
 def create_pipeline(config: PipelineConfig, *, data_root: str | RuntimeParameter,
@@ -83,102 +198,20 @@ def create_pipeline(config: PipelineConfig, *, data_root: str | RuntimeParameter
     `train_args` (TrainArgs as JSON). `vertex_training`, custom_config entries for
     tfx.extensions.google_cloud_ai_platform, makes the Trainer a Vertex AI custom job.
     """
-    plan = config.split_plan
-
-    # One split per shard: folds are sets of whole files, which a glob pattern per fold
-    # could not express in general, and downstream components pick splits by role.
-    example_gen = tfx.components.ImportExampleGen(
-        input_base=data_root,
-        input_config=example_gen_pb2.Input(splits=[
-            example_gen_pb2.Input.Split(name=f"train{i:02d}", pattern=shard_pattern(config, i))
-            for i in range(config.data.train_shards)]))
-
-    schema_gen = tfx.components.ImportSchemaGen(schema_file=config.schema_path)
-    statistics_gen = tfx.components.StatisticsGen(
-        examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"])
-    example_validator = tfx.components.ExampleValidator(
-        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
-    data_gate = DataGate(anomalies=example_validator.outputs["anomalies"],
-                         code=code_fingerprint("components.data_gate"))
-
-    transform = tfx.components.Transform(
-        examples=example_gen.outputs["examples"],
-        schema=schema_gen.outputs["schema"],
-        preprocessing_fn=PREPROCESSING_FN,
-        materialize=False,
-        disable_statistics=True,  # post-transform statistics would decode every image
-        splits_config=transform_pb2.SplitsConfig(analyze=SplitPlan.names(plan.train)),
-        custom_config={"image_size": config.trainer.image_size,
-                       "code": code_fingerprint(PREPROCESSING_MODULE)})
-    transform.add_upstream_node(data_gate)
-
-    model_resolver = tfx.dsl.Resolver(
+    data = data_components(config, data_root)
+    transform = transform_component(config, data)
+    resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
     ).with_id("latest_blessed_model_resolver")
-
-    trainer_class = (tfx.extensions.google_cloud_ai_platform.Trainer if vertex_training
-                     else tfx.components.Trainer)
-
-    def trainer(train: tuple[int, ...], validation: tuple[int, ...],
-                member: int | None = None) -> tfx.components.Trainer:
-        return trainer_class(
-            run_fn=RUN_FN,
-            examples=example_gen.outputs["examples"],
-            transform_graph=transform.outputs["transform_graph"],
-            schema=schema_gen.outputs["schema"],
-            base_model=model_resolver.outputs["model"] if config.trainer.warm_start else None,
-            # A per-run TrainArgs would give every ensemble member the same splits.
-            train_args=(train_args if train_args is not None and member is None
-                        else default_train_args(config, train)),
-            eval_args=tfx.proto.EvalArgs(splits=SplitPlan.names(validation),
-                                         num_steps=config.trainer.eval_steps),
-            custom_config={**trainer_custom_config(config, member), **(vertex_training or {})})
-
-    if config.trainer.ensemble_folds:
-        trainers = [trainer(train, validation, k).with_id(f"Trainer_fold{k}")
-                    for k, (train, validation)
-                    in enumerate(ensemble_splits(plan, config.trainer.ensemble_folds))]
-        ensemble = Ensemble([t.outputs["model"] for t in trainers],
-                            transform.outputs["transform_graph"],
-                            json.dumps({**trainer_custom_config(config),
-                                       "code": code_fingerprint("components.ensemble")}))
-        trained = [*trainers, ensemble]
-        model = ensemble.outputs["model"]
-    else:
-        trained = [trainer(plan.train, plan.validation)]
-        model = trained[0].outputs["model"]
-
-    evaluator = tfx.components.Evaluator(
-        examples=example_gen.outputs["examples"],
-        example_splits=SplitPlan.names(plan.evaluation),
-        model=model,
-        baseline_model=model_resolver.outputs["model"],
-        schema=schema_gen.outputs["schema"],
-        eval_config=build_eval_config(config.evaluation))
-
-    packager = ModelPackager(
-        model=model,
-        evaluation=evaluator.outputs["evaluation"],
-        blessing=evaluator.outputs["blessing"],
-        statistics=statistics_gen.outputs["statistics"],
-        settings=packager_settings(config))
-
-    pusher = tfx.components.Pusher(
-        model=packager.outputs["packaged_model"],
-        model_blessing=evaluator.outputs["blessing"],
-        push_destination=tfx.proto.PushDestination(
-            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_dir)),
-        custom_config={"keep_versions": config.serving.keep_versions,
-                       "code": code_fingerprint("components.serving_pusher")},
-        custom_executor_spec=executor_spec.ExecutorClassSpec(serving_pusher.Executor))
-
+    trained, model = training_components(config, data, transform, resolver, train_args,
+                                         vertex_training)
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=pipeline_root,
-        components=[example_gen, schema_gen, statistics_gen, example_validator, data_gate,
-                    transform, model_resolver, *trained, evaluator, packager, pusher],
+        components=[*data.components, transform, resolver, *trained,
+                    *release_components(config, data, model, resolver, serving_dir)],
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=beam_pipeline_args or config.beam.pipeline_args())

@@ -3,7 +3,6 @@ of the affine transform, and the orientations test-time augmentation averages ov
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
@@ -11,16 +10,16 @@ import pytest
 import tensorflow as tf
 
 from modules.augment import ORIENTATIONS, _affine, augment_images, orient
-from pipeline.config import AugmentConfig
+from modules.settings import AugmentSettings
 
 OFF = dict(flip_left_right=False, flip_up_down=False, quarter_turns=False, rotation=0.0,
            shear=0.0, zoom=0.0, shift=0.0, brightness=0.0, contrast=0.0, saturation=0.0)
 CHEST_XRAY = dict(flip_left_right=False, flip_up_down=False, quarter_turns=False)
 
 
-def config(base: dict | None = None, **changes) -> dict:
-    """AugmentConfig as the Trainer passes it: the defaults, then `base`, then `changes`."""
-    return {**dataclasses.asdict(AugmentConfig()), **(base or {}), **changes}
+def config(base: dict | None = None, **changes) -> AugmentSettings:
+    """The settings as the Trainer passes them: the defaults, then `base`, then `changes`."""
+    return AugmentSettings(**{**(base or {}), **changes})
 
 
 def pattern(batch: int = 1, size: int = 16) -> tf.Tensor:

@@ -23,11 +23,12 @@ from modules.export import keras_path
 from modules.inputs import balanced_batches, class_weights
 from modules.model import ModelConfigError, load_weights
 from modules.schedule import RampSustainDecay
+from modules.settings import TrainerSettings
 from modules.signatures import predict
 from modules.strategy import choose_strategy
 from modules.trainer import build, run_fn, schedule_steps, stages, warm_start
 from pipeline.config import load_config
-from pipeline.pipeline import trainer_custom_config
+from pipeline.pipeline import run_settings
 from tests.helpers import REPO, run_transform, shard_records
 
 TRAIN = [f"train{i:02d}" for i in range(9)]
@@ -69,7 +70,7 @@ def train(data: str, root, overrides: list[str], base_model: str | None = None) 
         "train_args": json_format.MessageToJson(trainer_pb2.TrainArgs(splits=TRAIN,
                                                                       num_steps=4)),
         "eval_args": json_format.MessageToJson(trainer_pb2.EvalArgs(splits=VALIDATION)),
-        "custom_config": json.dumps(trainer_custom_config(config)),
+        "custom_config": run_settings(config).model_dump_json(),
     }
     inputs = {"examples": [examples],
               "transform_graph": [artifact_at(standard_artifacts.TransformGraph, transform_dir)],
@@ -170,7 +171,7 @@ def test_tta_averages_the_keras_model_over_orientations(warm_tta, tiny_data):
     records = tf.constant(shard_records(tiny_data, "test00-*.tfrec")[:8])
     served = model.signatures["serving_default"](examples=records)["probability"].numpy()
     transformed = model.signatures["transform_features"](examples=records)
-    net = build(trainer_custom_config(warm_tta["config"]))
+    net = build(run_settings(warm_tta["config"]))
     load_weights(net, keras_path(warm_tta["model"]))
     expected = np.mean([net({F.IMAGE_KEY: orient(transformed[F.IMAGE_KEY], k)}).numpy()
                         for k in range(4)], axis=0)
@@ -190,7 +191,7 @@ def test_tta_prediction_is_the_mean_over_exact_orientations():
 
 
 def test_warm_start_begins_from_the_base_models_weights(trained):
-    cfg = trainer_custom_config(trained["config"])
+    cfg = run_settings(trained["config"])
     fresh = build(cfg)
     used = warm_start(fresh, trained["model"], member=None)
     assert used == keras_path(trained["model"])
@@ -202,7 +203,7 @@ def test_warm_start_begins_from_the_base_models_weights(trained):
 
 
 def test_warm_start_from_another_backbone_says_how_to_go_on(trained):
-    cfg = {**trainer_custom_config(trained["config"]), "backbone": "densenet121"}
+    cfg = run_settings(trained["config"]).model_copy(update={"backbone": "densenet121"})
     with pytest.raises(ModelConfigError, match="warm_start=false"):
         warm_start(build(cfg), trained["model"], member=None)
 
@@ -228,9 +229,9 @@ def test_best_epoch_restores_the_best_weights_and_stops_on_patience():
 
 
 def test_two_stage_fine_tuning_freezes_then_unfreezes_at_a_lower_rate():
-    cfg = {"frozen_epochs": 2, "unfreeze_fraction": 0.3, "finetune_lr_scale": 0.1}
+    cfg = TrainerSettings(frozen_epochs=2, unfreeze_fraction=0.3, finetune_lr_scale=0.1)
     assert stages(cfg, 5) == [(2, 0.0, 1.0), (3, 0.3, 0.1)]
-    assert stages({**cfg, "frozen_epochs": 0}, 5) == [(5, 1.0, 1.0)]
+    assert stages(cfg.model_copy(update={"frozen_epochs": 0}), 5) == [(5, 1.0, 1.0)]
     assert stages(cfg, 2) == [(1, 0.0, 1.0), (1, 0.3, 0.1)]  # short runs keep a second stage
 
 

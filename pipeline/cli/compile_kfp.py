@@ -34,7 +34,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
-    from pipeline.kubeflow_checks import check_kubeflow_config
+    from pipeline.kubeflow_config import check_kubeflow_config
 
     config = load_config_or_say(args)
     if config is None:

@@ -14,24 +14,27 @@ malignant share; that keeps the ideal ranking and shrinks every AUC towards 0.5 
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
-import math
 import multiprocessing
 import os
 import shutil
 import tempfile
 
 import numpy as np
-from PIL import Image
 
 from modules import features as F
 from modules.errors import MedtfxError
 from pipeline.data.shards import shard_filename
+from pipeline.data.synth_population import (
+    AGES,
+    age_intercept,
+    age_probs,
+    best_auc,
+    malignant_prob,
+    site_probs,
+)
+from pipeline.data.synth_render import render_lesion
 
-SITE_SHARES = (0.51, 0.25, 0.15, 0.056, 0.011, 0.004)  # torso ... oral/genital; rest missing
-AGES = np.arange(0, 95, 5)
-AGE_LOGIT_SLOPE = 0.04  # per year: malignancy odds rise ~1.5x per decade
 MANIFEST = "synth-manifest.json"
 RENDER_SECONDS_PER_PIXEL = 4e-7  # measured: 1.5 ms for a 64 px lesion on one core
 
@@ -91,49 +94,22 @@ class Lesion:
     grayscale: bool
 
 
-def _site_probs() -> np.ndarray:
-    shares = np.array(SITE_SHARES + (1 - sum(SITE_SHARES),))
-    return shares / shares.sum()  # last entry: missing (-1)
-
-
-def _age_probs() -> np.ndarray:
-    weights = np.exp(-0.5 * ((AGES - 50) / 15.0) ** 2)
-    return weights / weights.sum()
-
-
-def _age_intercept(share: float) -> float:
-    """The logit intercept that makes the mean malignant probability equal `share`."""
-    lo, hi = -20.0, 20.0
-    probs = _age_probs()
-    for _ in range(100):
-        mid = (lo + hi) / 2
-        mean = float(np.sum(probs / (1 + np.exp(-(mid + AGE_LOGIT_SLOPE * (AGES - 50))))))
-        lo, hi = (mid, hi) if mean < share else (lo, mid)
-    return (lo + hi) / 2
-
-
-def _malignant_prob(age: int, intercept: float) -> float:
-    # Missing age: the population's mean risk; the model cannot know more.
-    effective_age = 50 if age == F.MISSING else age
-    return 1 / (1 + math.exp(-(intercept + AGE_LOGIT_SLOPE * (effective_age - 50))))
-
-
 def _draw_patients(spec: SynthSpec, n_images: int, rng: np.random.Generator,
                    first_patient: int, first_image: int) -> list[list[Lesion]]:
     mean_images = float(np.clip(n_images / 2000, 1.5, 16))
-    intercept = _age_intercept(spec.malignant_share)
+    intercept = age_intercept(spec.malignant_share)
     site_codes = list(range(len(F.SITES))) + [F.MISSING]
     patients: list[list[Lesion]] = []
     made = 0
     while made < n_images:
         count = min(int(rng.geometric(1 / mean_images)), n_images - made)
         sex = F.MISSING if rng.random() < 0.002 else int(rng.integers(2))
-        age = F.MISSING if rng.random() < 0.002 else int(rng.choice(AGES, p=_age_probs()))
+        age = F.MISSING if rng.random() < 0.002 else int(rng.choice(AGES, p=age_probs()))
         pid = first_patient + len(patients)
         lesions = []
         for _ in range(count):
-            site = int(rng.choice(site_codes, p=_site_probs()))
-            clean = int(rng.random() < _malignant_prob(age, intercept))
+            site = int(rng.choice(site_codes, p=site_probs()))
+            clean = int(rng.random() < malignant_prob(age, intercept))
             noisy = (int(rng.random() < spec.malignant_share) if rng.random() < spec.label_noise
                      else clean)
             shift = clean * spec.signal * spec.site_strength(site)
@@ -188,57 +164,6 @@ def _deal(patients: list[list[Lesion]], n_shards: int) -> list[list[list[Lesion]
     for i, patient in enumerate(patients):
         shards[i % n_shards].append(patient)
     return shards
-
-
-def render_lesion(attributes: tuple[float, float, float, float], seed: int, size: int,
-                  grayscale: bool = False) -> bytes:
-    """A dermoscopy-like JPEG whose look rises monotonically with each attribute."""
-    rng = np.random.default_rng(seed)
-    irregular, variegated, asymmetric, diameter = (1 / (1 + np.exp(-0.9 * a)) for a in attributes)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
-    cx, cy = size / 2 + rng.normal(0, size * 0.04, 2)
-    dx, dy = xx - cx, yy - cy
-    r = np.hypot(dx, dy)
-    theta = np.arctan2(dy, dx)
-
-    harmonics = np.arange(2, 10)
-    amps = rng.normal(0, 1, len(harmonics)) / np.sqrt(harmonics)
-    phases = rng.uniform(0, 2 * np.pi, len(harmonics))
-    wobble = np.tensordot(amps, np.cos(harmonics[:, None, None] * theta + phases[:, None, None]),
-                          axes=1)
-    bulge_at, stretch_at = rng.uniform(0, 2 * np.pi, 2)
-    border = (1 + 0.35 * irregular ** 2 * wobble
-              + 0.45 * asymmetric * np.maximum(np.cos(theta - bulge_at), 0) ** 2
-              + 0.05 * rng.normal() * np.cos(2 * (theta - stretch_at)))
-    edge = size * (0.12 + 0.18 * diameter) * border
-    softness = size * rng.uniform(0.004, 0.015)
-    mask = 1 / (1 + np.exp(-(edge - r) / softness))
-
-    skin = np.array([0.86, 0.68, 0.58]) * rng.uniform(0.75, 1.05) + rng.normal(0, 0.02, 3)
-    base = np.array([0.47, 0.31, 0.21]) * rng.uniform(0.6, 1.1)
-    centre_dark = 1 - 0.25 * rng.uniform() * np.exp(-(r / (edge + 1e-6)) ** 2 * 2)
-    lesion = base[None, None, :] * centre_dark[..., None]
-    blotch_colours = np.array([[0.12, 0.08, 0.07], [0.36, 0.42, 0.52], [0.62, 0.26, 0.22]])
-    for colour in blotch_colours:
-        field = _smooth_field(rng, size)
-        weight = (0.85 * variegated * field ** 2)[..., None]
-        lesion = lesion * (1 - weight) + colour * weight
-
-    light = 1 + 0.08 * ((xx - size / 2) * rng.normal() + (yy - size / 2) * rng.normal()) / size
-    picture = (skin * (1 - mask[..., None]) + lesion * mask[..., None]) * light[..., None]
-    picture += rng.normal(0, 0.015, picture.shape)
-    pixels = (np.clip(picture, 0, 1) * 255).astype(np.uint8)
-    image = Image.fromarray(pixels, "RGB")
-    if grayscale:
-        image = image.convert("L")
-    out = io.BytesIO()
-    image.save(out, format="JPEG", quality=int(rng.integers(85, 96)))
-    return out.getvalue()
-
-
-def _smooth_field(rng: np.random.Generator, size: int) -> np.ndarray:
-    coarse = Image.fromarray(rng.uniform(0, 1, (5, 5)).astype(np.float32), "F")
-    return np.asarray(coarse.resize((size, size), Image.BICUBIC)).clip(0, 1)
 
 
 def _example(lesion: Lesion, spec: SynthSpec, labelled: bool) -> bytes:
@@ -326,58 +251,6 @@ def _run_jobs(jobs: list, workers: int | None) -> None:
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
         for _ in pool.imap_unordered(_write_shard, jobs):
             pass
-
-
-def best_auc(spec: SynthSpec) -> dict:
-    """The AUC an ideal classifier reaches against the stored (noisy) labels."""
-    site_probs = _site_probs()
-    site_codes = list(range(len(F.SITES))) + [F.MISSING]
-    noisy = lambda auc: 0.5 + (1 - spec.label_noise) * (auc - 0.5)  # noqa: E731
-    separation = {s: 2 * spec.signal * spec.site_strength(s) for s in site_codes}
-    per_site = {s: _phi(separation[s] / math.sqrt(2)) for s in site_codes}
-    # Sites are independent of the clean label, so positives spread over sites like all images.
-    image_only = sum(p * per_site[s] for s, p in zip(site_codes, site_probs))
-    return {
-        "image": round(float(noisy(image_only)), 4),
-        "image_and_metadata": round(noisy(_auc_with_metadata(spec, separation)), 4),
-        "per_site": {(F.SITES[s] if s >= 0 else "missing"): round(noisy(per_site[s]), 4)
-                     for s in site_codes},
-    }
-
-
-def _phi(x: float) -> float:
-    return 0.5 * (1 + math.erf(x / math.sqrt(2)))
-
-
-def _auc_with_metadata(spec: SynthSpec, separation: dict[int, float]) -> float:
-    """AUC of the exact posterior given the image evidence, age and site, on a fine grid."""
-    intercept = _age_intercept(spec.malignant_share)
-    edges = np.linspace(-8, 8 + max(separation.values()), 4001)
-    mids = (edges[:-1] + edges[1:]) / 2
-    cdf = np.vectorize(_phi)
-    neg_mass = np.diff(cdf(edges))
-    scores, pos, neg = [], [], []
-    site_codes = list(range(len(F.SITES))) + [F.MISSING]
-    for age, p_age in zip(AGES, _age_probs()):
-        prior = _malignant_prob(int(age), intercept)
-        for site, p_site in zip(site_codes, _site_probs()):
-            delta = separation[site]
-            pos_mass = np.diff(cdf(edges - delta))
-            like_pos = np.exp(-0.5 * (mids - delta) ** 2)
-            like_neg = np.exp(-0.5 * mids ** 2)
-            scores.append(prior * like_pos / (prior * like_pos + (1 - prior) * like_neg))
-            pos.append(p_age * p_site * prior * pos_mass)
-            neg.append(p_age * p_site * (1 - prior) * neg_mass)
-    return _weighted_auc(np.concatenate(scores), np.concatenate(pos), np.concatenate(neg))
-
-
-def _weighted_auc(scores: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> float:
-    # Equal scores (a site without signal scores all its images alike) count half.
-    unique, inverse = np.unique(scores, return_inverse=True)
-    pos = np.bincount(inverse, weights=pos, minlength=len(unique))
-    neg = np.bincount(inverse, weights=neg, minlength=len(unique))
-    neg_below = np.cumsum(neg) - neg
-    return float(np.sum(pos * (neg_below + 0.5 * neg)) / (pos.sum() * neg.sum()))
 
 
 def _manifest(spec: SynthSpec, train: list, test: list) -> dict:

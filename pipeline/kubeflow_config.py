@@ -1,18 +1,61 @@
-"""Checks of the config's kubeflow: section, made before TFX is imported (which takes
-seconds), so that a compile with a missing or unusable setting fails at once."""
+"""The config's kubeflow: section (`medtfx compile-kfp` only) and its checks, made before
+TFX is imported (which takes seconds), so that a compile with a missing or unusable setting
+fails at once."""
 
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-from pipeline.config import PipelineConfig, ResourcesConfig
+from pydantic import Field
+
+from modules.settings import Settings
 from pipeline.errors import ConfigError
+
+if TYPE_CHECKING:  # the config imports this module for its kubeflow: section
+    from pipeline.config import PipelineConfig
 
 PIPELINE_NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,127}")
 QUANTITY_RE = re.compile(r"(?P<number>\d+(\.\d+)?)(?P<unit>[KMGT]i?)?")
 UNIT_BYTES = {None: 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
               "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
 LOCATIONS = ("pipeline_root", "data_root", "serving_dir")
+
+
+class ResourcesConfig(Settings):
+    """Limits of one task's container; unset fields are left to the platform."""
+    cpu: float | None = None  # cores
+    memory: str | None = None  # a Kubernetes quantity: 32Gi, 16G, 512Mi
+    # Vertex AI: a machine accelerator (NVIDIA_TESLA_T4, NVIDIA_L4, ...); Kubeflow
+    # Pipelines: the node resource to request (nvidia.com/gpu).
+    accelerator_type: str | None = None
+    accelerator_count: int = 0
+
+
+class VertexTrainingConfig(Settings):
+    """Runs the Trainer as a Vertex AI custom job: its task only launches and waits."""
+    project: str = ""
+    region: str = ""
+    machine_type: str = "n1-standard-8"  # "cloud-tpu" with a TPU accelerator
+    accelerator_type: str | None = None  # NVIDIA_TESLA_T4, NVIDIA_L4, TPU_V2, TPU_V3, ...
+    accelerator_count: int = 0
+
+
+class KubeflowConfig(Settings):
+    """`medtfx compile-kfp` only: where the compiled pipeline runs and reads and writes."""
+    image: str = ""  # the image kubeflow/Dockerfile builds, as pushed: REGISTRY/medtfx:TAG
+    project_dir: str = "/medtfx"  # where that Dockerfile puts the project in the image
+    pipeline_root: str = ""  # gs://BUCKET/PATH: artifacts of every run
+    data_root: str = ""  # gs://...: the default of the data_root runtime parameter
+    serving_dir: str = ""  # gs://...: where the Pusher puts blessed models
+    # Beam arguments of every Beam component, e.g. --runner=DataflowRunner --project=...
+    # --region=... --temp_location=gs://... --sdk_container_image=IMAGE; empty: the
+    # `beam:` section's DirectRunner settings, inside each task's container.
+    beam_args: list[str] = Field(default_factory=list)
+    # By component id (ImportExampleGen, Transform, Trainer, ...) or by component class
+    # name, which covers every component of that class (e.g. several Trainers).
+    resources: dict[str, ResourcesConfig] = Field(default_factory=dict)
+    vertex_training: VertexTrainingConfig | None = None  # null: train inside the task
 
 
 def check_kubeflow_config(config: PipelineConfig) -> None:
