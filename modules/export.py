@@ -28,10 +28,15 @@ def keras_path(serving_model_dir: str, member: int | None = None) -> str:
 
 
 def export_model(model: keras.Model, tf_transform_output: tft.TFTransformOutput,
-                 settings: RunSettings,
-                 serving_model_dir: str, members: list[keras.Model] | None = None) -> None:
+                 settings: RunSettings, serving_model_dir: str,
+                 members: list[keras.Model] | None = None) -> None:
     """Writes the serving SavedModel of `model` and the .keras file of each network
-    (`members` of an ensemble, else the model itself)."""
+    (`members` of an ensemble, else the model itself).
+
+    The SavedModel keeps the signatures and each layer's config but not a trace of every
+    layer's call (`save_traces=False`): serving, TFMA (`tf_generic`) and Keras' own loader
+    need no more, and writing the traces doubled the save (98 s against 48 s for
+    EfficientNetB0 at 32 px, measured on 2 busy cores). Warm starts read the .keras file."""
     if members is None:
         save_keras(model, keras_path(serving_model_dir))
     for index, member in enumerate(members or []):
@@ -39,4 +44,5 @@ def export_model(model: keras.Model, tf_transform_output: tft.TFTransformOutput,
     with tempfile.TemporaryDirectory() as asset_dir:
         signatures = make_signatures(model, tf_transform_output, settings.age_buckets,
                                      asset_dir, tta=settings.tta)
-        model.save(serving_model_dir, save_format="tf", signatures=signatures)
+        model.save(serving_model_dir, save_format="tf", signatures=signatures,
+                   save_traces=False)

@@ -19,7 +19,7 @@ from absl import logging
 from tfx import v1 as tfx
 
 from modules.artifacts import VALIDATION_FILE
-from modules.callbacks import BestEpoch
+from modules.callbacks import BestEpoch, TrainingProgress
 from modules.export import export_model, keras_path
 from modules.inputs import class_weights, count_labels, input_fn
 from modules.model import ModelConfigError, build_model, load_weights, set_backbone_trainable
@@ -124,7 +124,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         warm_start_from = warm_start(model, fn_args.base_model if cfg.warm_start else None,
                                      cfg.ensemble_member)
     best = BestEpoch("val_auc", cfg.early_stopping_patience)
-    callbacks = [best, keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)]
+    callbacks = [best, keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
+                 TrainingProgress(epochs, steps_per_epoch)]
     done = 0
     for stage_epochs, trainable, lr_factor in stages(cfg, epochs):
         if best.stopped:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
 import subprocess
 import sys
 
@@ -11,10 +12,12 @@ import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Tiny and quick: 32 px, a few steps, Beam in one process (its worker start-up would
-# dominate at this size).
+# dominate at this size), and the small X-ray CNN: these runs test the machinery, whose
+# cost with EfficientNet is its build, tracing and export (tests/test_trainer_e2e.py and
+# tests/test_gate_e2e.py run EfficientNet through the whole pipeline).
 FAST_RUN = ["--set", "image_size=32", "--set", "train_steps=6", "--set", "epochs=2",
-            "--set", "batch_size=16", "--set", "direct_running_mode=in_memory",
-            "--set", "direct_num_workers=1"]
+            "--set", "batch_size=16", "--set", "backbone=pneumonia_cnn",
+            "--set", "direct_running_mode=in_memory", "--set", "direct_num_workers=1"]
 # Six training steps cannot make a good model; runs that test the machinery set the
 # thresholds so that the outcome is known.
 BLESS_ANY = ["--set", "auc_threshold=0", "--set", "slice_auc_threshold=0",
@@ -28,6 +31,15 @@ def medtfx(*args: str, timeout: int = 1200, wrapper: tuple[str, ...] = (),
     command = [*wrapper, os.path.join(os.path.dirname(sys.executable), "medtfx"), *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO,
                           env=env)
+
+
+def code_copy(root) -> dict:
+    """A copy of the project's code that a test may edit, and the environment in which
+    `medtfx` imports it instead of the installed one."""
+    for part in ("modules", "components", "pipeline", "schema"):
+        shutil.copytree(os.path.join(REPO, part), os.path.join(root, part),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    return {"root": str(root), "env": {**os.environ, "PYTHONPATH": str(root)}}
 
 
 def load_schema():

@@ -1,7 +1,7 @@
 """`medtfx history`: the runs in a work dir's ML Metadata, and a served model's lineage back to
-its data files. The slow test reads what two real `medtfx run`s recorded; the fast ones
-read a store written here the way LocalDagRunner writes one, for what the tiny runs cannot
-show (spans, an ensemble, a baseline, failed components, changed data files)."""
+its data files, from a store written here the way LocalDagRunner writes one, for what the
+tiny runs cannot show (spans, an ensemble, a baseline, failed components, changed data
+files). tests/test_pipeline_e2e.py reads what two real `medtfx run`s recorded."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from pipeline.cli import main
 from pipeline.results.history import list_runs, span_pattern, trace_version
 from pipeline.results.history_text import lineage_lines, run_lines
 from pipeline.results.mlmd import open_store
-from tests.helpers import BLESS_ANY, FAST_RUN, medtfx
 
 COMPLETE, CACHED, FAILED = (mlmd.Execution.COMPLETE, mlmd.Execution.CACHED,
                             mlmd.Execution.FAILED)
@@ -227,47 +226,3 @@ def test_a_work_dir_without_a_store_is_one_line(tmp_path, capfd):
     assert out.err == (f"error: {tmp_path / 'metadata.sqlite'}: no ML Metadata store "
                        "(run `medtfx run` first)\n")
     assert out.out == "" and not os.listdir(tmp_path)
-
-
-@pytest.mark.slow
-def test_history_of_two_runs_matches_their_summaries_and_reaches_the_shards(tiny_data,
-                                                                          tmp_path):
-    work = tmp_path / "work"
-    summaries = []
-    for _ in range(2):  # the second run takes data, transform and model from the cache
-        result = medtfx("run", "--data-root", tiny_data, "--work-dir", str(work), *FAST_RUN,
-                        *BLESS_ANY)
-        assert result.returncode == 0, result.stdout + result.stderr
-        summaries.append(json.loads((work / "run_summary.json").read_text()))
-
-    result = medtfx("history", "--work-dir", str(work), "--json")
-    assert result.returncode == 0 and result.stderr == "", result.stdout + result.stderr
-    runs = json.loads(result.stdout)["runs"]
-    assert [r["run_id"] for r in runs] == [s["run_id"] for s in summaries]
-    for run, summary in zip(runs, summaries):
-        assert run["spans"] == [0]
-        assert run["blessed"] is summary["blessed"] is True
-        assert run["pushed_destination"] == summary["pushed_model"]
-        assert run["pushed_version"] == os.path.basename(summary["pushed_model"])
-        assert run["auc"] == pytest.approx(summary["metrics"]["overall"]["auc"], abs=1e-4)
-        assert run["operating_threshold"] == pytest.approx(summary["operating_threshold"],
-                                                           abs=1e-4)
-    assert runs[1]["model_id"] == runs[0]["model_id"]
-    assert (runs[0]["model_cached"], runs[1]["model_cached"]) == (False, True)
-
-    version = runs[0]["pushed_version"]
-    result = medtfx("history", "--work-dir", str(work), "--version", version, "--json")
-    assert result.returncode == 0, result.stdout + result.stderr
-    lineage = json.loads(result.stdout)
-    assert lineage["recorded_by"] == [r["run_id"] for r in runs]
-    assert [s["component"] for s in lineage["trained"]] == ["Trainer"]
-    assert lineage["trained"][0]["artifact_id"] == runs[0]["model_id"]
-    assert lineage["transform"]["component"] == "Transform"
-    assert lineage["baseline"] is None  # the first blessed model had none
-    (source,) = lineage["data"]
-    assert source["input_base"] == tiny_data and source["span"] == 0
-    files = [f for split in source["splits"] for f in split["files"]]
-    assert sorted(files) == sorted(os.path.join(tiny_data, name)
-                                   for name in os.listdir(tiny_data)
-                                   if name.startswith("train"))
-    assert all(split["unchanged"] for split in source["splits"])

@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 from modules import features as F
+from pipeline.cli import main
 from tests.helpers import FAST_RUN, medtfx
 
 
@@ -75,7 +76,9 @@ def missing_root(root: str) -> tuple[str, str]:
 @pytest.mark.parametrize("damage", [no_image, broken_image, not_a_tfrecord, wrong_count,
                                     missing_shard, no_shards, missing_root])
 def test_bad_input_is_named_in_one_line_and_nothing_is_overwritten(damage, tiny_data,
-                                                                   tmp_path):
+                                                                   tmp_path, capfd):
+    """`medtfx run` in this process (the console script calls the same `main`): the checks
+    stop it before TensorFlow's start-up would matter."""
     data = str(tmp_path / "data")
     shutil.copytree(tiny_data, data)
     culprit, message = damage(data)
@@ -84,13 +87,14 @@ def test_bad_input_is_named_in_one_line_and_nothing_is_overwritten(damage, tiny_
     (work / "serving" / "1" / "saved_model.pb").write_bytes(b"an earlier pushed model")
     (work / "run_summary.json").write_text('{"earlier": "run"}')
 
-    result = medtfx("run", "--data-root", data, "--work-dir", str(work), *FAST_RUN)
+    status = main(["run", "--data-root", data, "--work-dir", str(work), *FAST_RUN])
 
-    assert result.returncode == 1
-    errors = [line for line in result.stdout.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, result.stdout
+    out = capfd.readouterr()
+    assert status == 1
+    errors = [line for line in out.out.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, out.out
     assert culprit in errors[0] and message in errors[0], errors[0]
-    assert result.stderr == ""
+    assert out.err == ""
     assert (work / "run_summary.json").read_text() == '{"earlier": "run"}'
     assert os.listdir(work / "serving") == ["1"]
     assert not (work / "pipeline").exists()  # stopped before any component ran

@@ -1,5 +1,9 @@
 """The whole pipeline through `medtfx run`, as a user runs it: ML Metadata records every
-component, the summary says what happened, and the pushed model serves test examples."""
+component, the summary and `medtfx history` say what happened, the pushed model serves test
+examples, and the cache reuses exactly what no code change touched.
+
+The runs import a copy of the project's code (tests/helpers.py code_copy), so that a test
+can edit it as a developer would."""
 
 from __future__ import annotations
 
@@ -12,7 +16,8 @@ import tensorflow as tf
 
 from pipeline.data.synth import SynthSpec, generate
 from pipeline.results.mlmd import find_run, node_name, open_store
-from tests.helpers import BLESS_ANY, FAST_RUN, REPO, medtfx, open_in_chromium, shard_records
+from tests.helpers import (BLESS_ANY, FAST_RUN, REPO, code_copy, medtfx, open_in_chromium,
+                           shard_records)
 
 pytestmark = pytest.mark.slow
 
@@ -21,8 +26,9 @@ COMPONENTS = ["ImportExampleGen", "ImportSchemaGen", "latest_blessed_model_resol
               "Evaluator", "ModelPackager", "Pusher"]
 
 
-def run(data: str, work, *extra: str) -> dict:
-    result = medtfx("run", "--data-root", data, "--work-dir", str(work), *FAST_RUN, *extra)
+def run(data: str, work, *extra: str, env: dict | None = None) -> dict:
+    result = medtfx("run", "--data-root", data, "--work-dir", str(work), *FAST_RUN, *extra,
+                    env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stderr == ""
     return {"stdout": result.stdout,
@@ -33,10 +39,27 @@ def versions(work) -> list[str]:
     return sorted(os.listdir(work / "serving"))
 
 
+def progress_lines(stdout: str) -> dict[str, str]:
+    """Each component's progress line, by component."""
+    return {name: line for line in stdout.splitlines() for name in COMPONENTS
+            if f"] {name} " in line}
+
+
+def edit(code: dict, *path: str) -> None:
+    """A change a developer might make: a comment at the end of a file."""
+    with open(os.path.join(code["root"], *path), "a") as f:
+        f.write("\n# edited by a test\n")
+
+
 @pytest.fixture(scope="module")
-def first_run(tiny_data, tmp_path_factory) -> dict:
+def code(tmp_path_factory) -> dict:
+    return code_copy(tmp_path_factory.mktemp("code"))
+
+
+@pytest.fixture(scope="module")
+def first_run(tiny_data, tmp_path_factory, code) -> dict:
     work = tmp_path_factory.mktemp("e2e") / "work"
-    return {"work": work, **run(tiny_data, work, *BLESS_ANY)}
+    return {"work": work, **run(tiny_data, work, *BLESS_ANY, env=code["env"])}
 
 
 def test_every_component_ran_and_is_recorded_in_ml_metadata(first_run):
@@ -72,11 +95,13 @@ def test_pushed_model_scores_serialized_examples_from_a_test_shard(first_run, ti
     assert np.all((scores.numpy() >= 0) & (scores.numpy() <= 1))
 
 
-def test_rerun_reuses_finished_work_and_pushes_nothing_new(first_run, tiny_data):
+def test_rerun_reuses_finished_work_and_pushes_nothing_new(first_run, tiny_data, code):
+    """An edit no component runs (the report) leaves the cache alone."""
     before = versions(first_run["work"])
-    again = run(tiny_data, first_run["work"], *BLESS_ANY)
-    lines = {name: line for line in again["stdout"].splitlines() for name in COMPONENTS
-             if f"] {name} " in line}
+    edit(code, "pipeline", "results", "report.py")
+    again = run(tiny_data, first_run["work"], *BLESS_ANY, env=code["env"])
+    first_run["second"] = again
+    lines = progress_lines(again["stdout"])
     for name in COMPONENTS[:COMPONENTS.index("Trainer") + 1]:
         if name != "latest_blessed_model_resolver":
             assert "(cached)" in lines[name], lines[name]
@@ -86,10 +111,48 @@ def test_rerun_reuses_finished_work_and_pushes_nothing_new(first_run, tiny_data)
     assert versions(first_run["work"]) == before
 
 
+def test_history_of_two_runs_matches_their_summaries_and_reaches_the_shards(first_run,
+                                                                          tiny_data):
+    summaries = [first_run["summary"], first_run["second"]["summary"]]
+    work = first_run["work"]
+    result = medtfx("history", "--work-dir", str(work), "--json")
+    assert result.returncode == 0 and result.stderr == "", result.stdout + result.stderr
+    runs = json.loads(result.stdout)["runs"]
+    assert [r["run_id"] for r in runs] == [s["run_id"] for s in summaries]
+    for record, summary in zip(runs, summaries):
+        assert record["spans"] == [0]
+        assert record["blessed"] is summary["blessed"] is True
+        assert record["pushed_destination"] == summary["pushed_model"]
+        assert record["pushed_version"] == os.path.basename(summary["pushed_model"])
+        assert record["auc"] == pytest.approx(summary["metrics"]["overall"]["auc"], abs=1e-4)
+        assert record["operating_threshold"] == pytest.approx(summary["operating_threshold"],
+                                                              abs=1e-4)
+    assert runs[1]["model_id"] == runs[0]["model_id"]
+    assert (runs[0]["model_cached"], runs[1]["model_cached"]) == (False, True)
+
+    version = runs[0]["pushed_version"]
+    result = medtfx("history", "--work-dir", str(work), "--version", version, "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    lineage = json.loads(result.stdout)
+    assert lineage["recorded_by"] == [r["run_id"] for r in runs]
+    assert [s["component"] for s in lineage["trained"]] == ["Trainer"]
+    assert lineage["trained"][0]["artifact_id"] == runs[0]["model_id"]
+    assert lineage["transform"]["component"] == "Transform"
+    assert lineage["baseline"] is None  # the first blessed model had none
+    (source,) = lineage["data"]
+    assert source["input_base"] == tiny_data and source["span"] == 0
+    files = [f for split in source["splits"] for f in split["files"]]
+    assert sorted(files) == sorted(os.path.join(tiny_data, name)
+                                   for name in os.listdir(tiny_data)
+                                   if name.startswith("train"))
+    assert all(split["unchanged"] for split in source["splits"])
+
+
 def test_a_model_below_the_bar_is_not_pushed_and_the_failed_check_is_named(first_run,
-                                                                           tiny_data):
+                                                                           tiny_data, code):
     before = versions(first_run["work"])
-    strict = run(tiny_data, first_run["work"], *BLESS_ANY, "--set", "auc_threshold=0.99")
+    strict = run(tiny_data, first_run["work"], *BLESS_ANY, "--set", "auc_threshold=0.99",
+                 env=code["env"])
     summary = strict["summary"]
     assert summary["blessed"] is False and summary["pushed_model"] is None
     assert {"metric": "auc", "slice": "overall", "bound": {"at_least": 0.99},
@@ -125,6 +188,20 @@ def test_report_renders_in_chromium_and_names_failed_checks(first_run):
         driver.quit()
     pixels = np.asarray(Image.open(screenshot).convert("L"), dtype=float)
     assert pixels.shape[0] > 2000 and pixels.std() > 10  # a long page, not a blank one
+
+
+def test_an_edited_component_reruns_with_what_follows_it_and_nothing_before(first_run,
+                                                                          tiny_data, code):
+    """Runs after the strict run: with the second run's settings again, only the edited
+    ModelPackager and the Pusher after it run; the same model keeps serving."""
+    before = versions(first_run["work"])
+    edit(code, "components", "model_packager.py")
+    again = run(tiny_data, first_run["work"], *BLESS_ANY, env=code["env"])
+    lines = progress_lines(again["stdout"])
+    rerun = {name for name, line in lines.items() if "(cached)" not in line}
+    assert rerun == {"latest_blessed_model_resolver", "ModelPackager", "Pusher"}, lines
+    assert again["summary"]["pushed_model"] == first_run["summary"]["pushed_model"]
+    assert versions(first_run["work"]) == before
 
 
 def test_pushed_model_decides_at_the_threshold_and_carries_its_model_card(first_run,

@@ -64,8 +64,11 @@ def train(data: str, root, overrides: list[str], base_model: str | None = None) 
     os.makedirs(root / "schema")
     shutil.copy(os.path.join(REPO, "schema", "schema.pbtxt"), root / "schema")
 
+    # The small X-ray CNN: what these tests check does not depend on the backbone, and
+    # EfficientNet's build and export would be most of their time (every backbone is built
+    # in tests/test_model.py and trained through the pipeline in tests/test_trainer_e2e.py).
     config = load_config(None, ["image_size=32", "batch_size=8", "epochs=2", "train_steps=4",
-                                *overrides])
+                                "backbone=pneumonia_cnn", *overrides])
     exec_properties = {
         "train_args": json_format.MessageToJson(trainer_pb2.TrainArgs(splits=TRAIN,
                                                                       num_steps=4)),

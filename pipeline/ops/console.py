@@ -17,6 +17,8 @@ from typing import TextIO
 
 from absl import logging as absl_logging
 
+from modules.progress import PROGRESS_FIELD, PROGRESS_LOGGER
+
 
 class Console:
     def __init__(self, log_path: str | None, verbose: bool):
@@ -60,7 +62,9 @@ class Console:
 
 
 class ComponentProgress(logging.Handler):
-    """Prints a line per component as LocalDagRunner reports it (through absl logging)."""
+    """A line per component as LocalDagRunner reports it (through absl logging), and the
+    Trainer's progress (modules/progress.py): on a terminal, one line rewritten in place;
+    elsewhere (CI logs, files) a line per epoch."""
 
     def __init__(self, console: Console, total: int):
         super().__init__(level=logging.INFO)
@@ -70,34 +74,63 @@ class ComponentProgress(logging.Handler):
         self.current: str | None = None
         self.cached = False
         self.started = 0.0
+        self.line_open = False  # the component's line awaits its time
+        self.live = console.out.isatty() and not console.verbose
+
+    def _head(self) -> str:
+        return f"  [{self.done + 1:>2}/{self.total}] {self.current:<32}"
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.msg == "Component %s is running.":
+        progress = getattr(record, PROGRESS_FIELD, None)
+        if progress is not None:
+            self._progress(progress)
+        elif record.msg == "Component %s is running.":
             self.current, self.cached, self.started = record.args[0], False, time.monotonic()
             if self.console.verbose:
                 self.console.say(f"medtfx: {self.current} is running")
             else:
-                self.console.say(f"  [{self.done + 1:>2}/{self.total}] {self.current:<32}", end="")
+                self.console.say(self._head(), end="")
+                self.line_open = True
         elif record.msg == "A cached execution %d is used.":
             self.cached = True
         elif record.msg == "Component %s is finished.":
-            self.done += 1
-            seconds = time.monotonic() - self.started
-            note = f"{seconds:6.1f} s" + ("  (cached)" if self.cached else "")
-            if self.console.verbose:
-                self.console.say(f"medtfx: {record.args[0]} finished in {note.strip()}")
-            else:
-                self.console.say(note)
-            self.current = None
+            self._finished(record.args[0])
+
+    def _progress(self, progress: dict) -> None:
+        if self.current is None or self.console.verbose:
+            return
+        if self.live:
+            self.console.say(f"\r{self._head()}{progress['text']}\x1b[K", end="")
+        elif progress["epoch_end"]:
+            if self.line_open:
+                self.console.say()
+                self.line_open = False
+            self.console.say(f"{'':10}{progress['text']}")
+
+    def _finished(self, name: str) -> None:
+        seconds = time.monotonic() - self.started
+        note = f"{seconds:6.1f} s" + ("  (cached)" if self.cached else "")
+        if self.console.verbose:
+            self.console.say(f"medtfx: {name} finished in {note.strip()}")
+        elif self.live:
+            self.console.say(f"\r{self._head()}{note}\x1b[K")
+        else:
+            self.console.say(note if self.line_open else f"{self._head()}{note}")
+        self.done += 1
+        self.current, self.line_open = None, False
 
     def interrupt(self) -> None:
         """Ends a half-printed progress line when a component fails."""
         if self.current and not self.console.verbose:
-            self.console.say("failed")
+            self.console.say("failed" if self.line_open else f"{self._head()}failed")
 
     def __enter__(self) -> "ComponentProgress":
         logging.getLogger("absl").addHandler(self)
+        progress = logging.getLogger(PROGRESS_LOGGER)
+        progress.setLevel(logging.INFO)
+        progress.addHandler(self)
         return self
 
     def __exit__(self, *exc) -> None:
         logging.getLogger("absl").removeHandler(self)
+        logging.getLogger(PROGRESS_LOGGER).removeHandler(self)
