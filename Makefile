@@ -23,8 +23,9 @@ SUDO   := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 run: $(STAMP)
 	$(VENV)/bin/medtfx run $(ARGS)
 
+# --durations: the 15 slowest tests at the end of every run, so that drift shows.
 test: $(STAMP) browser
-	$(PY) -m pytest tests $(ARGS)
+	$(PY) -m pytest tests --durations=15 $(ARGS)
 
 # Debian's Chromium and ChromeDriver: the report test renders the HTML report in them.
 browser:
@@ -34,7 +35,7 @@ browser:
 
 # The fast tests alone: everything but the end-to-end pipeline runs.
 test-fast: $(STAMP)
-	$(PY) -m pytest tests -m "not slow" $(ARGS)
+	$(PY) -m pytest tests -m "not slow" --durations=15 $(ARGS)
 
 venv: $(STAMP)
 

@@ -8,7 +8,7 @@ from pipeline.errors import ConfigError
 
 def test_default_config_loads_and_is_typed():
     config = load_config()
-    assert config.trainer.backbone == "efficientnet_b0"
+    assert config.trainer.backbone == "pneumonia_cnn"
     assert isinstance(config.trainer.learning_rate, float)
     assert config.data.validation_fold == 3
 

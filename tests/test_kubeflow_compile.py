@@ -305,7 +305,7 @@ def test_vertex_training_makes_the_trainer_a_custom_job_on_the_same_image(tmp_pa
                              "accelerator_count": 8},
             "replica_count": 1,
             "container_spec": {"image_uri": "registry.example/medtfx:test"}}]}}
-    assert custom_config["backbone"] == "efficientnet_b0"  # run_fn's settings still there
+    assert custom_config["backbone"] == "pneumonia_cnn"  # run_fn's settings still there
     assert inputs["run_fn"]["runtimeValue"]["constant"] == "modules.trainer.run_fn"
 
 

@@ -16,6 +16,8 @@ from pipeline.data.shards import list_shards
 from tests.helpers import REPO
 from tests.kubeflow_helpers import KUBEFLOW_SET, LocalLauncher, TaskFailed
 
+pytestmark = pytest.mark.slow  # each task is a process that imports TFX
+
 
 @pytest.fixture(scope="module")
 def launcher(tiny_data, tmp_path_factory) -> LocalLauncher:
@@ -51,7 +53,6 @@ def test_example_gen_task_reads_the_data_root_given_for_the_run(examples, tiny_d
                                           "*")) == shard.count, shard.split_name
 
 
-@pytest.mark.slow
 def test_tasks_pass_artifacts_down_to_the_data_gate_which_stops_bad_data(launcher, examples):
     """Schema from the project directory, statistics, validation, then medtfx's own
     DataGate component, run from the spec like TFX's."""

@@ -24,7 +24,15 @@ def size_for(backbone: str) -> int:
     return 75 if backbone == "inception_v3" else 32  # InceptionV3's smallest input
 
 
-@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+# The first of each family builds in the fast tests; its larger siblings (several seconds
+# each) only in the full suite.
+FAMILY_FIRSTS = {"efficientnet_b0", "efficientnet_v2_b0", "densenet121", "resnet50", "vgg16",
+                 "inception_v3", "pneumonia_cnn", "xray_sex_cnn"}
+
+
+@pytest.mark.parametrize("backbone", [
+    name if name in FAMILY_FIRSTS else pytest.param(name, marks=pytest.mark.slow)
+    for name in sorted(BACKBONES)])
 def test_every_backbone_builds_small_without_weights(backbone):
     size = size_for(backbone)
     model = build_model(backbone, "none", size, dropout=0.1)
