@@ -87,11 +87,13 @@ class Sizes:
 
 
 # A pipeline's start-up and EfficientNet's tracing and export dominate tiny runs: the
-# pipelines train a small CNN and skip the Evaluator's confidence intervals.
+# pipelines train a small CNN and skip the Evaluator's confidence intervals, and the 512 px
+# run keeps Beam in one process (worker start-up took ~60 s there).
 _SMOKE = ("backbone=pneumonia_cnn", "weights=none", "train_steps=2", "epochs=1",
           "eval_steps=1", "confidence_intervals=false")
 QUICK = Sizes(images=300, epochs=1, overrides_64=_SMOKE, images_512=45,
-              overrides_512=(*_SMOKE, "tta=1", "batch_size=2"),
+              overrides_512=(*_SMOKE, "tta=1", "batch_size=2",
+                   "direct_running_mode=in_memory", "direct_num_workers=1"),
               input_images=256, train_batches=4, serving_calls=10)
 
 
@@ -181,7 +183,9 @@ def run_pipeline(data_root: str, work: str, overrides: list[str] = (),
     with open(os.path.join(work, "wall.json")) as f:
         result = json.load(f)
     windows = component_windows(WorkDir(work).metadata, result["pipeline_name"])
-    peaks = {name: max((pss for t, pss in samples if start <= t <= end), default=0) / MIB
+    # A component shorter than the sampling interval gets the samples either side of it.
+    peaks = {name: max(pss for t, pss in samples
+                       if start - SAMPLE_SECONDS <= t <= end + SAMPLE_SECONDS) / MIB
              for name, (start, end) in windows.items()}
     return PipelineRun(work, result["pipeline_name"], result["wall"], process_wall,
                        {name: end - start for name, (start, end) in windows.items()}, peaks)
@@ -194,9 +198,10 @@ def _executions(store, pipeline_name: str) -> list:
 def component_windows(metadata: str, pipeline_name: str) -> dict[str, tuple[float, float]]:
     """(start, end) in epoch seconds of each component of the newest run, from ML Metadata."""
     store = open_store(metadata)
+    executions = sorted(_executions(store, pipeline_name), key=lambda e: e.create_time_since_epoch)
     return {node_name(store, e.id)[1]: (e.create_time_since_epoch / 1000,
                                         e.last_update_time_since_epoch / 1000)
-            for e in _executions(store, pipeline_name)}
+            for e in executions}
 
 
 # ---------------------------------------------------------------- measurements
