@@ -18,7 +18,7 @@ OVERRIDES := ml-metadata==1.17.1 tensorflow-data-validation==1.16.1 tensorflow-h
 
 SUDO   := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: run test test-fast venv lock clean-venv browser
+.PHONY: run test test-fast bench venv lock clean-venv browser
 
 run: $(STAMP)
 	$(VENV)/bin/medtfx run $(ARGS)
@@ -36,6 +36,11 @@ browser:
 # The fast tests alone: everything but the end-to-end pipeline runs.
 test-fast: $(STAMP)
 	$(PY) -m pytest tests -m "not slow" --durations=15 $(ARGS)
+
+# Each stage's speed and memory against its floor, as a table and work/bench.json
+# (tests/benchmarks/bench.py; about 20 minutes on 2 cores, `ARGS=--quick` about 3).
+bench: $(STAMP)
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m tests.benchmarks.bench $(ARGS)
 
 venv: $(STAMP)
 
