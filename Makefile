@@ -37,7 +37,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest tests -m "not slow" $(ARGS)
 
 # Each stage's speed and memory against its floor, as a table and work/bench.json
-# (tests/benchmarks/bench.py; about 20 minutes on 2 cores, `ARGS=--quick` about 3).
+# (tests/benchmarks/bench.py; 30 minutes on 2 shared cores, `ARGS=--quick` 13).
 bench: $(STAMP)
 	$(PY) -m tests.benchmarks.bench $(ARGS)
 
