@@ -38,7 +38,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest tests -m "not slow" --durations=15 $(ARGS)
 
 # Each stage's speed and memory against its floor, as a table and work/bench.json
-# (tests/benchmarks/bench.py; about 20 minutes on 2 cores, `ARGS=--quick` about 3).
+# (tests/benchmarks/bench.py; 30 minutes on 2 shared cores, `ARGS=--quick` 13).
 bench: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m tests.benchmarks.bench $(ARGS)
 
