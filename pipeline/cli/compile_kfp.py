@@ -6,14 +6,7 @@ import argparse
 import sys
 import time
 
-from pipeline.cli.common import (
-    EXIT_USAGE,
-    add_config_options,
-    add_verbose,
-    guarded,
-    load_config_or_say,
-    temp_log,
-)
+from pipeline.cli import common
 from pipeline.errors import ConfigError
 from pipeline.ops.console import Console
 
@@ -26,29 +19,29 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "data and serving locations, Beam arguments, per-task resources and optional Vertex "
         "AI training come from the config's kubeflow: section. Needs no network and no "
         "credentials. See kubeflow/README.md.")
-    add_config_options(kfp, "--set kubeflow.image=REGISTRY/medtfx:TAG")
+    common.add_config_options(kfp, "--set kubeflow.image=REGISTRY/medtfx:TAG")
     kfp.add_argument("--output", help="the file to write, ending in .yaml "
                      "(default: PIPELINE_NAME.yaml)")
-    add_verbose(kfp)
+    common.add_verbose(kfp)
     kfp.set_defaults(command=command)
 
 
 def command(args: argparse.Namespace) -> int:
     from pipeline.kubeflow_config import check_kubeflow_config
 
-    config = load_config_or_say(args)
+    config = common.load_config_or_say(args)
     if config is None:
-        return EXIT_USAGE
+        return common.EXIT_USAGE
     try:
         check_kubeflow_config(config)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
-        return EXIT_USAGE
+        return common.EXIT_USAGE
     output = args.output or f"{config.pipeline_name}.yaml"
     if not output.endswith((".yaml", ".yml")):
         print(f"error: --output {output}: must end in .yaml, the format the kfp client and "
               "Vertex AI read", file=sys.stderr)
-        return EXIT_USAGE
+        return common.EXIT_USAGE
 
     def body(console: Console) -> int:
         from pipeline.kubeflow_runner import compile_pipeline  # imports TFX
@@ -58,7 +51,7 @@ def command(args: argparse.Namespace) -> int:
             compiled = compile_pipeline(config, output)
         except ConfigError as err:
             console.say(f"error: {err}")
-            return EXIT_USAGE
+            return common.EXIT_USAGE
         tasks = compiled.spec["root"]["dag"]["tasks"]
         console.say(f"medtfx: compiled {len(tasks)} tasks to {output} in "
                     f"{time.monotonic() - started:.1f} s")
@@ -68,4 +61,4 @@ def command(args: argparse.Namespace) -> int:
             console.say(f"        runtime parameter {name}, default: {default}")
         return 0
 
-    return guarded(temp_log("compile-kfp"), args.verbose, body)
+    return common.guarded(common.temp_log("compile-kfp"), args.verbose, body)

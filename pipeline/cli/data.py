@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.cli.common import EXIT_USAGE, add_verbose, guarded, temp_log
+from pipeline.cli import common
 from pipeline.ops.console import Console
 
 
@@ -18,7 +18,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "and types of the public melanoma TFRecords, triple-stratified, with a learnable "
         "lesion signal. Deterministic for a seed.")
     _synth_arguments(synth)
-    add_verbose(synth)
+    common.add_verbose(synth)
     synth.set_defaults(command=synth_command)
 
 
@@ -61,7 +61,7 @@ def synth_command(args: argparse.Namespace) -> int:
             grayscale_share=args.grayscale_share, release=args.release)
     except ValueError as err:
         print(f"error: {err}")
-        return EXIT_USAGE
+        return common.EXIT_USAGE
 
     def body(console: Console) -> int:
         from pipeline.data.synth import generate
@@ -76,7 +76,7 @@ def synth_command(args: argparse.Namespace) -> int:
                     f"{best['image_and_metadata']:.3f} with age and site")
         return 0
 
-    return guarded(temp_log("synth"), args.verbose, body)
+    return common.guarded(common.temp_log("synth"), args.verbose, body)
 
 
 def _site_strength(text: str) -> tuple[str, float]:

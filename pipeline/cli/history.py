@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import json
 
-from pipeline.cli.common import EXIT_FAILED, add_verbose, guarded, missing, stamp
+from pipeline.cli import common
 from pipeline.ops.console import Console
 from pipeline.ops.workdir import WorkDir
 
@@ -24,14 +24,14 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     history.add_argument("--version", help="a pushed serving version (a directory name "
                          "under WORK/serving): show its lineage")
     history.add_argument("--json", action="store_true", help="print JSON, for scripts")
-    add_verbose(history)
+    common.add_verbose(history)
     history.set_defaults(command=command)
 
 
 def command(args: argparse.Namespace) -> int:
     work = WorkDir(args.work_dir)
-    if missing(work.metadata, "no ML Metadata store"):
-        return EXIT_FAILED
+    if common.missing(work.metadata, "no ML Metadata store"):
+        return common.EXIT_FAILED
 
     def body(console: Console) -> int:
         from pipeline.results.history import list_runs, trace_version
@@ -51,4 +51,4 @@ def command(args: argparse.Namespace) -> int:
             console.say(line)
         return 0
 
-    return guarded(work.log_file("history", stamp()), args.verbose, body)
+    return common.guarded(work.log_file("history", common.stamp()), args.verbose, body)

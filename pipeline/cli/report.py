@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.cli.common import EXIT_FAILED, add_verbose, guarded, missing, stamp
+from pipeline.cli import common
 from pipeline.ops.console import Console
 from pipeline.ops.workdir import WorkDir
 
@@ -19,14 +19,14 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "statistics and anomalies.")
     report.add_argument("--work-dir", default="work", help="the run's work dir (./work)")
     report.add_argument("--out", help="where to write the page (WORK/report.html)")
-    add_verbose(report)
+    common.add_verbose(report)
     report.set_defaults(command=command)
 
 
 def command(args: argparse.Namespace) -> int:
     work = WorkDir(args.work_dir)
-    if missing(work.summary, "no finished run to report on"):
-        return EXIT_FAILED
+    if common.missing(work.summary, "no finished run to report on"):
+        return common.EXIT_FAILED
 
     def body(console: Console) -> int:
         from pipeline.results.report import write_report
@@ -34,4 +34,4 @@ def command(args: argparse.Namespace) -> int:
         console.say(f"medtfx: report written to {write_report(work, args.out)}")
         return 0
 
-    return guarded(work.log_file("report", stamp()), args.verbose, body)
+    return common.guarded(work.log_file("report", common.stamp()), args.verbose, body)

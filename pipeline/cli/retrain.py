@@ -6,15 +6,7 @@ import argparse
 import os
 import sys
 
-from pipeline.cli.common import (
-    EXIT_USAGE,
-    add_config_options,
-    add_verbose,
-    add_work_dir,
-    guarded,
-    load_config_or_say,
-    stamp,
-)
+from pipeline.cli import common
 from pipeline.ops.console import Console
 from pipeline.ops.workdir import WorkDir
 
@@ -34,25 +26,25 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     retrain.add_argument("--data-root", required=True,
                          help="the folder of spans (span-N/) and arrivals")
     retrain.add_argument("--quarantine", help="where rejected files go (DATA_ROOT/quarantine)")
-    add_work_dir(retrain, "artifacts, metadata, serving models and logs")
-    add_config_options(retrain, "--set window=4 --set retrain.settle_seconds=120")
+    common.add_work_dir(retrain, "artifacts, metadata, serving models and logs")
+    common.add_config_options(retrain, "--set window=4 --set retrain.settle_seconds=120")
     retrain.add_argument("--watch", action="store_true", help="keep polling the incoming "
                          "folder; run once files stop changing (retrain.poll_seconds, "
                          "retrain.settle_seconds)")
     retrain.add_argument("--register-only", action="store_true", help="register the span "
                          "but do not run the pipeline (e.g. a scheduled Kubeflow run trains)")
-    add_verbose(retrain)
+    common.add_verbose(retrain)
     retrain.set_defaults(command=command)
 
 
 def command(args: argparse.Namespace) -> int:
     # Spans, and a warm start from the blessed model; --set can still turn it off.
-    config = load_config_or_say(args, ("data.spans=true", "trainer.warm_start=true"))
+    config = common.load_config_or_say(args, ("data.spans=true", "trainer.warm_start=true"))
     if config is None:
-        return EXIT_USAGE
+        return common.EXIT_USAGE
     if not os.path.isdir(args.incoming):
         print(f"error: {args.incoming}: incoming folder does not exist", file=sys.stderr)
-        return EXIT_USAGE
+        return common.EXIT_USAGE
     data_root = os.path.abspath(args.data_root)
     quarantine = os.path.abspath(args.quarantine or os.path.join(data_root, "quarantine"))
     work = WorkDir(args.work_dir)
@@ -71,4 +63,4 @@ def command(args: argparse.Namespace) -> int:
             console.say("medtfx: stopped; incoming files not yet registered are untouched")
             return 130
 
-    return guarded(work.log_file("retrain", stamp()), args.verbose, body)
+    return common.guarded(work.log_file("retrain", common.stamp()), args.verbose, body)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from pipeline.cli.common import add_verbose, guarded, temp_log
+from pipeline.cli import common
 from pipeline.ops.console import Console
 from pipeline.ops.workdir import WorkDir
 
@@ -22,7 +22,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     where.add_argument("--serving-dir", help="a serving directory elsewhere")
     rollback.add_argument("--to", metavar="VERSION", help="the version to serve (default: "
                           "the one before the newest)")
-    add_verbose(rollback)
+    common.add_verbose(rollback)
     rollback.set_defaults(command=command)
 
 
@@ -37,4 +37,4 @@ def command(args: argparse.Namespace) -> int:
                     f"(versions: {', '.join(serving_versions(serving))})")
         return 0
 
-    return guarded(temp_log("rollback"), args.verbose, body)
+    return common.guarded(common.temp_log("rollback"), args.verbose, body)

@@ -6,15 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from pipeline.cli.common import (
-    EXIT_USAGE,
-    add_config_options,
-    add_verbose,
-    add_work_dir,
-    guarded,
-    load_config_or_say,
-    stamp,
-)
+from pipeline.cli import common
 from pipeline.config import PipelineConfig
 from pipeline.ops.console import Console
 from pipeline.ops.workdir import WorkDir
@@ -26,25 +18,25 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         description="Runs the full pipeline on the local machine. Without --data-root it "
         "uses the sample dataset under the work dir, generating it when missing. Writes "
         "WORK/run_summary.json at the end.")
-    add_config_options(run, "--set image_size=64 --set train_steps=20")
+    common.add_config_options(run, "--set image_size=64 --set train_steps=20")
     run.add_argument("--data-root", help="directory of trainNN-COUNT.tfrec shards "
                      "(default: WORK/sample-data, generated when missing)")
-    add_work_dir(run, "artifacts, metadata, serving models and logs")
-    add_verbose(run)
+    common.add_work_dir(run, "artifacts, metadata, serving models and logs")
+    common.add_verbose(run)
     run.set_defaults(command=command)
 
 
 def command(args: argparse.Namespace) -> int:
-    config = load_config_or_say(args)
+    config = common.load_config_or_say(args)
     if config is None:
-        return EXIT_USAGE
+        return common.EXIT_USAGE
     work = WorkDir(args.work_dir)
 
     def body(console: Console) -> int:
         data_root = os.path.abspath(args.data_root or sample_data(work, console))
         return run_pipeline(config, data_root, work, console)
 
-    return guarded(work.log_file("run", stamp()), args.verbose, body)
+    return common.guarded(work.log_file("run", common.stamp()), args.verbose, body)
 
 
 def run_pipeline(config: PipelineConfig, data_root: str, work: WorkDir,

@@ -3,7 +3,7 @@
     .venv/bin/python -m tests.benchmarks.beam_modes [--images N] [--size PX]
 
 Runs the pipeline's own ImportExampleGen, ImportSchemaGen, StatisticsGen, ExampleValidator
-and DataGate (a partial run, as tests/benchmarks/bench.py runs pipelines) once per mode and
+and DataGate (a partial run, as tests/benchmarks/runs.py runs pipelines) once per mode and
 prints each component's wall time from ML Metadata. Decides what pipeline/configs/*.yaml
 set for `beam`; bench.py compares 1 and 2 worker processes.
 """
@@ -14,7 +14,7 @@ import argparse
 import os
 import tempfile
 
-from tests.benchmarks.bench import make_data, run_pipeline
+from tests.benchmarks.runs import make_data, run_pipeline
 
 MODES = {"in_memory x1": ["direct_running_mode=in_memory", "direct_num_workers=1"],
          "multi_processing x all cores": ["direct_running_mode=multi_processing",

@@ -1,0 +1,234 @@
+"""The benchmark's measurements, each against the floor of the work it does (rows of the
+table tests/benchmarks/bench.py prints)."""
+
+from __future__ import annotations
+
+import glob
+import os
+import statistics
+import time
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_transform as tft
+import tf_keras as keras
+from sklearn.metrics import roc_auc_score
+from tfx import v1 as tfx
+from tfx.components.util import examples_utils, tfxio_utils
+from tfx.proto import example_gen_pb2
+from tfx.types import standard_artifacts
+
+from modules import features as F
+from modules.export import keras_path
+from modules.inputs import input_fn
+from modules.model import build_model
+from modules.settings import AugmentSettings, TrainerSettings
+from modules.trainer import compile_model
+from tests.helpers import run_transform, shard_records
+from tests.benchmarks.runs import PipelineRun
+
+
+def row(name: str, value: float, floor: float, unit: str, goal: str = "", **extra) -> dict:
+    """One line of the table: the measured value, its floor and their ratio."""
+    return {"name": name, "value": value, "floor": floor, "unit": unit,
+            "ratio": value / floor, "goal": goal, **extra}
+
+
+def transform_output(data_root: str, size: int, out_dir: str) -> tft.TFTransformOutput:
+    """The Transform graph at `size` px, built by tf.Transform's Beam implementation; the
+    graph has no analyzers, so a few records make the same graph as all of them."""
+    run_transform(shard_records(data_root, "train*.tfrec", limit=8), size, out_dir)
+    return tft.TFTransformOutput(out_dir)
+
+
+def trainer_batches(files: list[str], tf_transform_output: tft.TFTransformOutput,
+                    cfg: TrainerSettings) -> tf.data.Dataset:
+    """Training batches exactly as run_fn gets them (modules/inputs.py input_fn)."""
+    examples = standard_artifacts.Examples()
+    examples_utils.set_payload_format(examples, example_gen_pb2.PayloadFormat.FORMAT_TF_EXAMPLE)
+    factory = tfxio_utils.get_tf_dataset_factory_from_artifact([examples], ["medtfx-bench"])
+    accessor = tfx.components.DataAccessor(tf_dataset_factory=factory,
+                                           record_batch_factory=None,
+                                           data_view_decode_fn=None)
+    return input_fn(files, accessor, tf_transform_output, cfg.batch_size, training=True,
+                    settings=cfg)
+
+
+def bare_batches(files: list[str], size: int, batch_size: int) -> tf.data.Dataset:
+    """The input pipeline's floor: read, parse the image alone, decode, resize, batch."""
+    spec = {F.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)}
+
+    def decode(record: tf.Tensor) -> tf.Tensor:
+        encoded = tf.io.parse_single_example(record, spec)[F.IMAGE_KEY]
+        return tf.image.resize(tf.io.decode_jpeg(encoded, channels=3), [size, size]) / 255.0
+
+    return tf.data.TFRecordDataset(files, num_parallel_reads=tf.data.AUTOTUNE).repeat() \
+        .map(decode, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size) \
+        .prefetch(tf.data.AUTOTUNE)
+
+
+def images_per_second(dataset: tf.data.Dataset, images: int, warmup: int = 3) -> float:
+    """Images a second drawn from an endless dataset, after `warmup` batches."""
+    batches = iter(dataset)
+    for _ in range(warmup):
+        next(batches)
+    done, start = 0, time.perf_counter()
+    while done < images:
+        done += int(tf.nest.flatten(next(batches))[0].shape[0])
+    return done / (time.perf_counter() - start)
+
+
+def input_rows(data_root: str, size: int, augment: AugmentSettings, images: int,
+               scratch: str, cfg: TrainerSettings) -> list[dict]:
+    """Item 1: the Trainer's input pipeline against a bare read + decode + resize."""
+    files = sorted(glob.glob(os.path.join(data_root, "train*.tfrec")))
+    graph = transform_output(data_root, size, os.path.join(scratch, f"transform-{size}"))
+    settings = cfg.model_copy(update={"augment": augment})
+    ours = images_per_second(trainer_batches(files, graph, settings), images)
+    floor = images_per_second(bare_batches(files, size, cfg.batch_size), images)
+    cores = len(os.sched_getaffinity(0))
+    label = f"input pipeline {size} px" + (" augmented" if augment.enabled else "")
+    return [row(f"{label} (img/s)", ours, floor, "img/s", ">= 0.8"),
+            row(f"{label} (img/s/core)", ours / cores, floor / cores, "img/s/core")]
+
+
+class _StepTimes(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.times: list[float] = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.times.append(time.perf_counter())
+
+
+def training_rows(data_root: str, scratch: str, cfg: TrainerSettings,
+                  steps: int) -> list[dict]:
+    """Item 2: the model stepping through the real input pipeline vs in-memory tensors."""
+    files = sorted(glob.glob(os.path.join(data_root, "train*.tfrec")))
+    graph = tft.TFTransformOutput(os.path.join(scratch, "transform-64"))
+    batches = trainer_batches(files, graph, cfg)
+    model = build_model("efficientnet_b0", "none", 64, cfg.dropout,
+                        batchnorm_momentum=cfg.batchnorm_momentum)
+    compile_model(model, cfg, steps, 1.0)
+    rates = {}
+    skip = 3  # tracing and the first batches
+    for name, dataset in (("memory", tf.data.Dataset.from_tensors(next(iter(batches)))
+                           .repeat()), ("pipeline", batches)):
+        timer = _StepTimes()
+        model.fit(dataset, steps_per_epoch=skip + steps, epochs=1, verbose=0,
+                  callbacks=[timer])
+        rates[name] = steps * cfg.batch_size / (timer.times[-1] - timer.times[skip - 1])
+    return [row("training efficientnet_b0 64 px (img/s)", rates["pipeline"], rates["memory"],
+                "img/s", ">= 0.9")]
+
+
+def examples_files(run: PipelineRun, splits: list[str] | None = None) -> list[str]:
+    """ImportExampleGen's gzipped records of `splits` (default: every split)."""
+    uri = run.output_uri("ImportExampleGen", "Examples")
+    return sorted(f for split in (splits or ["*"])
+                  for f in glob.glob(os.path.join(uri, f"Split-{split}", "*.gz")))
+
+
+def read_seconds(files: list[str], spec: dict) -> float:
+    """StatisticsGen's floor: read and parse every record."""
+    start = time.perf_counter()
+    for _ in tf.data.TFRecordDataset(files, "GZIP", num_parallel_reads=tf.data.AUTOTUNE) \
+            .batch(256).map(lambda r: tf.io.parse_example(r, spec)):
+        pass
+    return time.perf_counter() - start
+
+
+def slice_aucs(columns: dict[str, np.ndarray], scores: np.ndarray, slices: list[list[str]],
+               age_buckets: list[int]) -> dict[str, float]:
+    """AUC overall and on every slice with both classes, as the Evaluator slices."""
+    labels = columns[F.LABEL_KEY]
+    ages = columns[F.AGE_KEY]
+    keys = {**columns, F.AGE_BUCKET_KEY: np.where(
+        ages < 0, F.MISSING, np.searchsorted(sorted(age_buckets), ages, side="right"))}
+    aucs = {"overall": roc_auc_score(labels, scores)}
+    for family in slices:
+        values = np.stack([keys[key] for key in family], axis=1)
+        for value in np.unique(values, axis=0):
+            mask = (values == value).all(axis=1)
+            if 0 < labels[mask].sum() < mask.sum():
+                aucs[f"{family}={value.tolist()}"] = roc_auc_score(labels[mask], scores[mask])
+    return aucs
+
+
+def evaluator_floor_seconds(run: PipelineRun, files: list[str], config) -> float:
+    """The Evaluator's floor: load the model, read, transform, predict, AUC per slice."""
+    start = time.perf_counter()
+    graph = tft.TFTransformOutput(run.output_uri("Transform", "TransformGraph"))
+    layer = graph.transform_features_layer()
+    network = keras.models.load_model(keras_path(os.path.join(
+        run.output_uri("Trainer", "Model"), "Format-Serving")))
+    raw = tf.data.TFRecordDataset(files, "GZIP").batch(256) \
+        .map(lambda r: tf.io.parse_example(r, graph.raw_feature_spec()))
+    scores = network.predict(raw.map(layer), verbose=0).ravel()
+    keys = [F.LABEL_KEY, F.AGE_KEY, *F.METADATA_RAW_KEYS]
+    columns = {key: np.concatenate([batch[key].numpy().ravel() for batch in raw])
+               for key in keys}
+    slice_aucs(columns, scores, config.evaluation.slices, config.evaluation.age_buckets)
+    return time.perf_counter() - start
+
+
+def component_rows(run: PipelineRun, config) -> list[dict]:
+    """Item 3: StatisticsGen and the Evaluator (ML Metadata seconds) against their floors."""
+    graph = tft.TFTransformOutput(run.output_uri("Transform", "TransformGraph"))
+    evaluation = examples_files(run, config.split_plan.names(config.split_plan.evaluation))
+    return [row("StatisticsGen vs read+parse (s)", run.seconds["StatisticsGen"],
+                read_seconds(examples_files(run), graph.raw_feature_spec()), "s"),
+            row("Evaluator vs predict+AUCs (s)", run.seconds["Evaluator"],
+                evaluator_floor_seconds(run, evaluation, config), "s")]
+
+
+def orchestration_row(run: PipelineRun, images: int) -> dict:
+    """Item 4: wall time not spent inside any component, as a share of the wall time."""
+    inside = sum(run.seconds.values())
+    return row(f"orchestration overhead, {images} images (s)", run.wall - inside, run.wall,
+               "s", "<= 0.10", components_seconds=inside, process_seconds=run.process_wall)
+
+
+def median_seconds(call, calls: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def serving_rows(run: PipelineRun, calls: int) -> list[dict]:
+    """Item 5: the exported signatures against the bare Keras network (graph mode) on the
+    same decoded images: batch-1 latency and batch-32 throughput."""
+    serving_dir = os.path.join(run.output_uri("Trainer", "Model"), "Format-Serving")
+    loaded = tf.saved_model.load(serving_dir)
+    network = keras.models.load_model(keras_path(serving_dir))
+    bare = tf.function(lambda images: network(images, training=False))
+    records = tf.stack(list(tf.data.TFRecordDataset(examples_files(run), "GZIP").take(32)))
+    encoded = tf.io.parse_example(records, {F.IMAGE_KEY: tf.io.FixedLenFeature(
+        [], tf.string)})[F.IMAGE_KEY]
+    images = loaded.signatures["transform_features"](examples=records)[F.IMAGE_KEY]
+    calls_by_name = {
+        "serving_default": lambda n: loaded.signatures["serving_default"](
+            examples=records[:n]),
+        "serving_image": lambda n: loaded.signatures["serving_image"](image=encoded[:n]),
+        "keras": lambda n: bare(images[:n])}
+    latency = {name: median_seconds(lambda: call(1), calls) * 1000
+               for name, call in calls_by_name.items()}
+    rate = {name: 32 / median_seconds(lambda: call(32), max(3, calls // 5))
+            for name, call in calls_by_name.items()}
+    return [row(f"{name} batch-1 latency (ms)", latency[name], latency["keras"], "ms",
+                "<= 1.2") for name in ("serving_default", "serving_image")] + [
+            row(f"{name} batch-32 throughput (img/s)", rate[name], rate["keras"], "img/s")
+            for name in ("serving_default", "serving_image")]
+
+
+def beam_rows(runs: dict[int, PipelineRun]) -> list[dict]:
+    """Item 6: Beam components on 1 and 2 DirectRunner worker processes (speed-up as
+    seconds on 1 over seconds on 2; 2.0 is linear)."""
+    return [row(f"{component} s, 1 vs 2 workers (speed-up)", runs[1].seconds[component],
+                runs[2].seconds[component], "s", "2.0 is linear")
+            for component in ("ImportExampleGen", "StatisticsGen")]
