@@ -164,8 +164,11 @@ def test_watch_stops_cleanly_on_ctrl_c_and_releases_the_lock(tmp_path):
     command = [os.path.join(os.path.dirname(sys.executable), "medtfx"), "retrain", "--watch",
                "--incoming", str(tmp_path / "in"), "--data-root", str(tmp_path / "data"),
                "--work-dir", str(tmp_path / "work"), "--set", "retrain.poll_seconds=0.2"]
+    # A shell that starts jobs in the background (no job control) makes them ignore SIGINT,
+    # and Python then installs no KeyboardInterrupt handler: give Ctrl-C back its default.
     watcher = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+                               text=True, preexec_fn=lambda: signal.signal(signal.SIGINT,
+                                                                           signal.SIG_DFL))
     lock = tmp_path / "data" / ".medtfx-retrain.lock"
     deadline = time.monotonic() + 120
     while not lock.exists() and time.monotonic() < deadline:
