@@ -1,7 +1,7 @@
 """Random changes to training images, in the Trainer's input_fn only.
 
 Lesions have no up or left, so every flip and quarter turn of one is as real as the original;
-chest X-rays have a left and a right, hence a switch per transform (AugmentConfig).
+chest X-rays have a left and a right, hence a switch per transform (AugmentSettings).
 Augmentation never enters the Transform graph: that graph is also the serving graph, so
 serving never sees it. Serving's test-time augmentation uses `orient` alone.
 """

@@ -1,7 +1,7 @@
 """The Trainer's run_fn: strategy, warm start, two-stage fine-tuning, best epoch, export.
 
 Settings come from the pipeline config through custom_config (pipeline/pipeline.py
-trainer_custom_config); the input pipeline is modules/inputs.py, the network
+run_settings), rebuilt as modules/settings.py's RunSettings; the input pipeline is modules/inputs.py, the network
 modules/model.py, the export modules/export.py.
 """
 
