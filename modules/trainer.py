@@ -1,8 +1,8 @@
 """The Trainer's run_fn: strategy, warm start, two-stage fine-tuning, best epoch, export.
 
 Settings come from the pipeline config through custom_config (pipeline/pipeline.py
-run_settings), rebuilt as modules/settings.py's RunSettings; the input pipeline is modules/inputs.py, the network
-modules/model.py, the export modules/export.py.
+run_settings), rebuilt as modules/settings.py's RunSettings; the input pipeline is
+modules/inputs.py, the network modules/model.py, the export modules/export.py.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from components import serving_pusher
 from components.data_gate import DataGate
 from components.ensemble import Ensemble
 from components.model_packager import ModelPackager
+from components.statistics_gen import StatisticsGen
 from modules.settings import RunSettings
 from pipeline.config import PipelineConfig
 from pipeline.data.shards import Shard, SplitPlan, ensemble_splits
@@ -80,7 +81,7 @@ class _Data:
     """The data components: examples in, statistics checked against the schema."""
     example_gen: tfx.components.ImportExampleGen
     schema_gen: tfx.components.ImportSchemaGen
-    statistics_gen: tfx.components.StatisticsGen
+    statistics_gen: StatisticsGen
     example_validator: tfx.components.ExampleValidator
     gate: BaseNode  # DataGate
 
@@ -99,8 +100,9 @@ def data_components(config: PipelineConfig, data_root: str | RuntimeParameter) -
             example_gen_pb2.Input.Split(name=f"train{i:02d}", pattern=shard_pattern(config, i))
             for i in range(config.data.train_shards)]))
     schema_gen = tfx.components.ImportSchemaGen(schema_file=config.schema_path)
-    statistics_gen = tfx.components.StatisticsGen(
-        examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"])
+    statistics_gen = StatisticsGen(
+        examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
+        code=code_fingerprint("components.statistics_gen"))
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
     gate = DataGate(anomalies=example_validator.outputs["anomalies"],

@@ -93,7 +93,8 @@ def repo_copy(tmp_path) -> str:
 
 
 ENTRIES = ("modules.preprocessing", "modules.trainer", "components.data_gate",
-           "components.model_packager", "components.serving_pusher", "components.ensemble")
+           "components.model_packager", "components.serving_pusher", "components.ensemble",
+           "components.statistics_gen")
 
 
 def fingerprints(root: str) -> dict[str, str]:

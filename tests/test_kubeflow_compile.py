@@ -27,7 +27,8 @@ from tests.kubeflow_helpers import KUBEFLOW_SET, set_args
 GOLDEN = os.path.join(REPO, "tests", "golden", "kubeflow-pipeline.yaml")
 # The golden file outlives edits to the code these fingerprint (pipeline/fingerprint.py).
 FINGERPRINTED = ("modules.preprocessing", "modules.trainer", "components.data_gate",
-                 "components.model_packager", "components.serving_pusher")
+                 "components.model_packager", "components.serving_pusher",
+                 "components.statistics_gen")
 ENTRYPOINT = ["python", "-m", "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"]
 DATAFLOW = ["--runner=DataflowRunner", "--project=medtfx-test", "--region=europe-west4",
             "--temp_location=gs://medtfx-test/tmp",

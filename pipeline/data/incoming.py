@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import tempfile
 import time
 
 from pipeline.data.input_checks import check_shard
@@ -21,6 +22,7 @@ QUARANTINE_REPORT = "quarantine-report.json"
 # Categorical codes drift as a change in their distribution (L-infinity); numbers by
 # Jensen-Shannon divergence of their histograms.
 NUMERIC_DRIFT = ("age_approx",)
+PREVIOUS = "previous span"  # the statistics key of the span the files are compared with
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,20 +89,40 @@ def _validate(paths: list[str], schema_file: str, previous_span: str | None,
             bound = (comparator.jensen_shannon_divergence if feature.name in NUMERIC_DRIFT
                      else comparator.infinity_norm)
             bound.threshold = drift[feature.name]
-    options = tfdv.StatsOptions(schema=schema)
-    previous = None
+    patterns = {os.path.basename(path): path for path in paths}
     if previous_span is not None:
-        previous = tfdv.generate_statistics_from_tfrecord(
-            os.path.join(previous_span, "train*.tfrec"), stats_options=options)
+        patterns[PREVIOUS] = os.path.join(previous_span, "train*.tfrec")
+    statistics = _statistics(patterns, tfdv.StatsOptions(schema=schema))
     verdicts = {}
     for path in paths:
-        statistics = tfdv.generate_statistics_from_tfrecord(path, stats_options=options)
-        anomalies = tfdv.validate_statistics(statistics, schema, environment="TRAINING",
-                                             previous_statistics=previous)
+        anomalies = tfdv.validate_statistics(
+            statistics[os.path.basename(path)], schema, environment="TRAINING",
+            previous_statistics=statistics.get(PREVIOUS))
         verdicts[path] = Verdict(path, tuple(
             f"{name}: {info.description}" for name, info in
             sorted(anomalies.anomaly_info.items())))
     return verdicts
+
+
+def _statistics(patterns: dict[str, str], options) -> dict:
+    """The statistics of each file pattern, in one Beam pipeline (one per file cost ~3 s
+    each)."""
+    import apache_beam as beam
+    import tensorflow_data_validation as tfdv
+    from tfx_bsl.public import tfxio
+
+    from components.statistics_gen import GenerateStatisticsByName, by_name
+
+    with tempfile.TemporaryDirectory(prefix="medtfx-intake-") as tmp:
+        output = os.path.join(tmp, "statistics.pb")
+        with beam.Pipeline() as pipeline:
+            batches = {name: pipeline | f"Read[{name}]" >> tfxio.TFExampleRecord(
+                pattern, telemetry_descriptors=["medtfx", "intake"]).BeamSource()
+                for name, pattern in patterns.items()}
+            _ = (batches
+                 | "Statistics" >> GenerateStatisticsByName(options)
+                 | "Write" >> tfdv.WriteStatisticsToBinaryFile(output))
+        return by_name(tfdv.load_stats_binary(output), list(patterns))
 
 
 def quarantine(verdicts: list[Verdict], quarantine_root: str) -> str:
