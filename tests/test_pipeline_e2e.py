@@ -26,6 +26,9 @@ COMPONENTS = ["ImportExampleGen", "ImportSchemaGen", "latest_blessed_model_resol
               "Evaluator", "ModelPackager", "Pusher"]
 
 
+WITH_INTERVALS = ["--set", "confidence_intervals=true"]  # for the report and the model card
+
+
 def run(data: str, work, *extra: str, env: dict | None = None) -> dict:
     result = medtfx("run", "--data-root", data, "--work-dir", str(work), *FAST_RUN, *extra,
                     env=env)
@@ -59,7 +62,7 @@ def code(tmp_path_factory) -> dict:
 @pytest.fixture(scope="module")
 def first_run(tiny_data, tmp_path_factory, code) -> dict:
     work = tmp_path_factory.mktemp("e2e") / "work"
-    return {"work": work, **run(tiny_data, work, *BLESS_ANY, env=code["env"])}
+    return {"work": work, **run(tiny_data, work, *BLESS_ANY, *WITH_INTERVALS, env=code["env"])}
 
 
 def test_every_component_ran_and_is_recorded_in_ml_metadata(first_run):
@@ -79,7 +82,8 @@ def test_summary_reports_blessing_push_slices_and_timings(first_run, tiny_data):
     held_out = sum(int(name.split("-")[1].split(".")[0]) for name in os.listdir(tiny_data)
                    if name[:7] in ("train12", "train13", "train14"))
     assert summary["metrics"]["overall"]["example_count"] == held_out
-    assert 0 <= summary["metrics"]["overall"]["auc"] <= 1
+    overall = summary["metrics"]["overall"]
+    assert overall["auc_ci"][0] <= overall["auc"] <= overall["auc_ci"][1]
     families = {name.split("=")[0] for name in summary["metrics"] if name != "overall"}
     assert families == {"sex", "age_bucket", "anatom_site_general_challenge"}
     assert sorted(summary["components"]) == sorted(COMPONENTS)
