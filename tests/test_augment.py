@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from modules.augment import ORIENTATIONS, _affine, augment_images, orient
+from modules.augment import (_ORIENTATION_MATRICES, ORIENTATIONS, _affine, _colour,
+                             _reorient, augment_images, orient)
 from modules.settings import AugmentSettings
 
 OFF = dict(flip_left_right=False, flip_up_down=False, quarter_turns=False, rotation=0.0,
@@ -121,6 +122,32 @@ def test_affine_geometry_agrees_with_quarter_turns_and_whole_pixel_shifts():
     shifted = _affine(images, rotation=zeros, shear=zeros, scale=ones,
                       shift=tf.constant([[2.0, 1.0]] * 2)).numpy()  # 2 right, 1 down
     np.testing.assert_allclose(shifted[:, 1:, 2:], images[:, :-1, :-2], atol=1e-6)
+
+
+@pytest.mark.parametrize("k", range(ORIENTATIONS))
+def test_a_flip_or_turn_is_a_gather_alone_and_part_of_the_affine_resample_with_it(k):
+    images = pattern(2)
+    ones, zeros = tf.ones([2]), tf.zeros([2])
+    matrices = tf.constant([_ORIENTATION_MATRICES[k]] * 2)
+    np.testing.assert_array_equal(_reorient(images, matrices), orient(images, k))
+    folded = _affine(images, rotation=zeros, shear=zeros, scale=ones, shift=tf.zeros([2, 2]),
+                     orientation=matrices)
+    np.testing.assert_allclose(folded, orient(images, k), atol=1e-5)
+
+
+def test_colour_changes_as_one_matrix_equal_them_in_turn():
+    images = pattern(3) * 0.6 + 0.2
+    brightness, contrast, saturation = (tf.constant(v) for v in (
+        [0.1, -0.2, 0.0], [1.3, 0.7, 1.0], [0.5, 1.4, 1.0]))
+    expected = images + brightness[:, None, None, None]
+    mean = tf.reduce_mean(expected, axis=[1, 2], keepdims=True)
+    expected = mean + (expected - mean) * contrast[:, None, None, None]
+    grey = tf.image.rgb_to_grayscale(expected)
+    expected = grey + (expected - grey) * saturation[:, None, None, None]
+    np.testing.assert_allclose(_colour(images, brightness, contrast, saturation), expected,
+                               atol=1e-5)
+    np.testing.assert_allclose(_colour(images, brightness, None, None),
+                               images + brightness[:, None, None, None], atol=1e-6)
 
 
 @pytest.mark.parametrize("settings", [dict(zoom=1.0), dict(shear=90.0)])
