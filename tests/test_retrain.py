@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 import tensorflow as tf
@@ -15,7 +17,7 @@ from pipeline.data.incoming import QUARANTINE_REPORT, Verdict, check_incoming, q
 from pipeline.data.shards import shard_filename
 from pipeline.files import AlreadyExistsError
 from pipeline.ops.retrain import LockedError, RetrainLock, register, wait_until_settled
-from tests.helpers import medtfx
+from tests.helpers import REPO, medtfx
 
 
 def write_shard(folder, index: int, records: list[bytes]) -> str:
@@ -118,14 +120,24 @@ def test_a_batch_that_would_leave_a_span_incomplete_is_not_registered(tmp_path, 
     assert spans.list_arrivals(str(tmp_path / "data")) == []
 
 
-def test_one_retrain_per_data_root_and_a_dead_owner_is_taken_over(tmp_path):
+def test_one_retrain_per_data_root_and_the_lock_dies_with_its_holder(tmp_path):
     with RetrainLock(str(tmp_path)):
-        with pytest.raises(LockedError, match="another retrain"):
+        with pytest.raises(LockedError, match=f"another retrain \\(pid {os.getpid()}\\)"):
             with RetrainLock(str(tmp_path)):
                 pass
-    assert not (tmp_path / ".medtfx-retrain.lock").exists()
-    (tmp_path / ".medtfx-retrain.lock").write_text("999999999")  # no such process
-    with RetrainLock(str(tmp_path)):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pipeline.ops.retrain import "
+         "RetrainLock; RetrainLock(sys.argv[1]).__enter__(); print('held', flush=True); "
+         "time.sleep(600)", str(tmp_path)], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(LockedError, match=f"pid {holder.pid}"):
+            with RetrainLock(str(tmp_path)):
+                pass
+    finally:
+        holder.kill()  # SIGKILL: no chance to clean up
+        holder.wait()
+    with RetrainLock(str(tmp_path)):  # the kernel released it; the file left behind is no lock
         assert (tmp_path / ".medtfx-retrain.lock").read_text() == str(os.getpid())
 
 
@@ -156,8 +168,6 @@ def test_retrain_refuses_a_missing_incoming_folder_and_a_bad_window(tmp_path):
 
 def test_watch_stops_cleanly_on_ctrl_c_and_releases_the_lock(tmp_path):
     import signal
-    import subprocess
-    import sys
     import time
 
     (tmp_path / "in").mkdir()
@@ -171,11 +181,12 @@ def test_watch_stops_cleanly_on_ctrl_c_and_releases_the_lock(tmp_path):
                                                                            signal.SIG_DFL))
     lock = tmp_path / "data" / ".medtfx-retrain.lock"
     deadline = time.monotonic() + 120
-    while not lock.exists() and time.monotonic() < deadline:
+    while not (lock.exists() and lock.read_text()) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert lock.read_text() == str(watcher.pid)
     watcher.send_signal(signal.SIGINT)
     out, err = watcher.communicate(timeout=60)
     assert watcher.returncode == 130, out + err
     assert "watching" in out and "stopped" in out and err == ""
-    assert not lock.exists()
+    with RetrainLock(str(tmp_path / "data")):  # released
+        pass

@@ -1,24 +1,38 @@
-"""The serving directory: the newest N versions kept, and rollback that deletes nothing."""
+"""The serving directory: a version appears whole or not at all, numbers only go up, the
+newest N of medtfx's versions are kept and no other model's, and rollback deletes
+nothing."""
 
 from __future__ import annotations
 
 import json
 import os
+import time
 
 import pytest
 
+from modules.artifacts import CARD_DIR, PACKAGE_FILE
 from pipeline.ops import serving_dir
-from pipeline.ops.serving_dir import ROLLBACK_FILE, ServingDirError, prune, rollback
+from pipeline.ops.serving_dir import (ROLLBACK_FILE, ServingDirError, prune, publish,
+                                      rollback, serving_now)
 from tests.helpers import medtfx
+
+
+def write_model(folder, name: str) -> str:
+    """A packaged model as ModelPackager leaves it (the files, not a real network)."""
+    (folder / "variables").mkdir(parents=True)
+    (folder / "saved_model.pb").write_text(f"model {name}")
+    (folder / "variables" / "variables.index").write_text(f"weights {name}")
+    (folder / PACKAGE_FILE).write_text(json.dumps({"trained_model": name}))
+    (folder / CARD_DIR).mkdir()
+    (folder / CARD_DIR / "model_card.md").write_text(f"card of {name}")
+    return str(folder)
 
 
 @pytest.fixture
 def serving(tmp_path) -> str:
     base = tmp_path / "serving"
     for version in ("100", "200", "300"):
-        (base / version / "variables").mkdir(parents=True)
-        (base / version / "saved_model.pb").write_text(f"model {version}")
-        (base / version / "variables" / "variables.index").write_text(f"weights {version}")
+        write_model(base / version, version)
     (base / ".upload-in-progress").mkdir()  # not a version: TF Serving ignores it
     return str(base)
 
@@ -29,11 +43,63 @@ def contents(version_dir: str) -> dict:
             for root, _, names in os.walk(version_dir) for name in names}
 
 
-def test_prune_keeps_the_newest_versions(serving):
+def test_prune_keeps_the_newest_of_medtfxs_versions_and_never_touches_another_models(
+        serving):
+    foreign = os.path.join(serving, "150")
+    os.makedirs(foreign)  # another model's version in a shared base: no medtfx package
+    with open(os.path.join(foreign, "saved_model.pb"), "w") as f:
+        f.write("someone else's model")
     assert prune(serving, 2) == ["100"]
-    assert serving_dir.serving_versions(serving) == ["200", "300"]
+    assert serving_dir.serving_versions(serving) == ["150", "200", "300"]
     assert prune(serving, 5) == []
     assert os.path.isdir(os.path.join(serving, ".upload-in-progress"))
+
+
+def test_a_push_that_fails_midway_leaves_no_version_and_the_old_one_serving(
+        serving, tmp_path, monkeypatch):
+    model = write_model(tmp_path / "model", "new")
+
+    def copy_half(source, target, **kwargs):
+        os.makedirs(target, exist_ok=True)
+        with open(os.path.join(target, PACKAGE_FILE), "w") as f:
+            f.write("{}")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(serving_dir.io_utils, "copy_dir", copy_half)
+    with pytest.raises(OSError, match="No space left"):
+        publish(model, serving)
+    assert sorted(os.listdir(serving)) == [".upload-in-progress", "100", "200", "300"]
+
+
+def test_an_interrupted_version_is_not_taken_for_the_model_it_was_meant_to_hold(
+        serving, tmp_path):
+    model = write_model(tmp_path / "model", "new")
+    half = write_model(tmp_path / "serving" / "400", "new")  # as TFX's own Pusher left it
+    os.remove(os.path.join(half, "saved_model.pb"))
+    assert serving_now(serving, model) is None
+    version = publish(model, serving)
+    assert int(version) > 400 and serving_now(serving, model) == version
+    with open(os.path.join(model, CARD_DIR, "model_card.md"), "w") as f:
+        f.write("a rerun's card")  # the same model and threshold: still the one serving
+    assert serving_now(serving, model) == version
+
+
+def test_versions_only_go_up_across_pushes_and_rollbacks_in_one_second(serving, tmp_path):
+    future = str(int(time.time()) + 1000)  # e.g. the clock was set back since
+    write_model(tmp_path / "serving" / future, "future")
+    pushed = [publish(write_model(tmp_path / f"m{i}", f"m{i}"), serving) for i in range(2)]
+    rolled, _ = rollback(serving)
+    again = publish(write_model(tmp_path / "m2", "m2"), serving)
+    numbers = [int(future), *map(int, pushed), int(rolled), int(again)]
+    assert numbers == sorted(set(numbers))
+
+
+def test_after_a_rollback_the_replaced_model_is_pushed_as_a_new_version(serving, tmp_path):
+    """The model of 300 was replaced by a copy of 200: pushing it again must not be taken
+    as already serving, or the summary would name a version that does not serve."""
+    new, _ = rollback(serving)
+    assert serving_now(serving, os.path.join(serving, "300")) is None
+    assert serving_now(serving, os.path.join(serving, "200")) == new
 
 
 def test_rollback_serves_an_earlier_model_as_the_newest_version_and_deletes_nothing(serving):

@@ -8,6 +8,7 @@ folder, so a crash at any point leaves every file in one place or two, never in 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import os
 import time
 from typing import Callable
@@ -35,49 +36,35 @@ class Registration:
 
 
 class RetrainLock:
-    """One retrain per data root. A lock whose process has died is taken over."""
+    """One retrain per data root, held as an OS lock (flock) on a file in it. The kernel
+    releases the lock when its holder exits or dies, so there is no stale lock to take over
+    and no moment between creating the file and owning it. The file stays, holding the pid
+    of its last holder for the message a second retrain gets."""
 
     def __init__(self, data_root: str):
         self.path = os.path.join(data_root, LOCK_FILE)
+        self._fd: int | None = None
 
     def __enter__(self) -> "RetrainLock":
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                owner = self._owner()
-                if owner is not None and _alive(owner):
-                    raise LockedError(f"{self.path}: another retrain (pid {owner}) is running "
-                                      "on this data root") from None
-                os.remove(self.path)  # left by a process that is gone
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(str(os.getpid()))
-            return self
-        raise LockedError(f"{self.path}: could not take the lock")
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise LockedError(f"{self.path}: another retrain (pid {owner}) is running on "
+                              "this data root") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+        return self
 
     def __exit__(self, *exc) -> None:
-        if self._owner() == os.getpid():
-            os.remove(self.path)
-
-    def _owner(self) -> int | None:
-        try:
-            with open(self.path) as f:
-                return int(f.read().strip() or 0) or None
-        except (FileNotFoundError, ValueError):
-            return None
-
-
-def _alive(pid: int) -> bool:
-    """Signal 0 checks existence; a process of another user (PermissionError) is alive."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
 
 
 def register(incoming: str, data_root: str, quarantine_root: str, config: PipelineConfig,
