@@ -2,7 +2,7 @@
 
 `--set trainer.image_size=64` names a field by its path; a field name that is unique across
 sections may be given alone (`--set image_size=64`). Values are parsed as YAML, so
-`--set validation_fold=null` and `--set age_buckets=[40,60]` work.
+`--set validation_fold=2` and `--set age_buckets=[40,60]` work.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class DataConfig(Settings):
     # Folds are contiguous blocks of whole shards (patients never straddle a split).
     folds: int = 5
     eval_fold: int = 4  # gates the model in the Evaluator
-    validation_fold: int | None = 3  # picks epochs/checkpoints; null: reuse eval_fold
+    validation_fold: int | None = 3  # picks epochs/checkpoints; null is refused (shards.py)
     # true: the data root holds numbered spans, span-N/trainNN-COUNT.tfrec, and each run
     # reads the newest (ImportExampleGen `span-{SPAN}` patterns).
     spans: bool = False

@@ -15,11 +15,11 @@ def test_default_config_loads_and_is_typed():
 
 def test_overrides_by_leaf_name_and_by_path():
     config = load_config(DEFAULT_CONFIG, ["image_size=48", "trainer.train_steps=20",
-                                          "validation_fold=null", "age_buckets=[40, 60]",
+                                          "validation_fold=2", "age_buckets=[40, 60]",
                                           "learning_rate=1"])
     assert config.trainer.image_size == 48
     assert config.trainer.train_steps == 20
-    assert config.data.validation_fold is None
+    assert config.data.validation_fold == 2
     assert config.evaluation.age_buckets == [40, 60]
     assert config.trainer.learning_rate == 1.0 and isinstance(config.trainer.learning_rate,
                                                               float)

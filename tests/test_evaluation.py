@@ -8,9 +8,11 @@ from tensorflow_model_analysis.metrics import binary_confusion_matrices
 from modules.metrics import GatedAUC
 from pipeline.config import load_config
 from pipeline.eval_config import CURVE_THRESHOLDS, build_eval_config
-from pipeline.results.eval_results import Matrix, SliceResult, _count_classes, operating_threshold
+from pipeline.results.eval_results import (Matrix, SliceResult, _count_classes, failed_checks,
+                                           load_evaluation, operating_threshold)
 from pipeline.results.model_card import build_card, render_markdown
 from pipeline.results.statistics import FeatureSummary, SplitStats
+from pipeline.results.summary import summary_lines
 
 
 def metrics_by_name(eval_config) -> dict:
@@ -126,3 +128,34 @@ def test_model_card_states_use_data_metrics_and_measured_limitations():
     markdown = render_markdown(card)
     assert "| overall | 100 | 20 | 0.900 | 0.850-0.950 | 0.900 | 0.750 | yes |" in markdown
     assert "Triage only." in markdown
+
+
+def test_a_metric_tfma_could_not_compute_is_missing_never_zero(tmp_path):
+    import tensorflow as tf
+    from tensorflow_model_analysis.proto import metrics_for_slice_pb2, validation_result_pb2
+
+    failed = metrics_for_slice_pb2.MetricValue(debug_message="AUC: no predictions")
+    sliced = metrics_for_slice_pb2.MetricsForSlice()
+    for name, value in (("example_count", metrics_for_slice_pb2.MetricValue(
+            double_value={"value": 40.0})), ("auc", failed)):
+        entry = sliced.metric_keys_and_values.add(value=value)
+        entry.key.name = name
+        entry.confidence_interval.lower_bound.CopyFrom(value)
+        entry.confidence_interval.upper_bound.CopyFrom(value)
+    validation = validation_result_pb2.ValidationResult()
+    check = validation.metric_validations_per_slice.add().failures.add(metric_value=failed)
+    check.metric_key.name = "auc"
+    check.metric_threshold.value_threshold.lower_bound.value = 0.75
+    for name, proto in (("metrics-00000-of-00001", sliced), ("validations", validation)):
+        with tf.io.TFRecordWriter(str(tmp_path / name)) as writer:
+            writer.write(proto.SerializeToString())
+
+    overall = load_evaluation(str(tmp_path), [30, 45], 10, 10)["overall"]
+    assert overall.metrics == {"example_count": 40.0, "auc": None}
+    assert "auc" not in overall.intervals and overall.intervals["example_count"] == (40, 40)
+    (checked,) = failed_checks(str(tmp_path), [30, 45])
+    assert checked["value"] is None
+    summary = {"metrics": {"overall": {"auc": None}}, "blessed": False,
+               "failed_checks": [checked], "training": {}}
+    assert "auc on overall: missing (must be at least 0.75)" in "\n".join(
+        summary_lines(summary))

@@ -16,25 +16,25 @@ def test_default_plan_keeps_roles_apart_and_uses_every_shard():
 
 
 @pytest.mark.parametrize("folds, eval_fold, validation_fold", [
-    (3, 0, 1), (3, 1, None), (5, 2, 0), (15, 14, 13), (4, 3, 0)])
+    (3, 0, 1), (3, 1, 2), (5, 2, 0), (15, 14, 13), (4, 3, 0)])
 def test_roles_never_share_a_shard(folds, eval_fold, validation_fold):
     plan = plan_splits(15, folds, eval_fold, validation_fold)
     assert not set(plan.train) & set(plan.evaluation)
     assert not set(plan.train) & set(plan.validation)
     assert sorted(set(plan.train) | set(plan.validation) | set(plan.evaluation)) == list(
         range(15))
-    if validation_fold is None:
-        assert plan.validation == plan.evaluation
 
 
 def test_folds_are_contiguous_blocks_of_near_equal_size():
-    sizes = [len(plan_splits(15, 4, f, None).evaluation) for f in range(4)]
+    sizes = [len(plan_splits(15, 4, f, (f + 1) % 4).evaluation) for f in range(4)]
     assert sorted(sizes) == [3, 4, 4, 4]
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(folds=1, eval_fold=0, validation_fold=None), "folds must be between"),
-    (dict(folds=5, eval_fold=5, validation_fold=None), "eval_fold must be in 0..4"),
+    (dict(folds=1, eval_fold=0, validation_fold=1), "folds must be between"),
+    (dict(folds=5, eval_fold=5, validation_fold=1), "eval_fold must be in 0..4"),
+    (dict(folds=5, eval_fold=4, validation_fold=None),
+     r"null would select the model on the evaluation fold .* other than eval_fold \(4\)"),
     (dict(folds=5, eval_fold=2, validation_fold=2), "must differ"),
     (dict(folds=2, eval_fold=0, validation_fold=1), "no shard to train on"),
 ])
@@ -61,7 +61,7 @@ def test_ensemble_folds_cover_every_non_evaluation_shard_once_out_of_fold():
 
 
 def test_an_ensemble_needs_two_members_and_no_more_than_the_shards():
-    plan = plan_splits(15, 5, eval_fold=4, validation_fold=None)
+    plan = plan_splits(15, 5, eval_fold=4, validation_fold=3)
     with pytest.raises(ConfigError, match="between 2 and the 12 shards"):
         ensemble_splits(plan, 13)
     with pytest.raises(ConfigError, match="ensemble_folds"):

@@ -98,8 +98,12 @@ def plan_splits(num_shards: int, folds: int, eval_fold: int,
     if not 2 <= folds <= num_shards:
         raise ConfigError(f"folds must be between 2 and the shard count {num_shards}, "
                           f"got {folds}")
+    if validation_fold is None:
+        raise ConfigError(f"validation_fold: null would select the model on the evaluation "
+                          f"fold that gates it; name a fold in 0..{folds - 1} other than "
+                          f"eval_fold ({eval_fold})")
     for name, fold in (("eval_fold", eval_fold), ("validation_fold", validation_fold)):
-        if fold is not None and not 0 <= fold < folds:
+        if not 0 <= fold < folds:
             raise ConfigError(f"{name} must be in 0..{folds - 1}, got {fold}")
     if validation_fold == eval_fold:
         raise ConfigError("validation_fold and eval_fold must differ: a model selected on "
@@ -110,8 +114,6 @@ def plan_splits(num_shards: int, folds: int, eval_fold: int,
         role = ("evaluation" if fold == eval_fold else
                 "validation" if fold == validation_fold else "train")
         roles[role].append(index)
-    if validation_fold is None:
-        roles["validation"] = roles["evaluation"]
     if not roles["train"]:
         raise ConfigError(f"{folds} folds leave no shard to train on")
     return SplitPlan(*(tuple(roles[r]) for r in ("train", "validation", "evaluation")))

@@ -84,6 +84,14 @@ def _number(value: float) -> float | None:
     return None if math.isnan(value) else value
 
 
+def _metric(value: metrics_for_slice_pb2.MetricValue) -> float | None:
+    """A metric's number; None (missing, never 0.0) when it is NaN or TFMA could not
+    compute it (it then writes a debug message or an unknown type where the number goes)."""
+    if value.WhichOneof("type") != "double_value":
+        return None
+    return _number(value.double_value.value)
+
+
 def _records(pattern: str):
     for path in sorted(tf.io.gfile.glob(pattern)):
         for record in tf.data.TFRecordDataset(path):
@@ -111,7 +119,7 @@ def load_evaluation(evaluation_uri: str, age_buckets: list[int], min_positives: 
         sliced = metrics_for_slice_pb2.MetricsForSlice.FromString(record)
         result = results.setdefault(slice_name(sliced.slice_key, age_buckets), SliceResult())
         for kv in sliced.metric_keys_and_values:
-            value = _number(kv.value.double_value.value)
+            value = _metric(kv.value)
             name = kv.key.name
             if kv.key.is_diff:
                 result.changes[name] = value
@@ -119,10 +127,9 @@ def load_evaluation(evaluation_uri: str, age_buckets: list[int], min_positives: 
                 result.baseline[name] = value
             elif kv.key.model_name in CANDIDATE_NAMES:
                 result.metrics[name] = value
-                if kv.HasField("confidence_interval"):
-                    interval = kv.confidence_interval
-                    low = interval.lower_bound.double_value.value
-                    high = interval.upper_bound.double_value.value
+                interval = kv.confidence_interval
+                low, high = _metric(interval.lower_bound), _metric(interval.upper_bound)
+                if value is not None and low is not None and high is not None:
                     if name not in UNBOUNDED:  # the t-interval knows no [0, 1]
                         low, high = max(low, 0.0), min(high, 1.0)
                     result.intervals[name] = (low, high)
@@ -161,6 +168,12 @@ def _count_classes(result: SliceResult, min_positives: int, min_negatives: int) 
             result.intervals.pop(name, None)
 
 
+def shown(value: float | None) -> str:
+    """A metric as the summary and the report print it: "missing" rather than a number
+    it does not have."""
+    return "missing" if value is None else f"{value:.3f}"
+
+
 def operating_threshold(curve: list[Matrix], target_sensitivity: float) -> float | None:
     """The highest threshold whose sensitivity reaches the target (None: no positives)."""
     reaching = [m.threshold for m in curve
@@ -188,7 +201,8 @@ def failed_checks(evaluation_uri: str, age_buckets: list[int]) -> list[dict]:
                     bound = {"at_least": threshold.change_threshold.absolute.value}
                 else:
                     bound = {"at_least": threshold.value_threshold.lower_bound.value}
+                value = _metric(failure.metric_value)
                 failed.append({"metric": metric, "slice": where,
-                               "value": round(failure.metric_value.double_value.value, 4),
+                               "value": None if value is None else round(value, 4),
                                "bound": bound})
     return failed

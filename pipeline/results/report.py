@@ -12,7 +12,7 @@ import json
 from components.data_gate import describe_anomalies
 from pipeline.config import PipelineConfig, load_config_dict
 from pipeline.ops.workdir import WorkDir
-from pipeline.results.eval_results import Matrix, SliceResult, load_evaluation
+from pipeline.results.eval_results import Matrix, SliceResult, load_evaluation, shown
 from pipeline.results.mlmd import find_run, open_store, outputs_by_type
 from pipeline.results.statistics import SplitStats, load_statistics
 from pipeline.results.svg import line_chart
@@ -65,7 +65,7 @@ def _verdict(summary: dict) -> str:
         return ('<p><span class="verdict blessed">BLESSED</span> pushed to '
                 f'<code>{html.escape(summary["pushed_model"] or "")}</code></p>')
     checks = "".join(
-        f"<li>{html.escape(c['metric'])} on <b>{html.escape(c['slice'])}</b>: {c['value']:.3f}"
+        f"<li>{html.escape(c['metric'])} on <b>{html.escape(c['slice'])}</b>: {shown(c['value'])}"
         f" (must be at least {c['bound']['at_least']:g})</li>" for c in summary["failed_checks"])
     return ('<p><span class="verdict rejected">NOT BLESSED</span> nothing pushed; failed '
             f"checks:</p><ul>{checks}</ul>")

@@ -9,12 +9,8 @@ from modules.artifacts import VALIDATION_FILE
 from pipeline.config import EvaluationConfig, PipelineConfig, to_dict
 from pipeline.files import write_json
 from pipeline.ops.workdir import WorkDir
-from pipeline.results.eval_results import (
-    SliceResult,
-    failed_checks,
-    load_evaluation,
-    operating_threshold,
-)
+from pipeline.results.eval_results import (SliceResult, failed_checks, load_evaluation,
+                                           operating_threshold, shown)
 from pipeline.results.mlmd import find_run, node_name, open_store, outputs_by_type
 
 REPORTED_INTERVALS = ("auc", "auc_pr", "specificity_at_sensitivity",
@@ -143,6 +139,6 @@ def summary_lines(summary: dict) -> list[str]:
     if summary["blessed"]:
         return [*lines, f"medtfx: BLESSED; serving model: {summary['pushed_model']}"]
     lines.append("medtfx: NOT BLESSED; nothing pushed. Failed checks:")
-    return lines + [f"        {c['metric']} on {c['slice']}: {c['value']:.3f} "
+    return lines + [f"        {c['metric']} on {c['slice']}: {shown(c['value'])} "
                     f"(must be at least {c['bound']['at_least']:g})"
                     for c in summary["failed_checks"]]
