@@ -138,6 +138,11 @@ def test_the_rollback_command_names_an_unknown_version_and_changes_nothing(servi
     result = medtfx("rollback", "--serving-dir", serving, "--to", "100")
     assert result.returncode == 0 and result.stderr == ""
     assert "now serves the model of version 100" in result.stdout
+    new = os.path.join(serving, serving_dir.serving_versions(serving)[-1])
+    modes = [os.stat(os.path.join(root, name)).st_mode
+             for root, dirs, names in os.walk(new) for name in [*dirs, *names]] + [
+                 os.stat(new).st_mode]
+    assert modes and not [oct(m) for m in modes if m & 0o007]  # patients' data: no world access
 
 
 def test_keep_versions_must_be_positive():

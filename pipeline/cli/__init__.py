@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from pipeline.cli import compile_kfp, data, history, report, retrain, rollback, run
 
 COMMANDS = (run, report, retrain, rollback, history, compile_kfp, data)
+# Patients' images and what is derived from them (spans, quarantine, artifacts, logs,
+# serving copies) are readable by their owner and group, never by every user.
+PRIVATE_UMASK = 0o027
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    os.umask(PRIVATE_UMASK)
     try:
         return args.command(args)
     except KeyboardInterrupt:

@@ -21,6 +21,13 @@ if TYPE_CHECKING:  # hints only: the config module is cheap, but commands load i
 
 EXIT_FAILED = 1  # the run or the data failed
 EXIT_USAGE = 2  # the command line or the config is wrong
+EXIT_NOT_BLESSED = 3  # with --strict: the run finished; its model was not blessed
+
+
+def add_strict(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--strict", action="store_true",
+                        help=f"exit {EXIT_NOT_BLESSED} when the run finishes without "
+                        "blessing its model (default: 0, as for a blessed one)")
 
 
 def add_verbose(parser: argparse.ArgumentParser) -> None:

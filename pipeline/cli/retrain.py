@@ -33,6 +33,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                          "retrain.settle_seconds)")
     retrain.add_argument("--register-only", action="store_true", help="register the span "
                          "but do not run the pipeline (e.g. a scheduled Kubeflow run trains)")
+    common.add_strict(retrain)
     common.add_verbose(retrain)
     retrain.set_defaults(command=command)
 
@@ -54,7 +55,8 @@ def command(args: argparse.Namespace) -> int:
         from pipeline.ops.retrain import retrain
 
         def train() -> int:
-            return 0 if args.register_only else run_pipeline(config, data_root, work, console)
+            return 0 if args.register_only else run_pipeline(config, data_root, work, console,
+                                                              args.strict)
 
         try:
             return retrain(args.incoming, data_root, quarantine, config, console, train,

@@ -22,6 +22,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--data-root", help="directory of trainNN-COUNT.tfrec shards "
                      "(default: WORK/sample-data, generated when missing)")
     common.add_work_dir(run, "artifacts, metadata, serving models and logs")
+    common.add_strict(run)
     common.add_verbose(run)
     run.set_defaults(command=command)
 
@@ -34,15 +35,16 @@ def command(args: argparse.Namespace) -> int:
 
     def body(console: Console) -> int:
         data_root = os.path.abspath(args.data_root or sample_data(work, console))
-        return run_pipeline(config, data_root, work, console)
+        return run_pipeline(config, data_root, work, console, args.strict)
 
     return common.guarded(work.log_file("run", common.stamp()), args.verbose, body)
 
 
-def run_pipeline(config: PipelineConfig, data_root: str, work: WorkDir,
-                 console: Console) -> int:
+def run_pipeline(config: PipelineConfig, data_root: str, work: WorkDir, console: Console,
+                 strict: bool = False) -> int:
     """Checks the backbone and the data (the newest span, with spans), runs every
-    component, and writes and prints the summary; returns 0."""
+    component, and writes and prints the summary; returns 0, or with `strict`
+    EXIT_NOT_BLESSED when the model was not blessed."""
     from modules.model import validate_backbone
     from pipeline.data.input_checks import check_data_root
     from pipeline.data.spans import latest_span_dir
@@ -62,7 +64,7 @@ def run_pipeline(config: PipelineConfig, data_root: str, work: WorkDir,
     for line in summary_lines(summary):
         console.say(line)
     console.say(f"medtfx: summary in {work.summary}")
-    return 0
+    return common.EXIT_NOT_BLESSED if strict and not summary["blessed"] else 0
 
 
 def sample_data(work: WorkDir, console: Console) -> str:

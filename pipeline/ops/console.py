@@ -36,7 +36,7 @@ class Console:
         sys.stderr.flush()
         terminal = os.dup(1)
         self._saved = [terminal, os.dup(2)]
-        log_fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        log_fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
         os.close(log_fd)
