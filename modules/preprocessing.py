@@ -12,22 +12,69 @@ from __future__ import annotations
 import tensorflow as tf
 
 from modules import features as F
+from modules.settings import ImageLimits
+
+_HEADER = 32  # bytes read for the declared size; shorter images are padded with zeros
 
 
-def decode(encoded: tf.Tensor) -> tf.Tensor:
-    """One JPEG/PNG/BMP/GIF, colour or grayscale, to uint8 RGB [H, W, 3]."""
-    return tf.io.decode_image(encoded, channels=3, expand_animations=False)
+def declared_size(encoded: tf.Tensor) -> tf.Tensor:
+    """[height, width] (int64) that one encoded image declares in its header, read without
+    decoding it: JPEG, PNG, GIF and BMP; [0, 0] for anything else, which the decoder then
+    refuses."""
+    padded = tf.strings.substr(encoded + b"\0" * _HEADER, 0, _HEADER)
+    head = tf.cast(tf.io.decode_raw(padded, tf.uint8), tf.int64)
+
+    def number(start: int, length: int, big_endian: bool) -> tf.Tensor:
+        shifts = [8 * (length - 1 - i if big_endian else i) for i in range(length)]
+        return tf.add_n([tf.bitwise.left_shift(head[start + i], shift)
+                         for i, shift in enumerate(shifts)])
+
+    def starts(magic: bytes) -> tf.Tensor:
+        return tf.strings.substr(padded, 0, len(magic)) == magic
+
+    bmp_height = number(22, 4, False)  # signed: negative for top-down rows
+    bmp_height = tf.where(bmp_height >= 2**31, 2**32 - bmp_height, bmp_height)
+    return tf.case([
+        (tf.io.is_jpeg(encoded),
+         lambda: tf.cast(tf.image.extract_jpeg_shape(encoded)[:2], tf.int64)),
+        (starts(b"\x89PNG"), lambda: tf.stack([number(20, 4, True), number(16, 4, True)])),
+        (starts(b"GIF8"), lambda: tf.stack([number(8, 2, False), number(6, 2, False)])),
+        (starts(b"BM"), lambda: tf.stack([bmp_height, number(18, 4, False)])),
+    ], default=lambda: tf.zeros([2], tf.int64))
 
 
-def decode_image(encoded: tf.Tensor, size: int) -> tf.Tensor:
+def within_limits(encoded: tf.Tensor, limits: ImageLimits) -> tf.Tensor:
+    """`encoded`, once its size and declared pixels are checked against `limits`; an image
+    beyond them fails with a message naming the limit, before any pixel is decoded."""
+    size = tf.cast(tf.strings.length(encoded), tf.int64)
+    height, width = tf.unstack(declared_size(encoded))
+    checks = [
+        tf.debugging.Assert(size <= limits.image_bytes, [tf.strings.format(
+            "image of {} bytes, above limits.image_bytes ({})", (size, limits.image_bytes))]),
+        tf.debugging.Assert(height * width <= limits.image_pixels, [tf.strings.format(
+            "image declares {} x {} pixels, above limits.image_pixels ({})",
+            (width, height, limits.image_pixels))]),
+    ]
+    with tf.control_dependencies(checks):
+        return tf.identity(encoded)
+
+
+def decode(encoded: tf.Tensor, limits: ImageLimits) -> tf.Tensor:
+    """One JPEG/PNG/BMP/GIF, colour or grayscale, within `limits`, to uint8 RGB [H, W, 3]."""
+    return tf.io.decode_image(within_limits(encoded, limits), channels=3,
+                              expand_animations=False)
+
+
+def decode_image(encoded: tf.Tensor, size: int, limits: ImageLimits) -> tf.Tensor:
     """One encoded image of any size to float32 [size, size, 3] in [0, 1]."""
-    image = tf.image.resize(decode(encoded), [size, size], method="bilinear", antialias=True)
+    image = tf.image.resize(decode(encoded, limits), [size, size], method="bilinear",
+                            antialias=True)
     return tf.clip_by_value(image / 255.0, 0.0, 1.0)
 
 
-def decode_images(encoded: tf.Tensor, size: int) -> tf.Tensor:
+def decode_images(encoded: tf.Tensor, size: int, limits: ImageLimits) -> tf.Tensor:
     """A batch [B] of encoded images to [B, size, size, 3]."""
-    return tf.map_fn(lambda e: decode_image(e, size), encoded,
+    return tf.map_fn(lambda e: decode_image(e, size, limits), encoded,
                      fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
 
 
@@ -54,8 +101,10 @@ def encode_metadata(sex: tf.Tensor, age: tf.Tensor, site: tf.Tensor) -> tf.Tenso
 
 
 def preprocessing_fn(inputs: dict, custom_config: dict) -> dict:
-    """tf.Transform entry point; `custom_config` carries the pipeline's image_size."""
+    """tf.Transform entry point; `custom_config` carries the pipeline's image_size and image
+    limits."""
     encoded = tf.reshape(inputs[F.IMAGE_KEY], [-1])
     sex, age, site = (tf.reshape(inputs[key], [-1]) for key in F.METADATA_RAW_KEYS)
-    return {F.IMAGE_KEY: decode_images(encoded, int(custom_config["image_size"])),
+    limits = ImageLimits(**custom_config["limits"])
+    return {F.IMAGE_KEY: decode_images(encoded, int(custom_config["image_size"]), limits),
             F.METADATA_KEY: encode_metadata(sex, age, site)}

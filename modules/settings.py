@@ -21,6 +21,25 @@ class Settings(BaseModel):
                               coerce_numbers_to_str=True)
 
 
+class ImageLimits(Settings):
+    """Bounds on an untrusted image, checked before it is decoded (a 140 KB PNG can declare
+    12000 x 12000 pixels and take 2 GB to decode): in the Transform graph, and so at
+    serving and in training, and in the input checks. A serving request also has a batch
+    bound."""
+
+    image_bytes: int = 50 * 2**20  # encoded bytes of one image
+    image_pixels: int = 40_000_000  # width x height its header declares (6000 x 6000 fits)
+    batch: int = 1024  # images in one serving request (TFMA sends up to 1000)
+
+    @model_validator(mode="after")
+    def _positive(self) -> ImageLimits:
+        bad = [f"{name} {value} must be at least 1" for name, value in self
+               if value < 1]
+        if bad:
+            raise ValueError("; ".join(bad))
+        return self
+
+
 class AugmentSettings(Settings):
     """Random changes to training images (the Trainer's input_fn only; never at serving).
 
@@ -124,6 +143,7 @@ class RunSettings(TrainerSettings):
     else that Trainer needs."""
 
     age_buckets: list[int]  # the slicing signature buckets ages as the Evaluator does
+    limits: ImageLimits = Field(default_factory=ImageLimits)  # the serving batch bound
     ensemble_member: int | None = None  # the fold this Trainer trains, in an ensemble
     code: str = ""  # the code fingerprint: keeps TFX's cache honest (pipeline/fingerprint.py)
 

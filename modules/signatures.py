@@ -76,10 +76,21 @@ def predict(model, transformed: dict, tta: int) -> tf.Tensor:
     return tf.add_n(scores) / float(tta) if tta > 1 else scores[0]
 
 
+def within_batch(inputs: tf.Tensor, max_batch: int) -> tf.Tensor:
+    """`inputs` [B, ...], once B is checked against the serving batch bound."""
+    batch = tf.shape(inputs, out_type=tf.int64)[0]
+    check = tf.debugging.Assert(batch <= max_batch, [tf.strings.format(
+        "a request of {} images, above limits.batch ({})", (batch, max_batch))])
+    with tf.control_dependencies([check]):
+        return tf.identity(inputs)
+
+
 def make_signatures(model, tf_transform_output: tft.TFTransformOutput,
-                    age_boundaries: list[int], asset_dir: str, tta: int = 1) -> dict:
+                    age_boundaries: list[int], asset_dir: str, tta: int,
+                    max_batch: int) -> dict:
     """Signatures for `model.save`; attaches the Transform layer and the threshold so the
-    model tracks them."""
+    model tracks them. Each image is checked against the image limits in the Transform
+    graph; here, each request against `max_batch`."""
     model.tft_layer = tf_transform_output.transform_features_layer()
     model.operating_threshold = OperatingThreshold(asset_dir)
     age_spec = {F.AGE_KEY: tf.io.FixedLenFeature([], tf.int64, default_value=F.MISSING)}
@@ -91,7 +102,7 @@ def make_signatures(model, tf_transform_output: tft.TFTransformOutput,
 
     @tf.function(input_signature=[EXAMPLES])
     def serve_examples(examples):
-        return respond(transform_examples(model.tft_layer, examples))
+        return respond(transform_examples(model.tft_layer, within_batch(examples, max_batch)))
 
     uses_metadata = F.METADATA_KEY in model.input_names
     image_specs = [tf.TensorSpec([None], tf.string, name=F.IMAGE_KEY)] + (
@@ -100,6 +111,7 @@ def make_signatures(model, tf_transform_output: tft.TFTransformOutput,
 
     @tf.function(input_signature=image_specs)
     def serve_images(image, *metadata):
+        image = within_batch(image, max_batch)
         missing = tf.fill(tf.shape(image), tf.constant(F.MISSING, tf.int64))
         raw = {F.IMAGE_KEY: image,
                **{key: metadata[i] if metadata else missing

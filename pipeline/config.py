@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, Field, ValidationError
 
-from modules.settings import Settings, TrainerSettings
+from modules.settings import ImageLimits, Settings, TrainerSettings
 from pipeline.data.shards import SplitPlan, ensemble_splits, plan_splits
 from pipeline.errors import ConfigError
 from pipeline.kubeflow_config import KubeflowConfig
@@ -128,6 +128,7 @@ with warnings.catch_warnings():
         model_card: ModelCardConfig = Field(default_factory=ModelCardConfig)
         beam: BeamConfig = Field(default_factory=BeamConfig)
         serving: ServingConfig = Field(default_factory=ServingConfig)
+        limits: ImageLimits = Field(default_factory=ImageLimits)
         retrain: RetrainConfig = Field(default_factory=RetrainConfig)
         kubeflow: KubeflowConfig = Field(default_factory=KubeflowConfig)
 

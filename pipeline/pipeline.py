@@ -46,10 +46,11 @@ def default_train_args(config: PipelineConfig,
 def run_settings(config: PipelineConfig, member: int | None = None,
                  code_of: str = TRAINER_MODULE) -> RunSettings:
     """Everything run_fn reads: the trainer section, the age buckets its slicing signature
-    needs, the ensemble member it trains (if any), and the code fingerprint that keeps the
-    cache honest."""
+    needs, the serving limits, the ensemble member it trains (if any), and the code
+    fingerprint that keeps the cache honest."""
     return RunSettings(**config.trainer.model_dump(), age_buckets=config.evaluation.age_buckets,
-                       ensemble_member=member, code=code_fingerprint(code_of))
+                       limits=config.limits, ensemble_member=member,
+                       code=code_fingerprint(code_of))
 
 
 def packager_settings(config: PipelineConfig) -> str:
@@ -120,6 +121,7 @@ def transform_component(config: PipelineConfig, data: _Data) -> tfx.components.T
         splits_config=transform_pb2.SplitsConfig(analyze=SplitPlan.names(
             config.split_plan.train)),
         custom_config={"image_size": config.trainer.image_size,
+                       "limits": config.limits.model_dump(),
                        "code": code_fingerprint(PREPROCESSING_MODULE)})
     transform.add_upstream_node(data.gate)
     return transform

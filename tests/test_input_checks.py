@@ -44,6 +44,17 @@ def broken_image(root: str) -> tuple[str, str]:
     return shard(root, 5), f"record 1 ({name}): image does not decode"
 
 
+def decompression_bomb(root: str) -> tuple[str, str]:
+    from tests.test_preprocessing import bomb
+
+    def swap(feature):
+        feature[F.IMAGE_KEY].bytes_list.value[:] = [bomb()]
+
+    name = rewrite_record(shard(root, 6), 4, swap)
+    return shard(root, 6), (f"record 4 ({name}): image declares 12000 x 12000 pixels, above "
+                            "limits.image_pixels (40000000)")
+
+
 def not_a_tfrecord(root: str) -> tuple[str, str]:
     with open(shard(root, 7), "w") as f:
         f.write("image_name,patient_id,target\nISIC_0000001,1,0\n")
@@ -73,8 +84,9 @@ def missing_root(root: str) -> tuple[str, str]:
     return root, "data root does not exist"
 
 
-@pytest.mark.parametrize("damage", [no_image, broken_image, not_a_tfrecord, wrong_count,
-                                    missing_shard, no_shards, missing_root])
+@pytest.mark.parametrize("damage", [no_image, broken_image, decompression_bomb,
+                                    not_a_tfrecord, wrong_count, missing_shard, no_shards,
+                                    missing_root])
 def test_bad_input_is_named_in_one_line_and_nothing_is_overwritten(damage, tiny_data,
                                                                    tmp_path, capfd):
     """`medtfx run` in this process (the console script calls the same `main`): the checks

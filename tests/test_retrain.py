@@ -11,6 +11,7 @@ import sys
 import pytest
 import tensorflow as tf
 
+from modules.settings import ImageLimits
 from pipeline.config import load_config
 from pipeline.data import spans
 from pipeline.data.incoming import QUARANTINE_REPORT, Verdict, check_incoming, quarantine
@@ -77,7 +78,7 @@ def test_incoming_files_outside_the_layout_are_rejected_with_a_reason(tmp_path):
     for path in paths:
         open(path, "wb").close()
     verdicts = {os.path.basename(v.path): v.problems
-                for v in check_incoming(paths, "unused", 15, None, {})}
+                for v in check_incoming(paths, "unused", 15, None, {}, ImageLimits())}
     assert "not a labelled shard" in verdicts["notes.txt"][0]
     assert "not a labelled shard" in verdicts["test00-3.tfrec"][0]
     assert "beyond data.train_shards (15)" in verdicts["train20-3.tfrec"][0]

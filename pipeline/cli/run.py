@@ -51,7 +51,8 @@ def run_pipeline(config: PipelineConfig, data_root: str, work: WorkDir, console:
 
     validate_backbone(config.trainer.backbone, config.trainer.weights)
     data_dir = latest_span_dir(data_root) if config.data.spans else data_root
-    data = check_data_root(data_dir, config.data.train_shards, work.input_check_cache)
+    data = check_data_root(data_dir, config.data.train_shards, config.limits,
+                           work.input_check_cache)
     console.say(f"medtfx: {len(data.shards)} train shards, {data.examples} examples in "
                 f"{data.data_root}")
     console.say(f"medtfx: {config.split_plan.describe()}")

@@ -14,6 +14,7 @@ import os
 import tempfile
 import time
 
+from modules.settings import ImageLimits
 from pipeline.data.input_checks import check_shard
 from pipeline.data.shards import SHARD_RE, Shard
 from pipeline.files import move_file
@@ -43,7 +44,8 @@ def list_incoming(incoming: str) -> list[str]:
 
 
 def check_incoming(paths: list[str], schema_file: str, train_shards: int,
-                   previous_span: str | None, drift: dict[str, float]) -> list[Verdict]:
+                   previous_span: str | None, drift: dict[str, float],
+                   limits: ImageLimits) -> list[Verdict]:
     shards, verdicts = {}, {}
     seen: dict[int, str] = {}
     for path in paths:
@@ -67,7 +69,7 @@ def check_incoming(paths: list[str], schema_file: str, train_shards: int,
     for path, shard in shards.items():
         if path in verdicts:
             continue
-        problem = check_shard(shard)
+        problem = check_shard(shard, limits)
         if problem:
             verdicts[path] = Verdict(path, (problem.removeprefix(f"{path}: "),))
         else:

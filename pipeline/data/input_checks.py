@@ -10,21 +10,25 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import json
 import multiprocessing
 import os
 import re
+from typing import Callable
 
 import tensorflow as tf
 
 from modules import features as F
 from modules.errors import MedtfxError
 from modules.preprocessing import decode
+from modules.settings import ImageLimits
 from pipeline.data.shards import DataLayoutError, Shard, list_shards
 from pipeline.files import write_json
 
 # Reading is worth a second process (which pays ~5 s to import TensorFlow) above this.
 PARALLEL_BYTES = 200 * 2**20
+LIMIT_FAILURE = "assertion failed: ["  # how TF words a failed check of modules/preprocessing
 
 
 class InputError(MedtfxError):
@@ -41,9 +45,10 @@ class DataSummary:
         return sum(s.count for s in self.shards)
 
 
-def check_data_root(data_root: str, train_shards: int, cache_file: str | None = None,
-                    workers: int | None = None) -> DataSummary:
-    """Raises InputError on the first problem; returns the train shards when all is well."""
+def check_data_root(data_root: str, train_shards: int, limits: ImageLimits,
+                    cache_file: str | None = None, workers: int | None = None) -> DataSummary:
+    """Raises InputError on the first problem; returns the train shards when all is well.
+    Images must decode within `limits`; a cached result holds only for the same limits."""
     try:
         shards = list_shards(data_root, kind="train")
     except DataLayoutError as err:
@@ -56,33 +61,37 @@ def check_data_root(data_root: str, train_shards: int, cache_file: str | None = 
             f"{data_root}: expected train shards train00..train{train_shards - 1:02d}, found "
             f"{', '.join(f'train{i:02d}' for i in found)} (set data.train_shards to match)")
     cache = _load_cache(cache_file)
-    stale = [s for s in shards if cache.get(s.path) != _stamp(s.path)]
-    for problem in _check_all(stale, workers):
+    stale = [s for s in shards if cache.get(s.path) != _stamp(s.path, limits)]
+    for problem in _check_all(stale, limits, workers):
         if problem:
             raise InputError(problem)
-    cache.update({s.path: _stamp(s.path) for s in stale})
+    cache.update({s.path: _stamp(s.path, limits) for s in stale})
     _save_cache(cache_file, cache)
     return DataSummary(data_root, tuple(shards))
 
 
-def _check_all(shards: list[Shard], workers: int | None):
+def _check_all(shards: list[Shard], limits: ImageLimits, workers: int | None):
     if workers is None:
         size = sum(tf.io.gfile.stat(s.path).length for s in shards)
         workers = min(len(shards), os.cpu_count() or 1) if size > PARALLEL_BYTES else 1
+    check = functools.partial(check_shard, limits=limits)
     if workers <= 1:
-        return map(check_shard, shards)
+        return map(check, shards)
     pool = concurrent.futures.ProcessPoolExecutor(
         workers, mp_context=multiprocessing.get_context("spawn"))
     with pool:
-        return list(pool.map(check_shard, shards))
+        return list(pool.map(check, shards))
 
 
-def check_shard(shard: Shard) -> str | None:
+def check_shard(shard: Shard, limits: ImageLimits) -> str | None:
     """The first problem in one shard, as a one-line message, or None."""
     records = 0
+    # As a graph, as in the Transform graph: a failed limit reads the same in both.
+    checked_decode = tf.function(lambda image: decode(image, limits),
+                                 input_signature=[tf.TensorSpec([], tf.string)])
     try:
         for records, record in enumerate(tf.data.TFRecordDataset(shard.path), start=1):
-            problem = _check_record(record.numpy())
+            problem = _check_record(record.numpy(), checked_decode)
             if problem:
                 return f"{shard.path}: record {records - 1}{problem}"
     except tf.errors.DataLossError as err:
@@ -94,7 +103,7 @@ def check_shard(shard: Shard) -> str | None:
     return None
 
 
-def _check_record(record: bytes) -> str | None:
+def _check_record(record: bytes, checked_decode: Callable) -> str | None:
     try:
         example = tf.train.Example.FromString(record)
     except Exception as err:  # protobuf's DecodeError has no stable import path
@@ -105,9 +114,12 @@ def _check_record(record: bytes) -> str | None:
     if F.IMAGE_KEY not in feature or len(feature[F.IMAGE_KEY].bytes_list.value) != 1:
         return f"{where}: no '{F.IMAGE_KEY}' feature holding one encoded image"
     try:
-        decode(feature[F.IMAGE_KEY].bytes_list.value[0])
+        checked_decode(feature[F.IMAGE_KEY].bytes_list.value[0])
     except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as err:
-        return f"{where}: image does not decode ({_tf_reason(err)})"
+        reason = _tf_reason(err)
+        if reason.startswith(LIMIT_FAILURE):  # the limit's own message, without TF's framing
+            return f"{where}: {reason.removeprefix(LIMIT_FAILURE).rstrip(']')}"
+        return f"{where}: image does not decode ({reason})"
     return None
 
 
@@ -117,9 +129,9 @@ def _tf_reason(err: tf.errors.OpError) -> str:
     return text.strip()
 
 
-def _stamp(path: str) -> list[int]:
+def _stamp(path: str, limits: ImageLimits) -> list[int]:
     stat = tf.io.gfile.stat(path)
-    return [stat.length, stat.mtime_nsec]
+    return [stat.length, stat.mtime_nsec, limits.image_bytes, limits.image_pixels]
 
 
 def _load_cache(cache_file: str | None) -> dict:

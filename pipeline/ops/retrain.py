@@ -80,7 +80,7 @@ def register(incoming: str, data_root: str, quarantine_root: str, config: Pipeli
     console.say(f"medtfx: checking {len(files)} incoming files"
                 + (f" against span {existing[-1]}" if previous else ""))
     verdicts = inc.check_incoming(files, config.schema_path, data.train_shards, previous,
-                                  config.retrain.drift)
+                                  config.retrain.drift, config.limits)
     rejected = tuple(v for v in verdicts if not v.accepted)
     accepted = tuple(v.path for v in verdicts if v.accepted)
     folder = inc.quarantine(list(rejected), quarantine_root) if rejected else None
