@@ -112,13 +112,74 @@ def test_a_batch_that_would_leave_a_span_incomplete_is_not_registered(tmp_path, 
     incoming.mkdir()
     for name in sorted(n for n in os.listdir(tiny_data) if n.startswith("train"))[:3]:
         shutil.copy(os.path.join(tiny_data, name), incoming / name)
-    config = load_config(None, ["data.spans=true"])
+    config = load_config(None, ["data.spans=true", "retrain.settle_seconds=0"])
     before = sorted(os.listdir(incoming))
     with pytest.raises(spans.SpanError, match="the new span would lack"):
         register(str(incoming), str(tmp_path / "data"), str(tmp_path / "q"), config,
                  Console(None, verbose=True))
     assert sorted(os.listdir(incoming)) == before
     assert spans.list_arrivals(str(tmp_path / "data")) == []
+
+
+def test_a_file_still_being_written_is_neither_taken_nor_quarantined(tmp_path, tiny_data):
+    import shutil
+    import time
+
+    from pipeline.ops.console import Console
+
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    for name in sorted(n for n in os.listdir(tiny_data) if n.startswith("train")):
+        shutil.copy(os.path.join(tiny_data, name), incoming / name)
+    finished = time.time() - 120  # every file but one finished two minutes ago
+    uploading = sorted(incoming.iterdir())[4]
+    for path in incoming.iterdir():
+        if path != uploading:
+            os.utime(path, (finished, finished))
+    data = uploading.read_bytes()
+    uploading.write_bytes(data[:len(data) // 3])  # a third of it has arrived
+    config = load_config(None, ["data.spans=true", "retrain.settle_seconds=60"])
+    with pytest.raises(spans.SpanError, match=f"would lack {uploading.name[:7]}"):
+        register(str(incoming), str(tmp_path / "data"), str(tmp_path / "q"), config,
+                 Console(None, verbose=True))
+    assert uploading.read_bytes() == data[:len(data) // 3]  # untouched
+    assert not (tmp_path / "q").exists()  # and not quarantined as a cut-short file
+
+
+def test_watch_survives_a_failed_run_and_runs_the_span_again_after_growing_pauses(
+        tmp_path, tiny_data):
+    import shutil
+
+    from pipeline.ops.console import Console
+    from pipeline.ops.retrain import retrain
+
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    for name in sorted(n for n in os.listdir(tiny_data) if n.startswith("train")):
+        shutil.copy(os.path.join(tiny_data, name), incoming / name)
+    config = load_config(None, ["data.spans=true", "retrain.settle_seconds=0",
+                                "retrain.poll_seconds=0.01"])
+    outcomes = [RuntimeError("No space left on device"), RuntimeError("still full"), None]
+    pauses = []
+
+    def run() -> int:
+        outcome = outcomes.pop(0)
+        if outcome is None:
+            raise KeyboardInterrupt  # ends the watch once the third run starts
+        raise outcome
+
+    lines = []
+    console = Console(None, verbose=True)
+    console.say = lambda text="", end="\n": lines.append(text)
+    with pytest.raises(KeyboardInterrupt):
+        retrain(str(incoming), str(tmp_path / "data"), str(tmp_path / "q"), config, console,
+                run, watch=True, sleep=pauses.append)
+    assert outcomes == [] and pauses == [0.01, 0.02]  # three runs, pauses doubling
+    assert spans.list_spans(str(tmp_path / "data")) == [1]  # registered once, kept
+    assert sum("registered span 1" in line for line in lines) == 1
+    assert any("span 1 failed (RuntimeError: No space left on device)" in line
+               for line in lines)
+    assert sum("running span 1 again" in line for line in lines) == 2
 
 
 def test_one_retrain_per_data_root_and_the_lock_dies_with_its_holder(tmp_path):

@@ -31,7 +31,9 @@ def labelled_batch(folder: str, seed: int) -> list[str]:
 
 def retrain(incoming, data, work, *extra: str):
     return medtfx("retrain", "--incoming", str(incoming), "--data-root", str(data),
-                  "--work-dir", str(work), *FAST_RUN, *BLESS_ANY, *extra, timeout=1500)
+                  "--work-dir", str(work), *FAST_RUN, *BLESS_ANY,
+                  "--set", "retrain.settle_seconds=0",  # the test writes files whole
+                  *extra, timeout=1500)
 
 
 def summary(work) -> dict:

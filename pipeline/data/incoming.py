@@ -43,6 +43,15 @@ def list_incoming(incoming: str) -> list[str]:
                   if not n.startswith(".") and os.path.isfile(os.path.join(incoming, n)))
 
 
+def split_settled(paths: list[str], settle_seconds: float,
+                  now: float | None = None) -> tuple[list[str], list[str]]:
+    """(settled, still written): a file is settled once it has not changed for
+    `settle_seconds`; one changed more recently may be an upload in progress."""
+    now = time.time() if now is None else now
+    settled = [p for p in paths if now - os.stat(p).st_mtime >= settle_seconds]
+    return settled, [p for p in paths if p not in settled]
+
+
 def check_incoming(paths: list[str], schema_file: str, train_shards: int,
                    previous_span: str | None, drift: dict[str, float],
                    limits: ImageLimits) -> list[Verdict]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import logging
 import os
 import time
 from typing import Callable
@@ -21,6 +22,7 @@ from pipeline.data.shards import SHARD_RE
 from pipeline.ops.console import Console
 
 LOCK_FILE = ".medtfx-retrain.lock"
+MAX_RETRY_PAUSE = 3600.0  # --watch: the longest wait before a failed span runs again
 
 
 class LockedError(MedtfxError):
@@ -69,10 +71,16 @@ class RetrainLock:
 
 def register(incoming: str, data_root: str, quarantine_root: str, config: PipelineConfig,
              console: Console) -> Registration:
-    """Checks every incoming file; the good ones become the next span."""
+    """Checks every settled incoming file; the good ones become the next span. A file
+    changed within `retrain.settle_seconds` is left where it is for a later run."""
     data = config.data
     spans.build_missing_spans(data_root, data.window, data.train_shards)
-    files = inc.list_incoming(incoming)
+    files, writing = inc.split_settled(inc.list_incoming(incoming),
+                                       config.retrain.settle_seconds)
+    if writing:
+        console.say(f"medtfx: {len(writing)} files changed in the last "
+                    f"{config.retrain.settle_seconds:g} s (still being written?) are left "
+                    "for a later run")
     if not files:
         return Registration(None, (), (), None)
     existing = spans.list_spans(data_root)
@@ -113,13 +121,16 @@ def _check_window(data_root: str, accepted: tuple[str, ...], config: PipelineCon
 
 
 def retrain(incoming: str, data_root: str, quarantine_root: str, config: PipelineConfig,
-            console: Console, run: Callable[[], int], watch: bool = False) -> int:
+            console: Console, run: Callable[[], int], watch: bool = False,
+            sleep: Callable[[float], None] = time.sleep) -> int:
     """Registers what has arrived and runs `run` on each new span; with `watch`, keeps
-    waiting for files that stop changing. Returns the exit status: 1 when files were
-    quarantined and none registered."""
+    waiting for files that stop changing, and runs a span whose run failed again after a
+    pause that doubles (until new files arrive: their span holds the failed one's data
+    too). Returns the exit status: 1 when files were quarantined and none registered."""
     with RetrainLock(data_root):
+        failed_span, pause = None, config.retrain.poll_seconds
         while True:
-            if watch:
+            if watch and failed_span is None:
                 console.say(f"medtfx: watching {incoming} (Ctrl-C stops)")
                 wait_until_settled(incoming, config.retrain.poll_seconds,
                                    config.retrain.settle_seconds)
@@ -127,16 +138,38 @@ def retrain(incoming: str, data_root: str, quarantine_root: str, config: Pipelin
             if done.quarantine_dir:
                 console.say(f"medtfx: {len(done.quarantined)} files quarantined in "
                             f"{done.quarantine_dir} (report: quarantine-report.json)")
-            if done.span is None:
+            if done.span is not None:
+                span = done.span
+                console.say(f"medtfx: registered span {span} ({len(done.accepted)} files) "
+                            f"in {data_root}")
+                if not watch:
+                    return run()
+            elif failed_span is not None:
+                span = failed_span
+                console.say(f"medtfx: running span {span} again")
+            else:
                 console.say("medtfx: no new span registered")
                 if not watch:
                     return 1 if done.quarantined else 0
                 continue
-            console.say(f"medtfx: registered span {done.span} ({len(done.accepted)} files) "
-                        f"in {data_root}")
-            code = run()
-            if not watch:
-                return code
+            if _run_or_report(run, span, console) is None:
+                failed_span = span
+                sleep(pause)
+                pause = min(2 * pause, MAX_RETRY_PAUSE)
+            else:
+                failed_span, pause = None, config.retrain.poll_seconds
+
+
+def _run_or_report(run: Callable[[], int], span: int, console: Console) -> int | None:
+    """`run`'s exit status, or None when it raised: --watch reports the failure (the
+    traceback goes to the log) and keeps watching rather than ending."""
+    try:
+        return run()
+    except Exception as err:  # noqa: BLE001 -- reported here, retried by the caller
+        logging.getLogger("medtfx").exception("the run on span %d failed", span)
+        console.say(f"medtfx: the run on span {span} failed ({type(err).__name__}: "
+                    f"{str(err).splitlines()[0] if str(err) else ''}); it will run again")
+        return None
 
 
 def wait_until_settled(incoming: str, poll_seconds: float, settle_seconds: float,
