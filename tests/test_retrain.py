@@ -11,6 +11,7 @@ import sys
 import pytest
 import tensorflow as tf
 
+from modules import features as F
 from modules.settings import ImageLimits
 from pipeline.config import load_config
 from pipeline.data import spans
@@ -19,6 +20,7 @@ from pipeline.data.shards import shard_filename
 from pipeline.files import AlreadyExistsError
 from pipeline.ops.retrain import LockedError, RetrainLock, register, wait_until_settled
 from tests.helpers import REPO, medtfx
+from tests.test_input_checks import rewrite_record
 
 
 def write_shard(folder, index: int, records: list[bytes]) -> str:
@@ -180,6 +182,56 @@ def test_watch_survives_a_failed_run_and_runs_the_span_again_after_growing_pause
     assert any("span 1 failed (RuntimeError: No space left on device)" in line
                for line in lines)
     assert sum("running span 1 again" in line for line in lines) == 2
+
+
+def test_a_file_delivered_twice_is_registered_once_and_a_patient_keeps_their_fold(
+        tmp_path, tiny_data):
+    import shutil
+
+    from pipeline.data.synth import SynthSpec, generate
+    from pipeline.ops.console import Console
+
+    incoming, data = tmp_path / "incoming", tmp_path / "data"
+    incoming.mkdir()
+    config = load_config(None, ["data.spans=true", "retrain.settle_seconds=0"])
+
+    def deliver(folder: str) -> list[str]:
+        names = sorted(n for n in os.listdir(folder) if n.startswith("train"))
+        for name in names:
+            shutil.copy(os.path.join(folder, name), incoming / name)
+        return names
+
+    def register_all():
+        return register(str(incoming), str(data), str(tmp_path / "q"), config,
+                        Console(None, verbose=True))
+
+    deliver(tiny_data)
+    assert register_all().span == 1
+    deliver(tiny_data)  # the same delivery again (or a crash before incoming was cleared)
+    again = register_all()
+    assert again.span is None and os.listdir(incoming) == []
+    assert spans.list_arrivals(str(data)) == [1]
+
+    later = str(tmp_path / "later")
+    generate(later, SynthSpec(images=300, size=32, seed=8, malignant_share=0.3,
+                              first_patient=10_000))
+    evaluated = sorted(spans.file_patients(glob_one(data / "arrivals" / "1", "train13")))[0]
+    moved = glob_one(later, "train00")  # fold 0 trains; train13 is fold 4, which gates
+    rewrite_record(moved, 0, lambda f: f[F.PATIENT_KEY].int64_list.value.__setitem__(
+        0, evaluated))
+    deliver(later)
+    done = register_all()
+    assert done.span == 2 and len(done.accepted) == 14
+    ((verdict),) = done.quarantined
+    assert os.path.basename(verdict.path) == os.path.basename(moved)
+    assert verdict.problems == (f"patient {evaluated} is in fold 0 here but in fold 4 "
+                                "(train13) in arrival 1: one patient's images stay in one "
+                                "fold",)
+
+
+def glob_one(folder, prefix: str) -> str:
+    (path,) = [os.path.join(folder, n) for n in os.listdir(folder) if n.startswith(prefix)]
+    return path
 
 
 def test_one_retrain_per_data_root_and_the_lock_dies_with_its_holder(tmp_path):

@@ -22,7 +22,7 @@ def labelled_batch(folder: str, seed: int) -> list[str]:
     from pipeline.data.synth import SynthSpec, generate
 
     generate(folder, SynthSpec(images=300, size=32, seed=seed, malignant_share=0.3,
-                               test_shards=1))
+                               test_shards=1, first_patient=10_000 * seed))  # new patients
     for path in glob.glob(os.path.join(folder, "*")):
         if not os.path.basename(path).startswith("train"):
             os.remove(path)

@@ -16,7 +16,8 @@ import time
 
 from modules.settings import ImageLimits
 from pipeline.data.input_checks import check_shard
-from pipeline.data.shards import SHARD_RE, Shard
+from pipeline.data.shards import SHARD_RE, Shard, fold_of
+from pipeline.data.spans import file_digest, file_patients
 from pipeline.files import move_file
 
 QUARANTINE_REPORT = "quarantine-report.json"
@@ -134,6 +135,36 @@ def _statistics(patterns: dict[str, str], options) -> dict:
                  | "Statistics" >> GenerateStatisticsByName(options)
                  | "Write" >> tfdv.WriteStatisticsToBinaryFile(output))
         return by_name(tfdv.load_stats_binary(output), list(patterns))
+
+
+def registered_before(paths: list[str], arrivals: dict[int, dict]) -> dict[str, int]:
+    """Incoming files whose exact bytes an arrival already holds (delivered twice, or left
+    by a crash between registering and clearing the incoming folder): path -> arrival."""
+    digests = {d: number for number, record in arrivals.items()
+               for d in record["files"].values()}
+    found = {path: digests.get(file_digest(path)) for path in paths}
+    return {path: number for path, number in found.items() if number is not None}
+
+
+def fold_moves(paths: list[str], arrivals: dict[int, dict], train_shards: int,
+               folds: int) -> dict[str, Verdict]:
+    """Files holding a patient whom an earlier arrival placed in another fold: refused, or
+    the patient would train in one span and gate the model in the next."""
+    seen = {patient: (number, index) for number, record in arrivals.items()
+            for patient, index in record["patients"].items()}
+    verdicts = {}
+    for path in paths:
+        index = int(SHARD_RE.match(os.path.basename(path))["index"])
+        fold = fold_of(index, train_shards, folds)
+        for patient in sorted(file_patients(path)):
+            number, earlier = seen.get(str(patient), (None, index))
+            if fold_of(earlier, train_shards, folds) != fold:
+                verdicts[path] = Verdict(path, (
+                    f"patient {patient} is in fold {fold} here but in fold "
+                    f"{fold_of(earlier, train_shards, folds)} (train{earlier:02d}) in arrival "
+                    f"{number}: one patient's images stay in one fold",))
+                break
+    return verdicts
 
 
 def quarantine(verdicts: list[Verdict], quarantine_root: str) -> str:

@@ -3,6 +3,7 @@
 A data root with spans looks like this:
 
     DATA/arrivals/N/trainNN-COUNT.tfrec   the files accepted by `medtfx retrain`, as they came
+    DATA/arrivals/N/medtfx-arrival.json   their digests, and the shard of each patient
     DATA/span-N/trainNN-COUNT.tfrec       what the pipeline reads: the window of arrivals
     DATA/span-N/medtfx-span.json          which arrival files span N holds
 
@@ -15,6 +16,7 @@ a hidden temporary name and renamed into place, and an existing one is never rep
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -27,6 +29,7 @@ from pipeline.files import staged_dir
 SPAN_RE = re.compile(r"^span-(?P<number>\d+)$")
 ARRIVALS = "arrivals"
 SPAN_MANIFEST = "medtfx-span.json"
+ARRIVAL_MANIFEST = "medtfx-arrival.json"  # each file's digest, and each patient's shard
 
 
 class SpanError(MedtfxError):
@@ -85,13 +88,61 @@ def arrival_shards(directory: str) -> dict[int, tuple[str, int]]:
     return shards
 
 
+def file_digest(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_patients(path: str) -> set[int]:
+    """The patient ids a shard holds (-1, unknown, left out)."""
+    import tensorflow as tf
+
+    from modules import features as F
+
+    spec = {F.PATIENT_KEY: tf.io.FixedLenFeature([], tf.int64, default_value=F.MISSING)}
+    patients: set[int] = set()
+    for batch in tf.data.TFRecordDataset(path).batch(1024):
+        patients.update(tf.io.parse_example(batch, spec)[F.PATIENT_KEY].numpy().tolist())
+    return patients - {F.MISSING}
+
+
+def describe_files(files: list[str]) -> dict:
+    """What an arrival records of its files: each one's digest, and the shard each patient
+    is in."""
+    patients = {}
+    for path in files:
+        match = SHARD_RE.match(os.path.basename(path))
+        for patient in file_patients(path):
+            patients[str(patient)] = int(match["index"])
+    return {"files": {os.path.basename(p): file_digest(p) for p in files},
+            "patients": patients}
+
+
+def arrival_record(data_root: str, number: int) -> dict:
+    """An arrival's digests and patients, from its manifest (or read from its files, for an
+    arrival registered before manifests were written)."""
+    folder = arrival_dir(data_root, number)
+    path = os.path.join(folder, ARRIVAL_MANIFEST)
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    return describe_files(sorted(os.path.join(folder, n) for n in os.listdir(folder)
+                                 if SHARD_RE.match(n)))
+
+
 def add_arrival(data_root: str, files: list[str]) -> int:
-    """Copies accepted files in as the next arrival; returns its number. The sources are
-    left where they are."""
+    """Copies accepted files in as the next arrival, with a manifest of their digests and
+    patients; returns its number. The sources are left where they are."""
     number = max(list_arrivals(data_root), default=0) + 1
     with staged_dir(arrival_dir(data_root, number)) as tmp:
         for path in files:
             shutil.copy2(path, os.path.join(tmp, os.path.basename(path)))
+        record = describe_files(sorted(os.path.join(tmp, os.path.basename(p)) for p in files))
+        with open(os.path.join(tmp, ARRIVAL_MANIFEST), "w") as f:
+            json.dump(record, f, indent=2)
     return number
 
 

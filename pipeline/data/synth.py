@@ -53,6 +53,7 @@ class SynthSpec:
     site_signal: tuple[tuple[str, float], ...] = (("lower extremity", 0.7),)
     grayscale_share: float = 0.0
     release: str = "2020"  # "2020": carries diagnosis; "70k": carries source, no diagnosis
+    first_patient: int = 0  # patient ids count from here (a later delivery: new patients)
 
     def __post_init__(self) -> None:
         if self.images < 2 * self.train_shards:
@@ -212,9 +213,11 @@ def generate(out_dir: str, spec: SynthSpec, workers: int | None = None) -> dict:
     if os.path.isdir(out_dir) and any(n.endswith(".tfrec") for n in os.listdir(out_dir)):
         raise MedtfxError(f"{out_dir}: already holds .tfrec shards; not overwriting them")
     rng = np.random.default_rng(spec.seed)
-    train = stratify(_draw_patients(spec, spec.images, rng, 0, 0), spec.train_shards, rng)
+    train = stratify(_draw_patients(spec, spec.images, rng, spec.first_patient, 0),
+                     spec.train_shards, rng)
     n_train_patients = sum(len(s) for s in train)
-    test_patients = _draw_patients(spec, spec.n_test, rng, n_train_patients, spec.images)
+    test_patients = _draw_patients(spec, spec.n_test, rng,
+                                   spec.first_patient + n_train_patients, spec.images)
     test = _deal(test_patients, min(spec.test_shards, len(test_patients)))
 
     os.makedirs(out_dir, exist_ok=True)

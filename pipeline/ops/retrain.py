@@ -81,6 +81,12 @@ def register(incoming: str, data_root: str, quarantine_root: str, config: Pipeli
         console.say(f"medtfx: {len(writing)} files changed in the last "
                     f"{config.retrain.settle_seconds:g} s (still being written?) are left "
                     "for a later run")
+    arrivals = {n: spans.arrival_record(data_root, n) for n in spans.list_arrivals(data_root)}
+    for path, number in inc.registered_before(files, arrivals).items():
+        console.say(f"medtfx: {os.path.basename(path)} is already registered (arrival "
+                    f"{number}); removed from the incoming folder")
+        os.remove(path)  # the arrival holds the same bytes
+        files.remove(path)
     if not files:
         return Registration(None, (), (), None)
     existing = spans.list_spans(data_root)
@@ -89,6 +95,9 @@ def register(incoming: str, data_root: str, quarantine_root: str, config: Pipeli
                 + (f" against span {existing[-1]}" if previous else ""))
     verdicts = inc.check_incoming(files, config.schema_path, data.train_shards, previous,
                                   config.retrain.drift, config.limits)
+    moves = inc.fold_moves([v.path for v in verdicts if v.accepted], arrivals,
+                           data.train_shards, data.folds)
+    verdicts = [moves.get(v.path, v) for v in verdicts]
     rejected = tuple(v for v in verdicts if not v.accepted)
     accepted = tuple(v.path for v in verdicts if v.accepted)
     folder = inc.quarantine(list(rejected), quarantine_root) if rejected else None
