@@ -214,6 +214,16 @@ def test_history_prints_json_for_scripts(recorded, capfd):
         str(recorded["data"] / "span-3/train00-4.tfrec")]
 
 
+def test_spans_registered_but_never_trained_are_listed(recorded, capfd):
+    """Span 2 was registered and never run; span 3's second run trained a model."""
+    work, data = str(recorded["work"]), str(recorded["data"])
+    assert main(["history", "--work-dir", work, "--data-root", data]) == 0
+    assert capfd.readouterr().out.splitlines()[-1] == (
+        f"medtfx: registered in {data} but never trained: span 2")
+    assert main(["history", "--work-dir", work, "--data-root", data, "--json"]) == 0
+    assert json.loads(capfd.readouterr().out)["untrained_spans"] == [2]
+
+
 def test_an_unknown_version_is_one_line_naming_the_pushed_ones(recorded, capfd):
     assert main(["history", "--work-dir", str(recorded["work"]), "--version", "8"]) == 1
     out = capfd.readouterr()

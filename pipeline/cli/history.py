@@ -23,6 +23,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     history.add_argument("--work-dir", default="work", help="the runs' work dir (./work)")
     history.add_argument("--version", help="a pushed serving version (a directory name "
                          "under WORK/serving): show its lineage")
+    history.add_argument("--data-root", help="the runs' data root with spans: also list "
+                         "the spans registered there that no run trained a model on")
     history.add_argument("--json", action="store_true", help="print JSON, for scripts")
     common.add_verbose(history)
     history.set_defaults(command=command)
@@ -34,15 +36,23 @@ def command(args: argparse.Namespace) -> int:
         return common.EXIT_FAILED
 
     def body(console: Console) -> int:
-        from pipeline.results.history import list_runs, trace_version
+        from pipeline.data.spans import list_spans
+        from pipeline.results.history import list_runs, trace_version, untrained_spans
         from pipeline.results.history_text import lineage_lines, run_lines
         from pipeline.results.mlmd import open_store
 
         store = open_store(work.metadata)
         if args.version is None:
             runs = list_runs(store)
-            lines = ([json.dumps({"runs": [dataclasses.asdict(r) for r in runs]}, indent=2)]
-                     if args.json else run_lines(runs))
+            listing = {"runs": [dataclasses.asdict(r) for r in runs]}
+            lines = [] if args.json else run_lines(runs)
+            if args.data_root:
+                untrained = untrained_spans(runs, list_spans(args.data_root))
+                listing["untrained_spans"] = untrained
+                lines.append(f"medtfx: registered in {args.data_root} but never trained: "
+                             + (", ".join(f"span {s}" for s in untrained) or "none"))
+            if args.json:
+                lines = [json.dumps(listing, indent=2)]
         else:
             lineage = trace_version(store, args.version)
             lines = ([json.dumps(dataclasses.asdict(lineage), indent=2)] if args.json

@@ -162,6 +162,13 @@ def list_runs(store: PipelineStore) -> list[RunRecord]:
     return [_run_record(store, run) for run in runs]
 
 
+def untrained_spans(runs: list[RunRecord], registered: list[int]) -> list[int]:
+    """Registered spans that no run got as far as a model on (never run, or every run on
+    them failed before the Evaluator)."""
+    trained = {span for run in runs if run.model_id is not None for span in run.spans}
+    return [span for span in registered if span not in trained]
+
+
 def _run_record(store: PipelineStore, run: metadata_store_pb2.Context) -> RunRecord:
     nodes = _nodes(store, sorted(store.get_executions_by_context(run.id), key=lambda e: e.id))
     by_id = {node.component: node for node in nodes}
