@@ -18,7 +18,8 @@ from pipeline.data import spans
 from pipeline.data.incoming import QUARANTINE_REPORT, Verdict, check_incoming, quarantine
 from pipeline.data.shards import shard_filename
 from pipeline.files import AlreadyExistsError
-from pipeline.ops.retrain import LockedError, RetrainLock, register, wait_until_settled
+from pipeline.ops.lock import LockedError
+from pipeline.ops.retrain import register, retrain_lock, wait_until_settled
 from tests.helpers import REPO, medtfx
 from tests.test_input_checks import rewrite_record
 
@@ -235,24 +236,46 @@ def glob_one(folder, prefix: str) -> str:
 
 
 def test_one_retrain_per_data_root_and_the_lock_dies_with_its_holder(tmp_path):
-    with RetrainLock(str(tmp_path)):
-        with pytest.raises(LockedError, match=f"another retrain \\(pid {os.getpid()}\\)"):
-            with RetrainLock(str(tmp_path)):
+    with retrain_lock(str(tmp_path)):
+        with pytest.raises(LockedError,
+                           match=f"another medtfx retrain \\(pid {os.getpid()}\\)"):
+            with retrain_lock(str(tmp_path)):
                 pass
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from pipeline.ops.retrain import "
-         "RetrainLock; RetrainLock(sys.argv[1]).__enter__(); print('held', flush=True); "
+         "retrain_lock; retrain_lock(sys.argv[1]).__enter__(); print('held', flush=True); "
          "time.sleep(600)", str(tmp_path)], stdout=subprocess.PIPE, text=True, cwd=REPO)
     try:
         assert holder.stdout.readline() == "held\n"
         with pytest.raises(LockedError, match=f"pid {holder.pid}"):
-            with RetrainLock(str(tmp_path)):
+            with retrain_lock(str(tmp_path)):
                 pass
     finally:
         holder.kill()  # SIGKILL: no chance to clean up
         holder.wait()
-    with RetrainLock(str(tmp_path)):  # the kernel released it; the file left behind is no lock
+    with retrain_lock(str(tmp_path)):  # the kernel released it; the file left behind is no lock
         assert (tmp_path / ".medtfx-retrain.lock").read_text() == str(os.getpid())
+
+
+def test_a_second_run_on_a_work_dir_in_use_is_refused_with_the_holders_pid(
+        tmp_path, tiny_data, capfd):
+    from pipeline.cli import main
+
+    work = tmp_path / "work"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pipeline.ops.lock import FolderLock; "
+         "FolderLock(sys.argv[1], '.medtfx-run.lock', 'run').__enter__(); "
+         "print('held', flush=True); time.sleep(600)", str(work)],
+        stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        assert main(["run", "--data-root", tiny_data, "--work-dir", str(work)]) == 1
+    finally:
+        holder.kill()
+        holder.wait()
+    out = capfd.readouterr().out
+    assert f"another medtfx run (pid {holder.pid}) is using {work}" in out
+    assert not (work / "pipeline").exists()
 
 
 def test_watch_waits_until_files_stop_changing(tmp_path):
@@ -302,5 +325,5 @@ def test_watch_stops_cleanly_on_ctrl_c_and_releases_the_lock(tmp_path):
     out, err = watcher.communicate(timeout=60)
     assert watcher.returncode == 130, out + err
     assert "watching" in out and "stopped" in out and err == ""
-    with RetrainLock(str(tmp_path / "data")):  # released
+    with retrain_lock(str(tmp_path / "data")):  # released
         pass

@@ -9,7 +9,10 @@ import os
 from pipeline.cli import common
 from pipeline.config import PipelineConfig
 from pipeline.ops.console import Console
+from pipeline.ops.lock import FolderLock
 from pipeline.ops.workdir import WorkDir
+
+RUN_LOCK = ".medtfx-run.lock"
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -44,7 +47,14 @@ def run_pipeline(config: PipelineConfig, data_root: str, work: WorkDir, console:
                  strict: bool = False) -> int:
     """Checks the backbone and the data (the newest span, with spans), runs every
     component, and writes and prints the summary; returns 0, or with `strict`
-    EXIT_NOT_BLESSED when the model was not blessed."""
+    EXIT_NOT_BLESSED when the model was not blessed. A second run on the same work dir is
+    refused while one is running."""
+    with FolderLock(work.path(), RUN_LOCK, "run"):  # one run per work dir
+        return _checked_run(config, data_root, work, console, strict)
+
+
+def _checked_run(config: PipelineConfig, data_root: str, work: WorkDir, console: Console,
+                 strict: bool) -> int:
     from modules.model import validate_backbone
     from pipeline.data.input_checks import check_data_root
     from pipeline.data.spans import latest_span_dir

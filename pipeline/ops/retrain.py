@@ -8,25 +8,20 @@ folder, so a crash at any point leaves every file in one place or two, never in 
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import logging
 import os
 import time
 from typing import Callable
 
-from modules.errors import MedtfxError
 from pipeline.config import PipelineConfig
 from pipeline.data import incoming as inc
 from pipeline.data import spans
 from pipeline.data.shards import SHARD_RE
 from pipeline.ops.console import Console
+from pipeline.ops.lock import FolderLock
 
 LOCK_FILE = ".medtfx-retrain.lock"
 MAX_RETRY_PAUSE = 3600.0  # --watch: the longest wait before a failed span runs again
-
-
-class LockedError(MedtfxError):
-    """Another retrain holds the data root."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,36 +32,9 @@ class Registration:
     quarantine_dir: str | None
 
 
-class RetrainLock:
-    """One retrain per data root, held as an OS lock (flock) on a file in it. The kernel
-    releases the lock when its holder exits or dies, so there is no stale lock to take over
-    and no moment between creating the file and owning it. The file stays, holding the pid
-    of its last holder for the message a second retrain gets."""
-
-    def __init__(self, data_root: str):
-        self.path = os.path.join(data_root, LOCK_FILE)
-        self._fd: int | None = None
-
-    def __enter__(self) -> "RetrainLock":
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise LockedError(f"{self.path}: another retrain (pid {owner}) is running on "
-                              "this data root") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        self._fd = fd
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
+def retrain_lock(data_root: str) -> FolderLock:
+    """One retrain per data root."""
+    return FolderLock(data_root, LOCK_FILE, "retrain")
 
 
 def register(incoming: str, data_root: str, quarantine_root: str, config: PipelineConfig,
@@ -136,7 +104,7 @@ def retrain(incoming: str, data_root: str, quarantine_root: str, config: Pipelin
     waiting for files that stop changing, and runs a span whose run failed again after a
     pause that doubles (until new files arrive: their span holds the failed one's data
     too). Returns the exit status: 1 when files were quarantined and none registered."""
-    with RetrainLock(data_root):
+    with retrain_lock(data_root):
         failed_span, pause = None, config.retrain.poll_seconds
         while True:
             if watch and failed_span is None:
