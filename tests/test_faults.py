@@ -1,6 +1,7 @@
 """Fault injection: `medtfx run` killed with SIGKILL inside ImportExampleGen, Transform,
-the Trainer, the Evaluator and the Pusher. After each kill the previous model still serves
-and every serving version is whole; rerunning the command resumes and finishes."""
+the Trainer, the Evaluator and the Pusher, then a disk that fills during the push. After
+each, the previous model still serves and every serving version is whole; rerunning the
+command resumes and finishes. The tests share one work dir and run in order."""
 
 from __future__ import annotations
 
@@ -56,30 +57,76 @@ def kill_inside(command: list[str], work, component: str) -> None:
     process.wait()
 
 
-def test_a_run_killed_in_each_component_resumes_and_the_last_model_keeps_serving(
-        tiny_data, tmp_path):
-    data, work = tmp_path / "data", tmp_path / "work"
+@pytest.fixture(scope="module")
+def site(tiny_data, tmp_path_factory):
+    """A work dir whose serving directory is a small tmpfs where the test may mount one (it
+    can then fill the disk), a plain folder where it may not."""
+    root = tmp_path_factory.mktemp("faults")
+    data, work = root / "data", root / "work"
     shutil.copytree(tiny_data, data)
-    args = ["run", "--data-root", str(data), "--work-dir", str(work), *FAST_RUN, *BLESS_ANY]
-    first = medtfx(*args)
+    (work / "serving").mkdir(parents=True)
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs",
+                            str(work / "serving")], capture_output=True, text=True)
+    yield {"data": data, "work": work,
+           "tmpfs": None if mount.returncode == 0 else mount.stderr.strip() or "refused"}
+    if mount.returncode == 0:
+        subprocess.run(["umount", "--lazy", str(work / "serving")], check=True)
+
+
+def run_args(site: dict, *extra: str) -> list[str]:
+    return ["run", "--data-root", str(site["data"]), "--work-dir", str(site["work"]),
+            *FAST_RUN, *BLESS_ANY, *extra]
+
+
+def test_a_run_killed_in_each_component_leaves_the_last_model_serving(site):
+    data, work = site["data"], site["work"]
+    first = medtfx(*run_args(site))
     assert first.returncode == 0, first.stdout + first.stderr
-    serving = versions(work)
-    assert len(serving) == 1
+    site["serving"] = versions(work)
+    assert len(site["serving"]) == 1
 
     # New files (same records, new times) and a new seed: every component runs again.
     for shard in data.iterdir():
         os.utime(shard)
-    command = [os.path.join(os.path.dirname(sys.executable), "medtfx"), *args,
-               "--set", "seed=7"]
     for component in KILLED_IN:
-        kill_inside(command, work, component)
-        assert versions(work) == serving, component  # the previous model still serves
+        kill_inside(command(site), work, component)
+        assert versions(work) == site["serving"], component  # the previous model serves
         assert_whole(work)
 
-    last = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=1200)
+
+def test_a_full_disk_during_the_push_leaves_the_last_model_serving(site):
+    """Runs after the kills: everything before the Pusher is done and cached."""
+    if site["tmpfs"]:
+        pytest.skip(f"no tmpfs to fill here (mount: {site['tmpfs']})")
+    work = site["work"]
+    filler = work / "serving" / ".filler"  # ours, and a name TF Serving ignores
+    with open(filler, "wb") as f:
+        f.write(b"\0" * (shutil.disk_usage(work / "serving").free - 64 * 1024))
+    try:
+        full = subprocess.run(command(site), capture_output=True, text=True, cwd=REPO,
+                              timeout=1200)
+    finally:
+        filler.unlink()
+    assert full.returncode == 1, full.stdout + full.stderr
+    (error,) = [line for line in full.stdout.splitlines() if line.startswith("error:")]
+    assert "No space left on device" in error
+    assert versions(work) == site["serving"]  # nothing half-written became a version
+    assert_whole(work)
+
+
+def test_the_rerun_finishes_and_serves_the_new_model(site):
+    work = site["work"]
+    last = subprocess.run(command(site), capture_output=True, text=True, cwd=REPO,
+                          timeout=1200)
     assert last.returncode == 0, last.stdout + last.stderr
     summary = json.loads((work / "run_summary.json").read_text())
     assert summary["blessed"] and summary["pushed_model"] == str(
         work / "serving" / versions(work)[-1])
-    assert versions(work)[:-1] == serving
+    assert versions(work)[:-1] == site["serving"]
     assert_whole(work)
+
+
+def command(site: dict) -> list[str]:
+    """The run after the first: a new seed, so that the model and all after it change."""
+    return [os.path.join(os.path.dirname(sys.executable), "medtfx"),
+            *run_args(site, "--set", "seed=7")]
