@@ -176,8 +176,11 @@ def _run_record(store: PipelineStore, run: metadata_store_pb2.Context) -> RunRec
     examples = _distinct(a for node in nodes for side in (node.inputs, node.outputs)
                          for a in side.get(keys.EXAMPLES_KEY, []))
     # Input events are recorded when an execution starts, so a model shows even when the
-    # Evaluator then failed.
-    model = evaluator.input(keys.MODEL_KEY) if evaluator else None
+    # Evaluator then failed. ML Metadata keeps one input event per artifact: a model judged
+    # against itself (a rerun, with its own blessing as the baseline) may be recorded under
+    # the baseline's key alone.
+    model = (evaluator.input(keys.MODEL_KEY) or evaluator.input(keys.BASELINE_MODEL_KEY)
+             if evaluator else None)
     trainer = next((n for n in nodes if model is not None
                     and model.id in {a.id for a in n.outputs.get(keys.MODEL_KEY, [])}), None)
     blessing = evaluator.output(keys.BLESSING_KEY) if evaluator else None
