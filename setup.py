@@ -23,5 +23,5 @@ setup(
         "pyyaml",
     ],
     extras_require={"test": ["pytest", "pytest-timeout", "selenium"]},
-    entry_points={"console_scripts": ["medtfx=pipeline.cli:main"]},
+    entry_points={"console_scripts": ["medtfx=pipeline.cli:entry"]},
 )

@@ -9,8 +9,9 @@ import os
 
 import tensorflow as tf
 from tensorflow_metadata.proto.v0 import anomalies_pb2
-from tfx import v1 as tfx
-from tfx.types import artifact_utils
+from tfx.dsl.component.experimental.annotations import InputArtifact, Parameter
+from tfx.dsl.component.experimental.decorators import component
+from tfx.types import artifact_utils, standard_artifacts
 
 from modules.errors import MedtfxError
 
@@ -35,10 +36,9 @@ class DataAnomaliesError(MedtfxError):
     """The data breaks the curated schema; training on it is refused."""
 
 
-@tfx.dsl.components.component
-def DataGate(anomalies: tfx.dsl.components.InputArtifact[
-        tfx.types.standard_artifacts.ExampleAnomalies],
-             code: tfx.dsl.components.Parameter[str] = "") -> None:
+@component
+def DataGate(anomalies: InputArtifact[standard_artifacts.ExampleAnomalies],
+             code: Parameter[str] = "") -> None:
     """`code`: the fingerprint of this gate's code (pipeline/fingerprint.py), for the cache."""
     splits = artifact_utils.decode_split_names(anomalies.split_names)
     problems = describe_anomalies(anomalies.uri, splits)

@@ -9,8 +9,11 @@ as it is: the resolver keeps offering it as the baseline.
 import json
 import os
 
-from tfx import v1 as tfx
+from tfx.dsl.component.experimental.annotations import (InputArtifact, OutputArtifact,
+                                                          Parameter)
+from tfx.dsl.component.experimental.decorators import component
 from tfx.dsl.io import fileio
+from tfx.types import standard_artifacts
 from tfx.utils import io_utils, path_utils
 
 from modules.artifacts import CARD_DIR, PACKAGE_FILE, THRESHOLD_ASSET
@@ -19,23 +22,21 @@ from pipeline.results.eval_results import load_evaluation, operating_threshold
 from pipeline.results.model_card import build_card, render_markdown
 from pipeline.results.statistics import load_statistics
 
-Model = tfx.types.standard_artifacts.Model
+Model = standard_artifacts.Model
 
 
 class NoOperatingPointError(MedtfxError):
     """The evaluation fold has no malignant case to set a sensitivity on."""
 
 
-@tfx.dsl.components.component
+@component
 def ModelPackager(
-        model: tfx.dsl.components.InputArtifact[Model],
-        evaluation: tfx.dsl.components.InputArtifact[
-            tfx.types.standard_artifacts.ModelEvaluation],
-        blessing: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ModelBlessing],
-        statistics: tfx.dsl.components.InputArtifact[
-            tfx.types.standard_artifacts.ExampleStatistics],
-        packaged_model: tfx.dsl.components.OutputArtifact[Model],
-        settings: tfx.dsl.components.Parameter[str]) -> None:
+        model: InputArtifact[Model],
+        evaluation: InputArtifact[standard_artifacts.ModelEvaluation],
+        blessing: InputArtifact[standard_artifacts.ModelBlessing],
+        statistics: InputArtifact[standard_artifacts.ExampleStatistics],
+        packaged_model: OutputArtifact[Model],
+        settings: Parameter[str]) -> None:
     if blessing.get_int_custom_property("blessed") != 1:
         packaged_model.set_int_custom_property("packaged", 0)
         return

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 import tensorflow_transform as tft
-from tfx import v1 as tfx
+from tfx.components.trainer.fn_args_utils import DataAccessor
 from tfx_bsl.public import tfxio
 
 from modules import features as F
@@ -50,7 +50,7 @@ def balanced_batches(raw: tf.data.Dataset, batch_size: int, seed: int) -> tf.dat
         .batch(batch_size, drop_remainder=True)
 
 
-def input_fn(file_pattern: list[str], data_accessor: tfx.components.DataAccessor,
+def input_fn(file_pattern: list[str], data_accessor: DataAccessor,
              tf_transform_output: tft.TFTransformOutput, batch_size: int, *,
              training: bool, settings: TrainerSettings | None = None,
              weights: tuple[float, float] | None = None,

@@ -16,7 +16,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
 from absl import logging
-from tfx import v1 as tfx
+from tfx.components.trainer.fn_args_utils import FnArgs
 
 from modules.artifacts import VALIDATION_FILE
 from modules.callbacks import BestEpoch, TrainingProgress
@@ -94,7 +94,7 @@ def validation_scores(model: keras.Model, dataset: tf.data.Dataset) -> dict:
             "scores": np.concatenate(scores).astype(float).tolist()}
 
 
-def run_fn(fn_args: tfx.components.FnArgs) -> None:
+def run_fn(fn_args: FnArgs) -> None:
     """TFX Trainer entry point."""
     cfg = RunSettings.from_custom_config(fn_args.custom_config)
     keras.backend.clear_session()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 
-from tfx import v1 as tfx
+from tfx.orchestration import metadata
+from tfx.orchestration.local.local_dag_runner import LocalDagRunner
+from tfx.orchestration.pipeline import Pipeline
 
 from pipeline.config import PipelineConfig
 from pipeline.ops.console import ComponentProgress, Console
@@ -13,12 +15,11 @@ from pipeline.pipeline import create_pipeline
 
 
 def build_local_pipeline(config: PipelineConfig, data_root: str,
-                         work: WorkDir) -> tfx.dsl.Pipeline:
+                         work: WorkDir) -> Pipeline:
     return create_pipeline(
         config, data_root=os.path.abspath(data_root), pipeline_root=work.pipeline_root,
         serving_dir=work.serving,
-        metadata_connection_config=tfx.orchestration.metadata
-        .sqlite_metadata_connection_config(work.metadata))
+        metadata_connection_config=metadata.sqlite_metadata_connection_config(work.metadata))
 
 
 def run_local(config: PipelineConfig, data_root: str, work: WorkDir, console: Console) -> None:
@@ -27,7 +28,7 @@ def run_local(config: PipelineConfig, data_root: str, work: WorkDir, console: Co
     pipeline = build_local_pipeline(config, data_root, work)
     with ComponentProgress(console, len(pipeline.components)) as progress:
         try:
-            tfx.orchestration.LocalDagRunner().run(pipeline)
+            LocalDagRunner().run(pipeline)
         except BaseException:
             progress.interrupt()
             raise

@@ -5,11 +5,21 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from tfx import v1 as tfx
+# TFX's modules rather than its public `tfx.v1` namespace: importing `tfx.v1` loads the
+# Vertex AI client with its extensions, about 6 s of every run, wanted only for Vertex
+# training (imported where chosen).
+from tfx.components import (Evaluator, ExampleValidator, ImportExampleGen, Pusher, Trainer,
+                            Transform)
+from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
 from tfx.dsl.components.base import executor_spec
 from tfx.dsl.components.base.base_node import BaseNode
+from tfx.dsl.components.common.resolver import Resolver
+from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import (
+    LatestBlessedModelStrategy)
 from tfx.orchestration.data_types import RuntimeParameter
-from tfx.proto import example_gen_pb2, transform_pb2
+from tfx.orchestration.pipeline import Pipeline
+from tfx.proto import example_gen_pb2, pusher_pb2, trainer_pb2, transform_pb2
+from tfx.types import Channel, standard_artifacts
 
 from components import serving_pusher
 from components.data_gate import DataGate
@@ -36,10 +46,10 @@ def shard_pattern(config: PipelineConfig, index: int) -> str:
 
 
 def default_train_args(config: PipelineConfig,
-                       train: tuple[int, ...] | None = None) -> tfx.proto.TrainArgs:
+                       train: tuple[int, ...] | None = None) -> trainer_pb2.TrainArgs:
     """The training splits (the plan's, or an ensemble member's) and steps."""
     train = config.split_plan.train if train is None else train
-    return tfx.proto.TrainArgs(splits=SplitPlan.names(train),
+    return trainer_pb2.TrainArgs(splits=SplitPlan.names(train),
                                num_steps=config.trainer.train_steps)
 
 
@@ -80,10 +90,10 @@ def packager_settings(config: PipelineConfig) -> str:
 @dataclasses.dataclass
 class _Data:
     """The data components: examples in, statistics checked against the schema."""
-    example_gen: tfx.components.ImportExampleGen
-    schema_gen: tfx.components.ImportSchemaGen
+    example_gen: ImportExampleGen
+    schema_gen: ImportSchemaGen
     statistics_gen: StatisticsGen
-    example_validator: tfx.components.ExampleValidator
+    example_validator: ExampleValidator
     gate: BaseNode  # DataGate
 
     @property
@@ -95,24 +105,24 @@ class _Data:
 def data_components(config: PipelineConfig, data_root: str | RuntimeParameter) -> _Data:
     # One split per shard: folds are sets of whole files, which a glob pattern per fold
     # could not express in general, and downstream components pick splits by role.
-    example_gen = tfx.components.ImportExampleGen(
+    example_gen = ImportExampleGen(
         input_base=data_root,
         input_config=example_gen_pb2.Input(splits=[
             example_gen_pb2.Input.Split(name=f"train{i:02d}", pattern=shard_pattern(config, i))
             for i in range(config.data.train_shards)]))
-    schema_gen = tfx.components.ImportSchemaGen(schema_file=config.schema_path)
+    schema_gen = ImportSchemaGen(schema_file=config.schema_path)
     statistics_gen = StatisticsGen(
         examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
         code=code_fingerprint("components.statistics_gen"))
-    example_validator = tfx.components.ExampleValidator(
+    example_validator = ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
     gate = DataGate(anomalies=example_validator.outputs["anomalies"],
                     code=code_fingerprint("components.data_gate"))
     return _Data(example_gen, schema_gen, statistics_gen, example_validator, gate)
 
 
-def transform_component(config: PipelineConfig, data: _Data) -> tfx.components.Transform:
-    transform = tfx.components.Transform(
+def transform_component(config: PipelineConfig, data: _Data) -> Transform:
+    transform = Transform(
         examples=data.example_gen.outputs["examples"],
         schema=data.schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
@@ -128,15 +138,17 @@ def transform_component(config: PipelineConfig, data: _Data) -> tfx.components.T
 
 
 def training_components(config: PipelineConfig, data: _Data,
-                        transform: tfx.components.Transform, resolver: tfx.dsl.Resolver,
+                        transform: Transform, resolver: Resolver,
                         train_args: RuntimeParameter | None,
-                        vertex_training: dict | None) -> tuple[list, tfx.dsl.Channel]:
+                        vertex_training: dict | None) -> tuple[list, Channel]:
     """The Trainer, or one Trainer per fold and the Ensemble; and the model to evaluate."""
-    trainer_class = (tfx.extensions.google_cloud_ai_platform.Trainer if vertex_training
-                     else tfx.components.Trainer)
+    trainer_class = Trainer
+    if vertex_training:
+        from tfx.extensions.google_cloud_ai_platform.trainer import component as vertex
+        trainer_class = vertex.Trainer
 
     def trainer(train: tuple[int, ...], validation: tuple[int, ...],
-                member: int | None = None) -> tfx.components.Trainer:
+                member: int | None = None) -> Trainer:
         return trainer_class(
             run_fn=RUN_FN,
             examples=data.example_gen.outputs["examples"],
@@ -146,7 +158,7 @@ def training_components(config: PipelineConfig, data: _Data,
             # A per-run TrainArgs would give every ensemble member the same splits.
             train_args=(train_args if train_args is not None and member is None
                         else default_train_args(config, train)),
-            eval_args=tfx.proto.EvalArgs(splits=SplitPlan.names(validation),
+            eval_args=trainer_pb2.EvalArgs(splits=SplitPlan.names(validation),
                                          num_steps=config.trainer.eval_steps),
             custom_config={**run_settings(config, member).model_dump(),
                            **(vertex_training or {})})
@@ -164,10 +176,10 @@ def training_components(config: PipelineConfig, data: _Data,
     return [*trainers, ensemble], ensemble.outputs["model"]
 
 
-def release_components(config: PipelineConfig, data: _Data, model: tfx.dsl.Channel,
-                       resolver: tfx.dsl.Resolver, serving_dir: str) -> list:
+def release_components(config: PipelineConfig, data: _Data, model: Channel,
+                       resolver: Resolver, serving_dir: str) -> list:
     """The Evaluator's gate, packaging of a blessed model, and the push."""
-    evaluator = tfx.components.Evaluator(
+    evaluator = Evaluator(
         examples=data.example_gen.outputs["examples"],
         example_splits=SplitPlan.names(config.split_plan.evaluation),
         model=model,
@@ -180,11 +192,11 @@ def release_components(config: PipelineConfig, data: _Data, model: tfx.dsl.Chann
         blessing=evaluator.outputs["blessing"],
         statistics=data.statistics_gen.outputs["statistics"],
         settings=packager_settings(config))
-    pusher = tfx.components.Pusher(
+    pusher = Pusher(
         model=packager.outputs["packaged_model"],
         model_blessing=evaluator.outputs["blessing"],
-        push_destination=tfx.proto.PushDestination(
-            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_dir)),
+        push_destination=pusher_pb2.PushDestination(
+            filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=serving_dir)),
         custom_config={"keep_versions": config.serving.keep_versions,
                        "code": code_fingerprint("components.serving_pusher")},
         custom_executor_spec=executor_spec.ExecutorClassSpec(serving_pusher.Executor))
@@ -195,7 +207,7 @@ def create_pipeline(config: PipelineConfig, *, data_root: str | RuntimeParameter
                     pipeline_root: str, serving_dir: str, metadata_connection_config=None,
                     beam_pipeline_args: list[str] | None = None,
                     train_args: RuntimeParameter | None = None,
-                    vertex_training: dict | None = None) -> tfx.dsl.Pipeline:
+                    vertex_training: dict | None = None) -> Pipeline:
     """Every component of the pipeline, wired; writes nothing.
 
     Orchestrators that take values per run pass RuntimeParameters for `data_root` and
@@ -204,14 +216,14 @@ def create_pipeline(config: PipelineConfig, *, data_root: str | RuntimeParameter
     """
     data = data_components(config, data_root)
     transform = transform_component(config, data)
-    resolver = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    resolver = Resolver(
+        strategy_class=LatestBlessedModelStrategy,
+        model=Channel(type=standard_artifacts.Model),
+        model_blessing=Channel(type=standard_artifacts.ModelBlessing),
     ).with_id("latest_blessed_model_resolver")
     trained, model = training_components(config, data, transform, resolver, train_args,
                                          vertex_training)
-    return tfx.dsl.Pipeline(
+    return Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=pipeline_root,
         components=[*data.components, transform, resolver, *trained,

@@ -22,22 +22,31 @@ TOP = ("pipeline.pipeline", "pipeline.local_runner", "pipeline.kubeflow_runner",
        "pipeline.cli")
 
 
+def imported_names(path: str) -> set[str]:
+    """Every module a file imports, and `module.name` for each `from module import name`."""
+    with open(path) as f:
+        tree = ast.parse(f.read(), path)
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+    return names
+
+
+def python_files(*packages: str) -> list[str]:
+    return [os.path.join(folder, name) for package in packages
+            for folder, _, files in os.walk(os.path.join(REPO, package))
+            for name in files if name.endswith(".py")]
+
+
 def project_imports(package: str) -> dict[str, set[str]]:
     """For each file under `package`, the project modules it imports."""
-    found = {}
-    for folder, _, files in os.walk(os.path.join(REPO, package)):
-        for name in files:
-            if name.endswith(".py"):
-                path = os.path.join(folder, name)
-                with open(path) as f:
-                    tree = ast.parse(f.read(), path)
-                names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
-                         for alias in node.names}
-                names |= {node.module for node in ast.walk(tree)
-                          if isinstance(node, ast.ImportFrom) and node.module}
-                found[os.path.relpath(path, REPO)] = {
-                    n for n in names if n.split(".")[0] in ("modules", "components", "pipeline")}
-    return found
+    return {os.path.relpath(path, REPO): {
+        n for n in imported_names(path) if n.split(".")[0] in ("modules", "components",
+                                                                 "pipeline")}
+        for path in python_files(package)}
 
 
 def under(module: str, prefixes: tuple[str, ...]) -> bool:
@@ -74,6 +83,15 @@ def test_the_definition_is_imported_only_by_the_runners_and_the_cli():
         allowed = ("pipeline.pipeline",) if path.endswith("_runner.py") else ()
         wrong = sorted(n for n in names if under(n, TOP) and not under(n, allowed))
         assert not wrong, (path, wrong)
+
+
+def test_only_the_kubeflow_compiler_imports_tfx_v1():
+    """`tfx.v1` loads the Vertex AI client (about 6 s); a local run or a component's
+    container has no use for it."""
+    users = {os.path.relpath(path, REPO) for path in python_files("modules", "components",
+                                                                  "pipeline")
+             if any(under(name, ("tfx.v1",)) for name in imported_names(path))}
+    assert users == {os.path.join("pipeline", "kubeflow_runner.py")}
 
 
 def test_a_components_fingerprint_covers_the_helpers_its_executor_imports():
