@@ -98,6 +98,7 @@ def test_bad_input_is_named_in_one_line_and_nothing_is_overwritten(damage, tiny_
     (work / "serving" / "1").mkdir(parents=True)
     (work / "serving" / "1" / "saved_model.pb").write_bytes(b"an earlier pushed model")
     (work / "run_summary.json").write_text('{"earlier": "run"}')
+    capfd.readouterr()  # TensorFlow's start-up in this process, before the command
 
     status = main(["run", "--data-root", data, "--work-dir", str(work), *FAST_RUN])
 
