@@ -22,6 +22,6 @@ setup(
         "pillow",
         "pyyaml",
     ],
-    extras_require={"test": ["pytest", "pytest-timeout", "selenium"]},
+    extras_require={"test": ["pytest", "pytest-timeout", "pytest-xdist", "selenium"]},
     entry_points={"console_scripts": ["medtfx=pipeline.cli:entry"]},
 )

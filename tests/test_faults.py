@@ -1,7 +1,7 @@
-"""Fault injection: `medtfx run` killed with SIGKILL inside ImportExampleGen, Transform,
-the Trainer, the Evaluator and the Pusher, then a disk that fills during the push. After
-each, the previous model still serves and every serving version is whole; rerunning the
-command resumes and finishes. The tests share one work dir and run in order."""
+"""Fault injection: `medtfx run` killed with SIGKILL inside a Beam component (Transform),
+the Trainer and the Pusher, then a disk that fills during the push. After each, the
+previous model still serves and every serving version is whole; rerunning the command
+resumes and finishes. The tests share one work dir and run in order."""
 
 from __future__ import annotations
 
@@ -19,7 +19,10 @@ from tests.helpers import BLESS_ANY, FAST_RUN, REPO, medtfx
 
 pytestmark = pytest.mark.slow
 
-KILLED_IN = ["ImportExampleGen", "Transform", "Trainer", "Evaluator", "Pusher"]
+# A Beam component writing its output, the Trainer exporting, the Pusher copying: the
+# Evaluator and ImportExampleGen fail the same way as Transform (an unfinished execution
+# that TFX reruns), and each kill costs a run's start-up.
+KILLED_IN = ["Transform", "Trainer", "Pusher"]
 
 
 def versions(work) -> list[str]:
