@@ -25,10 +25,13 @@ run: $(STAMP)
 
 # Modules run on TEST_WORKERS parallel workers (pytest-xdist; a module's tests stay on one
 # worker, so they share its fixtures): much of a pipeline run is single-threaded Python.
+# Modules start in collection order, which tests/conftest.py makes slow ones first.
 # --durations: the 15 slowest tests at the end of every run, so that drift shows.
 TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder \
+          --durations=15
 test: $(STAMP) browser
-	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadscope --durations=15 $(ARGS)
+	$(PYTEST) $(ARGS)
 
 # Debian's Chromium and ChromeDriver: the report test renders the HTML report in them.
 browser:
@@ -38,7 +41,7 @@ browser:
 
 # The fast tests alone: everything but the end-to-end pipeline runs.
 test-fast: $(STAMP)
-	$(PY) -m pytest tests -m "not slow" -n $(TEST_WORKERS) --dist loadscope --durations=15 $(ARGS)
+	$(PYTEST) -m "not slow" $(ARGS)
 
 # Each stage's speed and memory against its floor, as a table and work/bench.json
 # (tests/benchmarks/bench.py; 30 minutes on 2 shared cores, `ARGS=--quick` 13).

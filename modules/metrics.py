@@ -19,7 +19,10 @@ GATED_AUC_NAME = "auc_gate"
 
 class GatedAUC(confusion_matrix_metrics.AUC):
     def __init__(self, min_positives: int = 10, min_negatives: int = 10,
-                 name: str = GATED_AUC_NAME, num_thresholds: int | None = None):
+                 name: str = GATED_AUC_NAME, num_thresholds: int | None = None,
+                 code: str = ""):
+        """`code`: the fingerprint of the Evaluator's project code, for TFX's cache (see
+        pipeline/eval_config.py); it changes nothing here."""
         confusion_matrix_metrics.ConfusionMatrixMetricBase.__init__(
             self, num_thresholds=num_thresholds, name=name, curve="ROC",
             summation_method="interpolation", min_positives=min_positives,

@@ -49,11 +49,13 @@ def _metric(class_name: str, per_slice: list | None = None, module: str = "",
                              per_slice_thresholds=per_slice or [])
 
 
-def build_eval_config(cfg: EvaluationConfig) -> tfma.EvalConfig:
+def build_eval_config(cfg: EvaluationConfig, code: str = "") -> tfma.EvalConfig:
     """Blessing needs: overall AUC >= auc_threshold and not more than max_auc_drop below the
     last blessed model; on every gated slice, AUC >= its family's bound and not more than
     max_slice_auc_drop below the last blessed model; and, when set, specificity >=
-    min_specificity at the operating point."""
+    min_specificity at the operating point. `code`, the fingerprint of the Evaluator's
+    project code (its metrics and extractors), rides in the gated AUC's config: the config
+    is the only property of TFX's Evaluator free to carry it, and the cache must see it."""
     overall = [tfma.SlicingSpec()]
     slice_thresholds = [
         tfma.PerSliceMetricThreshold(
@@ -76,7 +78,7 @@ def build_eval_config(cfg: EvaluationConfig) -> tfma.EvalConfig:
         _metric("GatedAUC", module="modules.metrics", per_slice=slice_thresholds,
                 name=GATED_AUC_NAME, num_thresholds=CURVE_THRESHOLDS,
                 min_positives=cfg.min_slice_positives,
-                min_negatives=cfg.min_slice_negatives),
+                min_negatives=cfg.min_slice_negatives, code=code),
         _metric("AUCPrecisionRecall", name="auc_pr", num_thresholds=CURVE_THRESHOLDS),
         _metric("SpecificityAtSensitivity", per_slice=specificity_gate,
                 name=SPECIFICITY_AT_TARGET, sensitivity=cfg.target_sensitivity,

@@ -35,6 +35,7 @@ from pipeline.fingerprint import code_fingerprint
 
 PREPROCESSING_MODULE = "modules.preprocessing"
 TRAINER_MODULE = "modules.trainer"
+EVALUATION_MODULE = "modules.evaluation"
 PREPROCESSING_FN = f"{PREPROCESSING_MODULE}.preprocessing_fn"
 RUN_FN = f"{TRAINER_MODULE}.run_fn"
 
@@ -185,7 +186,8 @@ def release_components(config: PipelineConfig, data: _Data, model: Channel,
         model=model,
         baseline_model=resolver.outputs["model"],
         schema=data.schema_gen.outputs["schema"],
-        eval_config=build_eval_config(config.evaluation))
+        eval_config=build_eval_config(config.evaluation, code_fingerprint(EVALUATION_MODULE)),
+        module_path=EVALUATION_MODULE)
     packager = ModelPackager(
         model=model,
         evaluation=evaluator.outputs["evaluation"],

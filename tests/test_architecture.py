@@ -110,9 +110,9 @@ def repo_copy(tmp_path) -> str:
     return str(tmp_path)
 
 
-ENTRIES = ("modules.preprocessing", "modules.trainer", "components.data_gate",
-           "components.model_packager", "components.serving_pusher", "components.ensemble",
-           "components.statistics_gen")
+ENTRIES = ("modules.preprocessing", "modules.trainer", "modules.evaluation",
+           "components.data_gate", "components.model_packager", "components.serving_pusher",
+           "components.ensemble", "components.statistics_gen")
 
 
 def fingerprints(root: str) -> dict[str, str]:

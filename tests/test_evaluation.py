@@ -159,3 +159,31 @@ def test_a_metric_tfma_could_not_compute_is_missing_never_zero(tmp_path):
                "failed_checks": [checked], "training": {}}
     assert "auc on overall: missing (must be at least 0.75)" in "\n".join(
         summary_lines(summary))
+
+
+def test_the_evaluator_reports_the_examples_scored_before_slicing(caplog):
+    import logging
+
+    import apache_beam as beam
+    import numpy as np
+    from tensorflow_model_analysis import constants
+    from tensorflow_model_analysis.extractors import unbatch_extractor
+
+    from modules.evaluation import PROGRESS_STAGE, custom_extractors, scored_progress
+    from modules.progress import PROGRESS_FIELD, PROGRESS_LOGGER
+
+    import tensorflow_model_analysis as tfma
+
+    eval_config = tfma.utils.update_eval_config_with_defaults(  # as TFX's executor does
+        build_eval_config(load_config().evaluation), has_baseline=False, rubber_stamp=True)
+    stages = [e.stage_name for e in custom_extractors(None, eval_config, None)]
+    assert stages[stages.index(PROGRESS_STAGE) + 1] == (
+        unbatch_extractor.UNBATCH_EXTRACTOR_STAGE_NAME)
+
+    batches = [{constants.FEATURES_KEY: {"sex": np.zeros(rows), "image": np.array([b""] * rows)}}
+               for rows in (3, 5, 4)]
+    with caplog.at_level(logging.INFO, logger=PROGRESS_LOGGER), beam.Pipeline() as pipeline:
+        _ = pipeline | beam.Create(batches) | scored_progress(every=0.0).ptransform
+    done = [getattr(r, PROGRESS_FIELD)["done"] for r in caplog.records
+            if r.name == PROGRESS_LOGGER]
+    assert sorted(done)[-1] == 12 and caplog.messages[-1].endswith("examples scored")

@@ -26,9 +26,9 @@ from tests.kubeflow_helpers import KUBEFLOW_SET, set_args
 
 GOLDEN = os.path.join(REPO, "tests", "golden", "kubeflow-pipeline.yaml")
 # The golden file outlives edits to the code these fingerprint (pipeline/fingerprint.py).
-FINGERPRINTED = ("modules.preprocessing", "modules.trainer", "components.data_gate",
-                 "components.model_packager", "components.serving_pusher",
-                 "components.statistics_gen")
+FINGERPRINTED = ("modules.preprocessing", "modules.trainer", "modules.evaluation",
+                 "components.data_gate", "components.model_packager",
+                 "components.serving_pusher", "components.statistics_gen")
 ENTRYPOINT = ["python", "-m", "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"]
 DATAFLOW = ["--runner=DataflowRunner", "--project=medtfx-test", "--region=europe-west4",
             "--temp_location=gs://medtfx-test/tmp",
@@ -152,7 +152,10 @@ def test_user_code_is_referenced_by_dotted_path_and_paths_point_into_the_image(c
     for user_code in (("Transform", "preprocessing_fn"), ("Trainer", "run_fn")):
         module, function = constants[user_code].rsplit(".", 1)
         assert callable(import_utils.import_func_from_module(module, function))
-    assert not {p for _, p in constants if p in ("module_file", "module_path")}  # no upload
+    assert constants[("Evaluator", "module_path")] == "modules.evaluation"
+    assert callable(import_utils.import_func_from_module("modules.evaluation",
+                                                         "custom_extractors"))
+    assert not {p for _, p in constants if p == "module_file"}  # nothing to upload
     assert constants[("ImportSchemaGen", "schema_file")] == "/medtfx/schema/schema.pbtxt"
     destination = json.loads(constants[("Pusher", "push_destination")])
     assert destination["filesystem"]["base_directory"] == "gs://medtfx-test/serving"
