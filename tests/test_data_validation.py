@@ -43,6 +43,13 @@ def test_an_out_of_domain_code_stops_the_pipeline_naming_only_its_shard_and_feat
     shutil.copytree(tiny_data, data)
     path = glob.glob(os.path.join(data, "train04-*.tfrec"))[0]
     rewrite_record(path, 0, lambda f: f[F.SEX_KEY].int64_list.value.__setitem__(0, 7))
+
+    def release_codes(feature) -> None:
+        """Codes beyond our sample's: another release's factorized source and diagnosis."""
+        feature[F.SOURCE_KEY].int64_list.value[:] = [3]
+        feature[F.DIAGNOSIS_KEY].int64_list.value[:] = [12]
+
+    rewrite_record(glob.glob(os.path.join(data, "train07-*.tfrec"))[0], 0, release_codes)
     work = str(tmp_path / "work")
 
     with pytest.raises(DataAnomaliesError) as raised:
@@ -51,7 +58,7 @@ def test_an_out_of_domain_code_stops_the_pipeline_naming_only_its_shard_and_feat
     assert message.startswith("data anomalies against the schema: train04: sex:")
     splits = [f"train{i:02d}" for i in range(15)]
     clean = [split for split in splits if split != "train04"]
-    assert describe_anomalies(anomalies_dir(work), clean) == []  # the other 14 pass
+    assert describe_anomalies(anomalies_dir(work), clean) == []  # the other 14 pass, train07 too
     stats = glob.glob(os.path.join(work, "root", "StatisticsGen", "statistics", "*", "Split-*"))
     assert sorted(os.path.basename(s) for s in stats) == [f"Split-{s}" for s in splits]
     assert not glob.glob(os.path.join(work, "root", "Transform"))
