@@ -25,11 +25,11 @@ run: $(STAMP)
 
 # Modules run on TEST_WORKERS parallel workers (pytest-xdist; a module's tests stay on one
 # worker, so they share its fixtures): much of a pipeline run is single-threaded Python.
-# Modules start in collection order, which tests/conftest.py makes slow ones first.
+# xdist starts the modules with the most tests first, so the fast tests share the cores
+# with the end-to-end runs (measured: 30 min 45 s against 36 min 4 s with slow modules first).
 # --durations: the 15 slowest tests at the end of every run, so that drift shows.
 TEST_WORKERS ?= 2
-PYTEST := $(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder \
-          --durations=15
+PYTEST := $(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadscope --durations=15
 test: $(STAMP) browser
 	$(PYTEST) $(ARGS)
 

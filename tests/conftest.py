@@ -14,12 +14,6 @@ def pytest_configure(config):
                             "deselect with -m 'not slow'")
 
 
-def pytest_collection_modifyitems(items):
-    """The slow modules first: `make test` runs modules on parallel workers (pytest-xdist,
-    a module to a worker), and starting the longest ones first keeps both workers busy to
-    the end."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
-
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> str:
