@@ -30,7 +30,7 @@ def module_file(module: str, root: str = REPO_ROOT) -> str | None:
     return None
 
 
-def _imported_modules(path: str) -> set[str]:
+def imported_modules(path: str) -> set[str]:
     """Every module a file imports, including `from package import submodule`."""
     with open(path, "rb") as f:
         tree = ast.parse(f.read(), path)
@@ -55,7 +55,7 @@ def project_closure(modules: tuple[str, ...], root: str = REPO_ROOT) -> list[str
             path = module_file(".".join(parts[:depth]), root)
             if path and path not in seen:
                 seen.add(path)
-                pending.extend(_imported_modules(path))
+                pending.extend(imported_modules(path))
     return sorted(seen)
 
 

@@ -160,7 +160,7 @@ def training_components(config: PipelineConfig, data: _Data,
             train_args=(train_args if train_args is not None and member is None
                         else default_train_args(config, train)),
             eval_args=trainer_pb2.EvalArgs(splits=SplitPlan.names(validation),
-                                         num_steps=config.trainer.eval_steps),
+                                           num_steps=config.trainer.eval_steps),
             custom_config={**run_settings(config, member).model_dump(),
                            **(vertex_training or {})})
 

@@ -14,7 +14,6 @@ def pytest_configure(config):
                             "deselect with -m 'not slow'")
 
 
-
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> str:
     """300 labelled 32 px images in 15 triple-stratified shards, plus 4 test shards."""

@@ -3,13 +3,12 @@ fingerprint of each component covers the code its executor runs."""
 
 from __future__ import annotations
 
-import ast
 import os
 import shutil
 
 import pytest
 
-from pipeline.fingerprint import code_fingerprint, project_closure
+from pipeline.fingerprint import code_fingerprint, imported_modules, project_closure
 from tests.helpers import REPO
 
 # What components/ may use of pipeline/: readers of results and the serving directory,
@@ -22,19 +21,6 @@ TOP = ("pipeline.pipeline", "pipeline.local_runner", "pipeline.kubeflow_runner",
        "pipeline.cli")
 
 
-def imported_names(path: str) -> set[str]:
-    """Every module a file imports, and `module.name` for each `from module import name`."""
-    with open(path) as f:
-        tree = ast.parse(f.read(), path)
-    names = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
-    return names
-
-
 def python_files(*packages: str) -> list[str]:
     return [os.path.join(folder, name) for package in packages
             for folder, _, files in os.walk(os.path.join(REPO, package))
@@ -44,7 +30,7 @@ def python_files(*packages: str) -> list[str]:
 def project_imports(package: str) -> dict[str, set[str]]:
     """For each file under `package`, the project modules it imports."""
     return {os.path.relpath(path, REPO): {
-        n for n in imported_names(path) if n.split(".")[0] in ("modules", "components",
+        n for n in imported_modules(path) if n.split(".")[0] in ("modules", "components",
                                                                  "pipeline")}
         for path in python_files(package)}
 
@@ -90,7 +76,7 @@ def test_only_the_kubeflow_compiler_imports_tfx_v1():
     container has no use for it."""
     users = {os.path.relpath(path, REPO) for path in python_files("modules", "components",
                                                                   "pipeline")
-             if any(under(name, ("tfx.v1",)) for name in imported_names(path))}
+             if any(under(name, ("tfx.v1",)) for name in imported_modules(path))}
     assert users == {os.path.join("pipeline", "kubeflow_runner.py")}
 
 
