@@ -18,6 +18,7 @@ from tfx.utils import io_utils, path_utils
 
 from modules.artifacts import CARD_DIR, PACKAGE_FILE, THRESHOLD_ASSET
 from modules.errors import MedtfxError
+from modules.task import TaskSpec
 from pipeline.results.eval_results import load_evaluation, operating_threshold
 from pipeline.results.model_card import build_card, render_markdown
 from pipeline.results.statistics import load_statistics
@@ -41,7 +42,7 @@ def ModelPackager(
         packaged_model.set_int_custom_property("packaged", 0)
         return
     config = json.loads(settings)
-    slices = load_evaluation(evaluation.uri, config["age_buckets"],
+    slices = load_evaluation(evaluation.uri, TaskSpec.model_validate(config["task"]),
                              config["gate"]["min_slice_positives"],
                              config["gate"]["min_slice_negatives"])
     threshold = operating_threshold(slices["overall"].curve, config["target_sensitivity"])

@@ -42,7 +42,7 @@ def export_model(model: keras.Model, tf_transform_output: tft.TFTransformOutput,
     for index, member in enumerate(members or []):
         save_keras(member, keras_path(serving_model_dir, index))
     with tempfile.TemporaryDirectory() as asset_dir:
-        signatures = make_signatures(model, tf_transform_output, settings.age_buckets,
+        signatures = make_signatures(model, tf_transform_output, settings.task,
                                      asset_dir, tta=settings.tta,
                                      max_batch=settings.limits.batch)
         model.save(serving_model_dir, save_format="tf", signatures=signatures,

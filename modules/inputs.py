@@ -13,17 +13,17 @@ import tensorflow_transform as tft
 from tfx.components.trainer.fn_args_utils import DataAccessor
 from tfx_bsl.public import tfxio
 
-from modules import features as F
 from modules.augment import augment_images
-from modules.settings import TrainerSettings
+from modules.settings import RunSettings
+from modules.task import IMAGE_INPUT
 
 
-def count_labels(file_patterns: list[str]) -> tuple[int, int]:
-    """(benign, malignant) examples in the gzipped TFRecords; parses only the label."""
+def count_labels(file_patterns: list[str], label_key: str) -> tuple[int, int]:
+    """(negative, positive) examples in the gzipped TFRecords; parses only the label."""
     files = [f for pattern in file_patterns for f in tf.io.gfile.glob(pattern)]
-    spec = {F.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)}
+    spec = {label_key: tf.io.FixedLenFeature([], tf.int64)}
     labels = tf.data.TFRecordDataset(files, compression_type="GZIP", num_parallel_reads=4) \
-        .batch(1024).map(lambda r: tf.io.parse_example(r, spec)[F.LABEL_KEY])
+        .batch(1024).map(lambda r: tf.io.parse_example(r, spec)[label_key])
     positives = total = 0
     for batch in labels.as_numpy_iterator():
         positives += int(batch.sum())
@@ -52,7 +52,7 @@ def balanced_batches(raw: tf.data.Dataset, batch_size: int, seed: int) -> tf.dat
 
 def input_fn(file_pattern: list[str], data_accessor: DataAccessor,
              tf_transform_output: tft.TFTransformOutput, batch_size: int, *,
-             training: bool, settings: TrainerSettings | None = None,
+             training: bool, settings: RunSettings,
              weights: tuple[float, float] | None = None,
              drop_remainder: bool = False) -> tf.data.Dataset:
     """Batches of (transformed features, float label[, weight]).
@@ -61,27 +61,27 @@ def input_fn(file_pattern: list[str], data_accessor: DataAccessor,
     carries each example's class weight as a third element: a weight inside the dataset is
     one Keras cannot silently drop (the notebooks' class_weight array was ignored).
     """
-    seed = settings.seed if settings else 0
-    sampling = training and settings is not None and settings.class_balance == "sampling"
+    seed = settings.seed
+    sampling = training and settings.class_balance == "sampling"
     dataset = data_accessor.tf_dataset_factory(
         file_pattern,
         tfxio.TensorFlowDatasetOptions(
-            batch_size=batch_size, label_key=F.LABEL_KEY, shuffle=training,
-            shuffle_seed=seed, shuffle_buffer_size=settings.shuffle_buffer if settings else 1,
+            batch_size=batch_size, label_key=settings.task.label.key, shuffle=training,
+            shuffle_seed=seed, shuffle_buffer_size=settings.shuffle_buffer,
             num_epochs=None if training else 1,
             drop_final_batch=training or drop_remainder),
         tf_transform_output.raw_metadata.schema)
     if sampling:
         dataset = balanced_batches(dataset, batch_size, seed)
     transform = tf_transform_output.transform_features_layer()
-    augment = settings.augment if training and settings else None
+    augment = settings.augment if training else None
 
     def prepare(index: tf.Tensor, batch: tuple) -> tuple:
         raw, label = batch
         features = transform(raw)
         if augment:
             seed_pair = tf.stack([tf.constant(seed, tf.int64), index])
-            features[F.IMAGE_KEY] = augment_images(features[F.IMAGE_KEY], seed_pair, augment)
+            features[IMAGE_INPUT] = augment_images(features[IMAGE_INPUT], seed_pair, augment)
         label = tf.cast(tf.reshape(label, [-1]), tf.float32)
         if weights is None or sampling:
             return features, label

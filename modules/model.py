@@ -16,8 +16,8 @@ from typing import Callable
 import tensorflow as tf
 import tf_keras as keras
 
-from modules import features as F
 from modules.errors import MedtfxError
+from modules.task import IMAGE_INPUT, METADATA_KEY
 
 # Every backbone receives the same float image in [0, 1] from the Transform graph; this is
 # the range each one was trained on, applied inside the model so no caller can get it wrong.
@@ -168,18 +168,19 @@ def _backbone(name: str, weights: str, image_size: int) -> tuple[keras.layers.La
 
 
 def build_model(backbone: str, weights: str, image_size: int, dropout: float, *,
-                batchnorm_momentum: float | None = None, metadata: bool = False) -> keras.Model:
-    """An uncompiled binary classifier taking the transformed `image` (and `metadata`)."""
+                batchnorm_momentum: float | None = None, metadata_dim: int = 0) -> keras.Model:
+    """An uncompiled binary classifier taking the transformed `image` (and, with a
+    `metadata_dim`, the `metadata` vector)."""
     base, scaling = _backbone(backbone, weights, image_size)
     if batchnorm_momentum is not None:
         for layer in base.submodules:
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.momentum = batchnorm_momentum
-    images = keras.Input(shape=(image_size, image_size, 3), name=F.IMAGE_KEY)
+    images = keras.Input(shape=(image_size, image_size, 3), name=IMAGE_INPUT)
     inputs = [images]
     x = base(InputScaling(scaling, name="input_scaling")(images))
-    if metadata:
-        meta = keras.Input(shape=(F.METADATA_DIM,), name=F.METADATA_KEY)
+    if metadata_dim:
+        meta = keras.Input(shape=(metadata_dim,), name=METADATA_KEY)
         inputs.append(meta)
         meta_features = keras.layers.Dense(16, activation="relu", name="metadata_dense")(meta)
         x = keras.layers.Concatenate(name="image_and_metadata")([x, meta_features])

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from modules import features as F
 from modules.settings import ImageLimits
+from modules.task import IMAGE_INPUT, METADATA_KEY, Categorical, Numeric, TaskSpec
 
 _HEADER = 32  # bytes read for the declared size; shorter images are padded with zeros
 
@@ -79,32 +79,43 @@ def decode_images(encoded: tf.Tensor, size: int, limits: ImageLimits) -> tf.Tens
 
 
 def _one_hot_code(codes: tf.Tensor, size: int) -> tf.Tensor:
-    """Codes 0..size-1 one-hot, with one more column for -1 and any code out of range (a
-    release whose tables differ must not index past the vector)."""
+    """Codes 0..size-1 one-hot, with one more column for missing and any code out of range
+    (a release whose tables differ must not index past the vector)."""
     known = (codes >= 0) & (codes < size)
     return tf.one_hot(tf.where(known, codes, size), size + 1)
 
 
-def encode_metadata(sex: tf.Tensor, age: tf.Tensor, site: tf.Tensor) -> tf.Tensor:
-    """Sex, age and anatomic site codes [B] to the metadata vector [B, METADATA_DIM].
+def _scaled(values: tf.Tensor, feature: Numeric, missing: int) -> tf.Tensor:
+    """A number scaled to [0, 1] over its range, and a missing flag: [B, 2]."""
+    known = values != missing
+    scaled = (tf.cast(values, tf.float32) - feature.min) / (feature.max - feature.min)
+    scaled = tf.where(known, tf.clip_by_value(scaled, 0.0, 1.0), 0.0)
+    return tf.stack([scaled, 1.0 - tf.cast(known, tf.float32)], axis=1)
 
-    Missing values (-1) get their own indicator rather than a made-up value, so the model
-    can learn what "not recorded" means at a site that often omits it.
+
+def encode_metadata(raw: dict[str, tf.Tensor], task: TaskSpec) -> tf.Tensor:
+    """The task's model features [B] each to one vector [B, task.metadata_dim].
+
+    Missing values get their own indicator rather than a made-up value, so the model can
+    learn what "not recorded" means at a site that often omits it.
     """
-    age_known = age >= 0
-    age_scaled = tf.where(age_known, tf.cast(age, tf.float32) / 100.0, 0.0)
-    return tf.concat([
-        _one_hot_code(sex, len(F.SEXES)),
-        tf.stack([age_scaled, 1.0 - tf.cast(age_known, tf.float32)], axis=1),
-        _one_hot_code(site, len(F.SITES)),
-    ], axis=1)
+    parts = []
+    for key in task.model_features:
+        feature, values = task.metadata[key], tf.reshape(raw[key], [-1])
+        parts.append(_one_hot_code(values, len(feature.values))
+                     if isinstance(feature, Categorical) else
+                     _scaled(values, feature, task.missing))
+    return tf.concat(parts, axis=1)
 
 
 def preprocessing_fn(inputs: dict, custom_config: dict) -> dict:
-    """tf.Transform entry point; `custom_config` carries the pipeline's image_size and image
-    limits."""
-    encoded = tf.reshape(inputs[F.IMAGE_KEY], [-1])
-    sex, age, site = (tf.reshape(inputs[key], [-1]) for key in F.METADATA_RAW_KEYS)
+    """tf.Transform entry point; `custom_config` carries the task, the pipeline's
+    image_size and the image limits."""
+    task = TaskSpec.model_validate(custom_config["task"])
+    encoded = tf.reshape(inputs[task.image_key], [-1])
     limits = ImageLimits(**custom_config["limits"])
-    return {F.IMAGE_KEY: decode_images(encoded, int(custom_config["image_size"]), limits),
-            F.METADATA_KEY: encode_metadata(sex, age, site)}
+    outputs = {IMAGE_INPUT: decode_images(encoded, int(custom_config["image_size"]),
+                                             limits)}
+    if task.model_features:
+        outputs[METADATA_KEY] = encode_metadata(inputs, task)
+    return outputs

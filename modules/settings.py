@@ -8,17 +8,12 @@ and `run_fn` rebuilds the same typed object from it.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from modules.section import Settings
+from modules.task import TaskSpec
 
 CLASS_BALANCE = ("weights", "sampling", "none")
-
-
-class Settings(BaseModel):
-    """A section of settings: unknown keys refused; numbers, strings and bools as YAML
-    gives them (a number is accepted where a string is expected, e.g. a memory of 16)."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True,
-                              coerce_numbers_to_str=True)
 
 
 class ImageLimits(Settings):
@@ -142,7 +137,7 @@ class RunSettings(TrainerSettings):
     """What one Trainer's run_fn reads from its custom_config: the trainer section and what
     else that Trainer needs."""
 
-    age_buckets: list[int]  # the slicing signature buckets ages as the Evaluator does
+    task: TaskSpec = Field(default_factory=TaskSpec)  # keys, classes, metadata, buckets
     limits: ImageLimits = Field(default_factory=ImageLimits)  # the serving batch bound
     ensemble_member: int | None = None  # the fold this Trainer trains, in an ensemble
     code: str = ""  # the code fingerprint: keeps TFX's cache honest (pipeline/fingerprint.py)

@@ -2,11 +2,12 @@
 
 `serving_default` takes serialized tf.Examples (TF Serving, and TFMA, which slices on the raw
 features the examples carry); `serving_image` takes encoded JPEG/PNG bytes (and, for a model
-with a metadata branch, sex, age and site codes, -1 when unknown) for REST clients. Both run
-the Transform graph before the network, so serving decodes exactly as training did, and
-both return the probability of melanoma and a decision at the operating threshold.
-`transform_features` shows what the network sees; `slicing_features` derives the features
-the Evaluator slices on but the raw examples lack (the age bucket).
+with a metadata branch, the task's model features, e.g. sex, age and site codes, -1 when
+unknown) for REST clients. Both run the Transform graph before the network, so serving
+decodes exactly as training did, and both return the probability of the positive class and
+a decision at the operating threshold. `transform_features` shows what the network sees;
+`slicing_features` derives the features the Evaluator slices on but the raw examples lack
+(the buckets of bucketed numbers, such as the age bucket).
 """
 
 from __future__ import annotations
@@ -16,16 +17,14 @@ import os
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from modules import features as F
 from modules.artifacts import THRESHOLD_ASSET
 from modules.augment import orient
+from modules.task import IMAGE_INPUT, METADATA_KEY, TaskSpec, bucket
 
 EXAMPLES = tf.TensorSpec([None], tf.string, name="examples")
 PREDICTION_KEY = "probability"
-DECISION_KEY = "decision"  # 1: refer the lesion as possibly malignant
-RAW_SPEC = {F.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
-            **{key: tf.io.FixedLenFeature([], tf.int64, default_value=F.MISSING)
-               for key in F.METADATA_RAW_KEYS}}
+DECISION_KEY = "decision"  # 1: refer the case as possibly positive
+SLICING_FEATURES = "slicing_features"
 UNSET_THRESHOLD = 0.5  # until ModelPackager writes the one chosen on evaluation data
 
 
@@ -53,15 +52,17 @@ class OperatingThreshold(tf.Module):
         return tf.strings.to_number(self.table.lookup(tf.constant(0, tf.int64)))
 
 
-def parse_raw(examples: tf.Tensor) -> dict:
-    """The raw features serving needs from serialized tf.Examples; metadata a client left out
-    is missing (-1), as in the data."""
-    return tf.io.parse_example(examples, RAW_SPEC)
+def raw_spec(task: TaskSpec) -> dict:
+    """The raw features serving reads from serialized tf.Examples: the image and the model's
+    metadata; metadata a client left out is missing, as in the data."""
+    return {task.image_key: tf.io.FixedLenFeature([], tf.string),
+            **{key: tf.io.FixedLenFeature([], tf.int64, default_value=task.missing)
+               for key in task.model_features}}
 
 
-def transform_examples(tft_layer, examples: tf.Tensor) -> dict:
+def transform_examples(tft_layer, examples: tf.Tensor, task: TaskSpec) -> dict:
     """Serialized tf.Examples through the Transform graph, exactly as serving runs it."""
-    return tft_layer(parse_raw(examples))
+    return tft_layer(tf.io.parse_example(examples, raw_spec(task)))
 
 
 def predict(model, transformed: dict, tta: int) -> tf.Tensor:
@@ -71,7 +72,7 @@ def predict(model, transformed: dict, tta: int) -> tf.Tensor:
     client get the same averaged score.
     """
     inputs = {name: transformed[name] for name in model.input_names}
-    scores = [model({**inputs, F.IMAGE_KEY: orient(inputs[F.IMAGE_KEY], k)}, training=False)
+    scores = [model({**inputs, IMAGE_INPUT: orient(inputs[IMAGE_INPUT], k)}, training=False)
               for k in range(tta)]
     return tf.add_n(scores) / float(tta) if tta > 1 else scores[0]
 
@@ -85,15 +86,15 @@ def within_batch(inputs: tf.Tensor, max_batch: int) -> tf.Tensor:
         return tf.identity(inputs)
 
 
-def make_signatures(model, tf_transform_output: tft.TFTransformOutput,
-                    age_boundaries: list[int], asset_dir: str, tta: int,
-                    max_batch: int) -> dict:
+def make_signatures(model, tf_transform_output: tft.TFTransformOutput, task: TaskSpec,
+                    asset_dir: str, tta: int, max_batch: int) -> dict:
     """Signatures for `model.save`; attaches the Transform layer and the threshold so the
     model tracks them. Each image is checked against the image limits in the Transform
     graph; here, each request against `max_batch`."""
     model.tft_layer = tf_transform_output.transform_features_layer()
     model.operating_threshold = OperatingThreshold(asset_dir)
-    age_spec = {F.AGE_KEY: tf.io.FixedLenFeature([], tf.int64, default_value=F.MISSING)}
+    bucketed_spec = {n.key: tf.io.FixedLenFeature([], tf.int64, default_value=task.missing)
+                     for n in task.bucketed}
 
     def respond(transformed: dict) -> dict:
         probability = predict(model, transformed, tta)
@@ -102,34 +103,38 @@ def make_signatures(model, tf_transform_output: tft.TFTransformOutput,
 
     @tf.function(input_signature=[EXAMPLES])
     def serve_examples(examples):
-        return respond(transform_examples(model.tft_layer, within_batch(examples, max_batch)))
+        return respond(transform_examples(model.tft_layer, within_batch(examples, max_batch),
+                                          task))
 
-    uses_metadata = F.METADATA_KEY in model.input_names
-    image_specs = [tf.TensorSpec([None], tf.string, name=F.IMAGE_KEY)] + (
-        [tf.TensorSpec([None], tf.int64, name=key) for key in F.METADATA_RAW_KEYS]
+    uses_metadata = METADATA_KEY in model.input_names
+    image_specs = [tf.TensorSpec([None], tf.string, name=task.image_key)] + (
+        [tf.TensorSpec([None], tf.int64, name=key) for key in task.model_features]
         if uses_metadata else [])
 
     @tf.function(input_signature=image_specs)
     def serve_images(image, *metadata):
         image = within_batch(image, max_batch)
-        missing = tf.fill(tf.shape(image), tf.constant(F.MISSING, tf.int64))
-        raw = {F.IMAGE_KEY: image,
+        missing = tf.fill(tf.shape(image), tf.constant(task.missing, tf.int64))
+        raw = {task.image_key: image,
                **{key: metadata[i] if metadata else missing
-                  for i, key in enumerate(F.METADATA_RAW_KEYS)}}
+                  for i, key in enumerate(task.model_features)}}
         return respond(model.tft_layer(raw))
 
     @tf.function(input_signature=[EXAMPLES])
     def transform_features(examples):
-        return transform_examples(model.tft_layer, examples)
+        return transform_examples(model.tft_layer, examples, task)
 
-    @tf.function(input_signature=[EXAMPLES])
-    def slicing_features(examples):
-        ages = tf.io.parse_example(examples, age_spec)[F.AGE_KEY]
-        return {F.AGE_BUCKET_KEY: F.age_bucket(ages, age_boundaries)}
-
-    return {
+    signatures = {
         "serving_default": serve_examples.get_concrete_function(),
         "serving_image": serve_images.get_concrete_function(),
         "transform_features": transform_features.get_concrete_function(),
-        "slicing_features": slicing_features.get_concrete_function(),
     }
+    if bucketed_spec:
+        @tf.function(input_signature=[EXAMPLES])
+        def slicing_features(examples):
+            values = tf.io.parse_example(examples, bucketed_spec)
+            return {n.slice_key: bucket(values[n.key], n.buckets, task.missing)
+                    for n in task.bucketed}
+
+        signatures[SLICING_FEATURES] = slicing_features.get_concrete_function()
+    return signatures

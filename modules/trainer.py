@@ -38,9 +38,10 @@ def schedule_steps(train_steps: int | None, train_examples: int, batch_size: int
     return epochs, max(1, train_examples // batch_size)
 
 
-def build(cfg: TrainerSettings) -> keras.Model:
+def build(cfg: RunSettings) -> keras.Model:
     return build_model(cfg.backbone, cfg.weights, cfg.image_size, cfg.dropout,
-                       batchnorm_momentum=cfg.batchnorm_momentum, metadata=cfg.metadata)
+                       batchnorm_momentum=cfg.batchnorm_momentum,
+                       metadata_dim=cfg.task.metadata_dim if cfg.metadata else 0)
 
 
 def warm_start(model: keras.Model, base_model: str | None, member: int | None) -> str | None:
@@ -104,7 +105,7 @@ def run_fn(fn_args: FnArgs) -> None:
     batch_size = cfg.batch_size * replicas
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
 
-    benign, malignant = count_labels(fn_args.train_files)
+    benign, malignant = count_labels(fn_args.train_files, cfg.task.label.key)
     epochs, steps_per_epoch = schedule_steps(fn_args.train_steps, benign + malignant,
                                              batch_size, cfg.epochs)
     weights = class_weights(benign, malignant) if cfg.class_balance == "weights" else None
@@ -116,7 +117,7 @@ def run_fn(fn_args: FnArgs) -> None:
     train = input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
                      batch_size, training=True, settings=cfg, weights=weights)
     validation = input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output,
-                          batch_size, training=False, drop_remainder=static)
+                          batch_size, training=False, settings=cfg, drop_remainder=static)
     validation_steps = fn_args.eval_steps or None
 
     with strategy.scope():

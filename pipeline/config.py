@@ -16,7 +16,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, Field, ValidationError
 
-from modules.settings import ImageLimits, Settings, TrainerSettings
+from modules.section import Settings
+from modules.settings import ImageLimits, TrainerSettings
+from modules.task import TaskSpec
 from pipeline.data.shards import SplitPlan, ensemble_splits, plan_splits
 from pipeline.errors import ConfigError
 from pipeline.kubeflow_config import KubeflowConfig
@@ -61,12 +63,12 @@ class EvaluationConfig(Settings):
     target_sensitivity: float = 0.9
     min_specificity: float | None = None
     report_specificity: float = 0.8  # sensitivity is also reported at this specificity
-    # Slice families: a list of features each; two features make a cross (sex x site).
-    # Every family is gated and must occur in the data: add [source] for the 70k release.
+    # Slice families: a list of features each (the task's categoricals, or the bucket key
+    # of a bucketed numeric); two features make a cross (sex x site). Every family is gated
+    # and must occur in the data: add [source] for the 70k release.
     slices: list[list[str]] = Field(default_factory=lambda: [
         ["sex"], ["age_bucket"], ["anatom_site_general_challenge"],
         ["sex", "anatom_site_general_challenge"]])
-    age_buckets: list[int] = Field(default_factory=lambda: [30, 45, 60, 75])
     confidence_intervals: bool = True  # TFMA jackknife over 20 sample partitions, 95%
 
 
@@ -120,8 +122,9 @@ with warnings.catch_warnings():
 
     class PipelineConfig(Settings):
         pipeline_name    : str = "medtfx-melanoma"
-        schema: str = "schema/schema.pbtxt"  # relative to the repository
+        schema: str = "schema/melanoma.pbtxt"  # relative to the repository
         enable_cache: bool = True
+        task: TaskSpec = Field(default_factory=TaskSpec)
         data: DataConfig = Field(default_factory=DataConfig)
         trainer: TrainerSettings = Field(default_factory=TrainerSettings)
         evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
@@ -167,11 +170,23 @@ def load_config(path: str | None = None, overrides: list[str] = ()) -> PipelineC
     if config.serving.keep_versions < 1:
         raise ConfigError(f"{where}: serving.keep_versions {config.serving.keep_versions} "
                           "must be at least 1")
+    _check_slices(config, where)
     window = config.data.window
     if not (window in ("all", "latest") or (isinstance(window, int) and window >= 1)):
         raise ConfigError(f"{where}: data.window {window!r} must be \"latest\", \"all\" or "
                           "a number of arrivals (at least 1)")
     return config
+
+
+def _check_slices(config: PipelineConfig, where: str) -> None:
+    """Every slice feature is one the task names; a typo would otherwise surface as a
+    missing slice after training."""
+    task = config.task
+    known = [c.key for c in task.categorical] + [n.slice_key for n in task.bucketed]
+    unknown = sorted({f for family in config.evaluation.slices for f in family} - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: evaluation: slices: {', '.join(unknown)} not among the "
+                          f"task's slice features ({', '.join(known) or 'none'})")
 
 
 def load_config_dict(raw: dict) -> PipelineConfig:

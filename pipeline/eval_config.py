@@ -6,9 +6,9 @@ import json
 
 from tensorflow_model_analysis.proto import config_pb2 as tfma
 
-from modules import features as F
 from modules.metrics import GATED_AUC_NAME
-from modules.signatures import PREDICTION_KEY
+from modules.signatures import PREDICTION_KEY, SLICING_FEATURES
+from modules.task import TaskSpec
 from pipeline.config import EvaluationConfig
 
 HIGHER_IS_BETTER = tfma.MetricDirection.HIGHER_IS_BETTER
@@ -49,7 +49,7 @@ def _metric(class_name: str, per_slice: list | None = None, module: str = "",
                              per_slice_thresholds=per_slice or [])
 
 
-def build_eval_config(cfg: EvaluationConfig, code: str = "") -> tfma.EvalConfig:
+def build_eval_config(cfg: EvaluationConfig, task: TaskSpec, code: str = "") -> tfma.EvalConfig:
     """Blessing needs: overall AUC >= auc_threshold and not more than max_auc_drop below the
     last blessed model; on every gated slice, AUC >= its family's bound and not more than
     max_slice_auc_drop below the last blessed model; and, when set, specificity >=
@@ -97,8 +97,9 @@ def build_eval_config(cfg: EvaluationConfig, code: str = "") -> tfma.EvalConfig:
         # tf_generic: TFMA calls the signatures instead of rebuilding the Keras model in
         # every combiner (9 rebuilds, ~70 s even on a 32 px model).
         model_specs=[tfma.ModelSpec(
-            model_type="tf_generic", signature_name="serving_default", label_key=F.LABEL_KEY,
-            prediction_key=PREDICTION_KEY, preprocessing_function_names=["slicing_features"])],
+            model_type="tf_generic", signature_name="serving_default",
+            label_key=task.label.key, prediction_key=PREDICTION_KEY,
+            preprocessing_function_names=[SLICING_FEATURES] if task.bucketed else [])],
         slicing_specs=slicing_specs(cfg),
         metrics_specs=[tfma.MetricsSpec(metrics=metrics)],
         # The model's compiled loss and metrics are not part of the gate.

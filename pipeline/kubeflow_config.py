@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field
 
-from modules.settings import Settings
+from modules.section import Settings
 from pipeline.errors import ConfigError
 
 if TYPE_CHECKING:  # the config imports this module for its kubeflow: section

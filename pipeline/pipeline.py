@@ -56,10 +56,10 @@ def default_train_args(config: PipelineConfig,
 
 def run_settings(config: PipelineConfig, member: int | None = None,
                  code_of: str = TRAINER_MODULE) -> RunSettings:
-    """Everything run_fn reads: the trainer section, the age buckets its slicing signature
-    needs, the serving limits, the ensemble member it trains (if any), and the code
-    fingerprint that keeps the cache honest."""
-    return RunSettings(**config.trainer.model_dump(), age_buckets=config.evaluation.age_buckets,
+    """Everything run_fn reads: the trainer section, the task (keys, classes, metadata and
+    the buckets its slicing signature derives), the serving limits, the ensemble member it
+    trains (if any), and the code fingerprint that keeps the cache honest."""
+    return RunSettings(**config.trainer.model_dump(), task=config.task,
                        limits=config.limits, ensemble_member=member,
                        code=code_fingerprint(code_of))
 
@@ -73,7 +73,7 @@ def packager_settings(config: PipelineConfig) -> str:
         "image_size": config.trainer.image_size,
         "splits": {role: plan.names(getattr(plan, role))
                    for role in ("train", "validation", "evaluation")},
-        "age_buckets": evaluation.age_buckets,
+        "task": config.task.model_dump(),
         "target_sensitivity": evaluation.target_sensitivity,
         "gate": {"auc_threshold": evaluation.auc_threshold,
                  "slice_auc_threshold": evaluation.slice_auc_threshold,
@@ -132,6 +132,7 @@ def transform_component(config: PipelineConfig, data: _Data) -> Transform:
         splits_config=transform_pb2.SplitsConfig(analyze=SplitPlan.names(
             config.split_plan.train)),
         custom_config={"image_size": config.trainer.image_size,
+                       "task": config.task.model_dump(),
                        "limits": config.limits.model_dump(),
                        "code": code_fingerprint(PREPROCESSING_MODULE)})
     transform.add_upstream_node(data.gate)
@@ -186,7 +187,8 @@ def release_components(config: PipelineConfig, data: _Data, model: Channel,
         model=model,
         baseline_model=resolver.outputs["model"],
         schema=data.schema_gen.outputs["schema"],
-        eval_config=build_eval_config(config.evaluation, code_fingerprint(EVALUATION_MODULE)),
+        eval_config=build_eval_config(config.evaluation, config.task,
+                                      code_fingerprint(EVALUATION_MODULE)),
         module_path=EVALUATION_MODULE)
     packager = ModelPackager(
         model=model,

@@ -49,7 +49,7 @@ def load_schema():
     from google.protobuf import text_format
     from tensorflow_metadata.proto.v0 import schema_pb2
 
-    with open(os.path.join(REPO, "schema", "schema.pbtxt")) as f:
+    with open(os.path.join(REPO, "schema", "melanoma.pbtxt")) as f:
         return text_format.Parse(f.read(), schema_pb2.Schema())
 
 
@@ -72,11 +72,13 @@ def run_transform(records: list[bytes], image_size: int, out_dir: str) -> np.nda
     from modules import features as F
     from modules.preprocessing import preprocessing_fn
     from modules.settings import ImageLimits
+    from modules.task import TaskSpec
 
     source = tfxio.TFExampleBeamRecord(physical_format="inmem", telemetry_descriptors=["test"],
                                        schema=load_schema())
     fn = lambda inputs: preprocessing_fn(  # noqa: E731
-        inputs, {"image_size": image_size, "limits": ImageLimits().model_dump()})
+        inputs, {"image_size": image_size, "limits": ImageLimits().model_dump(),
+                 "task": TaskSpec().model_dump()})
     images_file = os.path.join(out_dir, "images.npy")
     with beam.Pipeline() as pipeline, tft_beam.Context(temp_dir=os.path.join(out_dir, "tmp")):
         raw = pipeline | beam.Create(records) | source.BeamSource()

@@ -15,12 +15,12 @@ def test_default_config_loads_and_is_typed():
 
 def test_overrides_by_leaf_name_and_by_path():
     config = load_config(DEFAULT_CONFIG, ["image_size=48", "trainer.train_steps=20",
-                                          "validation_fold=2", "age_buckets=[40, 60]",
+                                          "validation_fold=2", "slices=[[sex]]",
                                           "learning_rate=1"])
     assert config.trainer.image_size == 48
     assert config.trainer.train_steps == 20
     assert config.data.validation_fold == 2
-    assert config.evaluation.age_buckets == [40, 60]
+    assert config.evaluation.slices == [["sex"]]
     assert config.trainer.learning_rate == 1.0 and isinstance(config.trainer.learning_rate,
                                                               float)
 
@@ -31,7 +31,8 @@ def test_overrides_by_leaf_name_and_by_path():
     ("image_size", "expected KEY=VALUE"),
     ("flip_up_down=3", "expected bool"),
     ("rotation=wide", "trainer: augment: rotation: expected float"),
-    ("age_buckets=30", "expected a list"),
+    ("slices=30", "expected a list"),
+    ("slices=[[sexx]]", "slices: sexx not among the task's slice features"),
 ])
 def test_bad_overrides_name_the_field(override, message):
     with pytest.raises(ConfigError, match=message):

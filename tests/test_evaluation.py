@@ -6,6 +6,7 @@ import pytest
 from tensorflow_model_analysis.metrics import binary_confusion_matrices
 
 from modules.metrics import GatedAUC
+from modules.task import TaskSpec
 from pipeline.config import load_config
 from pipeline.eval_config import CURVE_THRESHOLDS, build_eval_config
 from pipeline.results.eval_results import (Matrix, SliceResult, _count_classes, failed_checks,
@@ -21,7 +22,7 @@ def metrics_by_name(eval_config) -> dict:
 
 def test_overall_auc_has_a_bound_and_a_baseline_change_on_the_overall_slice_only():
     cfg = load_config(None, ["auc_threshold=0.8", "max_auc_drop=0.02"]).evaluation
-    auc = metrics_by_name(build_eval_config(cfg))["AUC"]
+    auc = metrics_by_name(build_eval_config(cfg, TaskSpec()))["AUC"]
     (check,) = auc.per_slice_thresholds
     assert list(check.slicing_specs[0].feature_keys) == []  # overall
     assert check.threshold.value_threshold.lower_bound.value == 0.8
@@ -31,7 +32,7 @@ def test_overall_auc_has_a_bound_and_a_baseline_change_on_the_overall_slice_only
 def test_every_slice_family_is_gated_with_its_own_bound_and_no_drop():
     cfg = load_config(None, ['slice_auc_thresholds={"sex*anatom_site_general_challenge": 0.5}',
                              "slice_auc_threshold=0.7", "max_slice_auc_drop=0.04"]).evaluation
-    eval_config = build_eval_config(cfg)
+    eval_config = build_eval_config(cfg, TaskSpec())
     assert [list(s.feature_keys) for s in eval_config.slicing_specs] == [[]] + cfg.slices
     gate = metrics_by_name(eval_config)["GatedAUC"]
     bounds = {"*".join(t.slicing_specs[0].feature_keys):
@@ -44,9 +45,9 @@ def test_every_slice_family_is_gated_with_its_own_bound_and_no_drop():
 
 
 def test_specificity_floor_gates_only_when_set_and_intervals_are_on():
-    unset = build_eval_config(load_config(None, ["min_specificity=null"]).evaluation)
+    unset = build_eval_config(load_config(None, ["min_specificity=null"]).evaluation, TaskSpec())
     assert not metrics_by_name(unset)["SpecificityAtSensitivity"].per_slice_thresholds
-    floor = build_eval_config(load_config(None, ["min_specificity=0.4"]).evaluation)
+    floor = build_eval_config(load_config(None, ["min_specificity=0.4"]).evaluation, TaskSpec())
     (check,) = metrics_by_name(floor)["SpecificityAtSensitivity"].per_slice_thresholds
     assert check.threshold.value_threshold.lower_bound.value == 0.4
     assert floor.options.compute_confidence_intervals.value
@@ -54,7 +55,7 @@ def test_specificity_floor_gates_only_when_set_and_intervals_are_on():
 
 def test_all_curves_share_one_threshold_grid():
     """One set of confusion matrices per slice serves every rate, curve and the threshold."""
-    for metric in build_eval_config(load_config().evaluation).metrics_specs[0].metrics:
+    for metric in build_eval_config(load_config().evaluation, TaskSpec()).metrics_specs[0].metrics:
         if metric.class_name not in ("ExampleCount", "MeanLabel", "Calibration",
                                      "CalibrationPlot"):
             assert f'"num_thresholds": {CURVE_THRESHOLDS}' in metric.config, metric.class_name
@@ -175,7 +176,8 @@ def test_the_evaluator_reports_the_examples_scored_before_slicing(caplog):
     import tensorflow_model_analysis as tfma
 
     eval_config = tfma.utils.update_eval_config_with_defaults(  # as TFX's executor does
-        build_eval_config(load_config().evaluation), has_baseline=False, rubber_stamp=True)
+        build_eval_config(load_config().evaluation, TaskSpec()), has_baseline=False,
+        rubber_stamp=True)
     stages = [e.stage_name for e in custom_extractors(None, eval_config, None)]
     assert stages[stages.index(PROGRESS_STAGE) + 1] == (
         unbatch_extractor.UNBATCH_EXTRACTOR_STAGE_NAME)

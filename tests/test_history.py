@@ -17,6 +17,7 @@ from pipeline.cli import main
 from pipeline.results.history import list_runs, span_pattern, trace_version
 from pipeline.results.history_text import lineage_lines, run_lines
 from pipeline.results.mlmd import open_store
+from modules.task import TaskSpec
 
 COMPLETE, CACHED, FAILED = (mlmd.Execution.COMPLETE, mlmd.Execution.CACHED,
                             mlmd.Execution.FAILED)
@@ -131,7 +132,7 @@ def recorded(tmp_path) -> dict:
         {"blessing": runs.artifact("ModelBlessing", f"{p}/blessing/7", blessed=1,
                                    baseline_model_id=baseline["model"].id),
          "evaluation": runs.artifact("ModelEvaluation", f"{p}/evaluation/7")})
-    settings = json.dumps({"age_buckets": [30, 45, 60, 75],
+    settings = json.dumps({"task": TaskSpec().model_dump(),
                            "gate": {"min_slice_positives": 1, "min_slice_negatives": 1}})
     packaged = runs.execute(second, "ModelPackager", {**ensemble, **evaluated}, {
         "packaged_model": runs.artifact("Model", f"{p}/packaged_model/8", packaged=1,

@@ -156,7 +156,7 @@ def test_user_code_is_referenced_by_dotted_path_and_paths_point_into_the_image(c
     assert callable(import_utils.import_func_from_module("modules.evaluation",
                                                          "custom_extractors"))
     assert not {p for _, p in constants if p == "module_file"}  # nothing to upload
-    assert constants[("ImportSchemaGen", "schema_file")] == "/medtfx/schema/schema.pbtxt"
+    assert constants[("ImportSchemaGen", "schema_file")] == "/medtfx/schema/melanoma.pbtxt"
     destination = json.loads(constants[("Pusher", "push_destination")])
     assert destination["filesystem"]["base_directory"] == "gs://medtfx-test/serving"
 

@@ -57,7 +57,7 @@ def test_tasks_pass_artifacts_down_to_the_data_gate_which_stops_bad_data(launche
     """Schema from the project directory, statistics, validation, then medtfx's own
     DataGate component, run from the spec like TFX's."""
     schema = launcher.run("ImportSchemaGen")["schema"]
-    with open(os.path.join(REPO, "schema", "schema.pbtxt")) as f:
+    with open(os.path.join(REPO, "schema", "melanoma.pbtxt")) as f:
         assert tf.io.gfile.GFile(os.path.join(schema["uri"], "schema.pbtxt")).read() == f.read()
     launcher.run("StatisticsGen")
     anomalies = launcher.run("ExampleValidator")["anomalies"]

@@ -7,7 +7,6 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from modules import features as F
 from modules.model import (
     BACKBONES,
     InputScaling,
@@ -18,6 +17,7 @@ from modules.model import (
     set_backbone_trainable,
     validate_backbone,
 )
+from modules.task import IMAGE_INPUT, METADATA_KEY, TaskSpec
 
 
 def size_for(backbone: str) -> int:
@@ -73,13 +73,13 @@ def test_a_hub_backbone_from_a_local_savedmodel_fine_tunes_and_round_trips(tmp_p
                                model.predict(images, verbose=0), atol=1e-6)
 
 
-@pytest.mark.parametrize("backbone, metadata", [("efficientnet_b0", False),
-                                                ("pneumonia_cnn", True)])
+@pytest.mark.parametrize("backbone, metadata", [("efficientnet_b0", 0),
+                                                ("pneumonia_cnn", TaskSpec().metadata_dim)])
 def test_native_keras_files_round_trip_for_warm_starts(backbone, metadata, tmp_path):
-    model = build_model(backbone, "none", 32, 0.1, metadata=metadata)
+    model = build_model(backbone, "none", 32, 0.1, metadata_dim=metadata)
     path = str(tmp_path / "model.keras")
     save_keras(model, path)
-    again = build_model(backbone, "none", 32, 0.1, metadata=metadata)
+    again = build_model(backbone, "none", 32, 0.1, metadata_dim=metadata)
     load_weights(again, path)
     for a, b in zip(model.get_weights(), again.get_weights()):
         np.testing.assert_array_equal(a, b)
@@ -93,12 +93,13 @@ def test_warm_start_from_another_architecture_is_refused(tmp_path):
 
 
 def test_the_metadata_branch_takes_sex_age_and_site():
-    model = build_model("xray_sex_cnn", "none", 32, 0.1, metadata=True)
-    assert model.input_names == [F.IMAGE_KEY, F.METADATA_KEY]
+    width = TaskSpec().metadata_dim
+    model = build_model("xray_sex_cnn", "none", 32, 0.1, metadata_dim=width)
+    assert model.input_names == [IMAGE_INPUT, METADATA_KEY]
     images = np.full((2, 32, 32, 3), 0.5, np.float32)
-    metadata = np.zeros((2, F.METADATA_DIM), np.float32)
+    metadata = np.zeros((2, width), np.float32)
     metadata[1, :] = 1.0
-    out = model({F.IMAGE_KEY: images, F.METADATA_KEY: metadata}).numpy()
+    out = model({IMAGE_INPUT: images, METADATA_KEY: metadata}).numpy()
     assert out[0, 0] != out[1, 0]  # same image, different patients, different scores
 
 

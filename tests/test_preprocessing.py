@@ -15,6 +15,7 @@ from modules import features as F
 from modules.preprocessing import declared_size, within_limits
 from modules.settings import ImageLimits
 from modules.signatures import transform_examples, within_batch
+from modules.task import TaskSpec
 from tests.helpers import run_transform, shard_records
 
 SIZE = 32
@@ -60,7 +61,7 @@ def test_every_image_becomes_a_float_rgb_square_in_0_1(beam_output, records):
 def test_serving_path_gives_the_same_pixels_as_tf_transform(beam_output, records):
     images, transform_dir = beam_output
     layer = tft.TFTransformOutput(transform_dir).transform_features_layer()
-    served = transform_examples(layer, tf.constant(records))[F.IMAGE_KEY].numpy()
+    served = transform_examples(layer, tf.constant(records), TaskSpec())[F.IMAGE_KEY].numpy()
     assert served.dtype == np.float32 and served.shape == (len(records), SIZE, SIZE, 3)
     # Beam does not keep record order: pair the images by content.
     order = lambda batch: sorted(batch, key=lambda i: float(i.sum()))  # noqa: E731
@@ -94,7 +95,7 @@ def test_a_decompression_bomb_is_refused_at_serving_before_it_is_decoded(beam_ou
     example.features.feature[F.IMAGE_KEY].bytes_list.value[:] = [bomb()]
     with pytest.raises(tf.errors.InvalidArgumentError,
                        match=r"declares 12000 x 12000 pixels, above limits.image_pixels"):
-        transform_examples(layer, tf.constant([example.SerializeToString()]))
+        transform_examples(layer, tf.constant([example.SerializeToString()]), TaskSpec())
 
 
 def test_image_bytes_and_request_batch_have_bounds_that_name_themselves():

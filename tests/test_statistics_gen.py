@@ -41,7 +41,7 @@ def test_each_split_gets_the_statistics_tfdv_computes_for_it_alone(tiny_data, tm
     schema = standard_artifacts.Schema()
     schema.uri = str(tmp_path / "schema")
     os.makedirs(schema.uri)
-    shutil.copy(os.path.join(REPO, "schema", "schema.pbtxt"), schema.uri)
+    shutil.copy(os.path.join(REPO, "schema", "melanoma.pbtxt"), schema.uri)
     statistics = standard_artifacts.ExampleStatistics()
     statistics.uri = str(tmp_path / "statistics")
     context = base_beam_executor.BaseBeamExecutor.Context(

@@ -26,6 +26,7 @@ from modules.schedule import RampSustainDecay
 from modules.settings import TrainerSettings
 from modules.signatures import predict
 from modules.strategy import choose_strategy
+from modules.task import METADATA_KEY
 from modules.trainer import build, run_fn, schedule_steps, stages, warm_start
 from pipeline.config import load_config
 from pipeline.pipeline import run_settings
@@ -62,7 +63,7 @@ def train(data: str, root, overrides: list[str], base_model: str | None = None) 
     transform_dir = str(root / "transform")
     run_transform(shard_records(data, "train0[0-8]-*.tfrec"), 32, transform_dir)
     os.makedirs(root / "schema")
-    shutil.copy(os.path.join(REPO, "schema", "schema.pbtxt"), root / "schema")
+    shutil.copy(os.path.join(REPO, "schema", "melanoma.pbtxt"), root / "schema")
 
     # The small X-ray CNN: what these tests check does not depend on the backbone, and
     # EfficientNet's build and export would be most of their time (every backbone is built
@@ -123,7 +124,7 @@ def test_slicing_signature_buckets_ages_and_marks_missing(trained):
     ages = [5, 30, 44, 45, 74, 75, 90, -1]
     buckets = model.signatures["slicing_features"](examples=tf.constant(
         [example(a) for a in ages]))[F.AGE_BUCKET_KEY].numpy().tolist()
-    assert trained["config"].evaluation.age_buckets == [30, 45, 60, 75]
+    assert trained["config"].task.numeric[0].buckets == [30, 45, 60, 75]
     assert buckets == [0, 1, 1, 2, 3, 4, 4, -1]
 
 
@@ -185,7 +186,7 @@ def test_tta_prediction_is_the_mean_over_exact_orientations():
     images = keras.Input((8, 8, 3), name=F.IMAGE_KEY)
     net = keras.Model(images, keras.layers.Dense(1)(keras.layers.Flatten()(images)))
     x = tf.random.stateless_uniform([3, 8, 8, 3], [4, 2])
-    single = predict(net, {F.IMAGE_KEY: x, F.METADATA_KEY: tf.zeros([3, 1])}, tta=1)
+    single = predict(net, {F.IMAGE_KEY: x, METADATA_KEY: tf.zeros([3, 1])}, tta=1)
     averaged = predict(net, {F.IMAGE_KEY: x}, tta=8)
     expected = np.mean([net(orient(x, k)).numpy() for k in range(8)], axis=0)
     np.testing.assert_allclose(averaged, expected, atol=1e-6)

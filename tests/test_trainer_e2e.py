@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 
 from modules import features as F
+from modules.task import TaskSpec
 from tests.helpers import shard_records
 from tests.test_pipeline_e2e import BLESS_ANY, run
 
@@ -33,7 +34,7 @@ def serve_both_ways(model_dir: str, records: list[bytes], metadata: bool) -> tup
                                               for e in examples])}
     if metadata:
         image_inputs.update({key: tf.constant([e[key].int64_list.value[0] for e in examples],
-                                              tf.int64) for key in F.METADATA_RAW_KEYS})
+                                              tf.int64) for key in TaskSpec().model_features})
     by_example = model.signatures["serving_default"](examples=tf.constant(records))
     by_image = model.signatures["serving_image"](**image_inputs)
     return by_example["probability"].numpy(), by_image["probability"].numpy()

@@ -13,8 +13,8 @@ import math
 import tensorflow as tf
 from tensorflow_model_analysis.proto import metrics_for_slice_pb2, validation_result_pb2
 
-from modules import features as F
 from modules.metrics import GATED_AUC_NAME
+from modules.task import TaskSpec
 
 CANDIDATE_NAMES = ("", "candidate")  # TFX names the models only when a baseline exists
 BASELINE_NAME = "baseline"
@@ -98,26 +98,28 @@ def _records(pattern: str):
             yield record.numpy()
 
 
-def slice_name(slice_key: metrics_for_slice_pb2.SliceKey, age_buckets: list[int]) -> str:
-    """'overall', or 'feature=value' joined by ' & ' (age buckets by range: 'age_bucket=45-59')."""
+SLICE_AND, SLICE_IS = " & ", " = "
+
+
+def slice_name(slice_key: metrics_for_slice_pb2.SliceKey, task: TaskSpec) -> str:
+    """'overall', or 'feature = value' joined by ' & ', as people read them: 'anatomic site
+    = lower extremity & sex = female', 'age = 45-59'."""
     parts = []
     for single in slice_key.single_slice_keys:
         value = getattr(single, single.WhichOneof("kind"))
         if isinstance(value, bytes):
             value = value.decode()
-        if single.column == F.AGE_BUCKET_KEY:
-            value = "missing" if value == F.MISSING else F.age_bucket_names(age_buckets)[value]
-        parts.append(f"{single.column}={value}")
-    return " & ".join(parts) or "overall"
+        parts.append(SLICE_IS.join(task.slice_value(single.column, value)))
+    return SLICE_AND.join(parts) or "overall"
 
 
-def load_evaluation(evaluation_uri: str, age_buckets: list[int], min_positives: int,
+def load_evaluation(evaluation_uri: str, task: TaskSpec, min_positives: int,
                     min_negatives: int) -> dict[str, SliceResult]:
     """Every slice of an evaluation, overall first; the minimum counts are the gate's."""
     results: dict[str, SliceResult] = {}
     for record in _records(f"{evaluation_uri}/metrics-*"):
         sliced = metrics_for_slice_pb2.MetricsForSlice.FromString(record)
-        result = results.setdefault(slice_name(sliced.slice_key, age_buckets), SliceResult())
+        result = results.setdefault(slice_name(sliced.slice_key, task), SliceResult())
         for kv in sliced.metric_keys_and_values:
             value = _metric(kv.value)
             name = kv.key.name
@@ -135,7 +137,7 @@ def load_evaluation(evaluation_uri: str, age_buckets: list[int], min_positives: 
                     result.intervals[name] = (low, high)
     for record in _records(f"{evaluation_uri}/plots-*"):
         sliced = metrics_for_slice_pb2.PlotsForSlice.FromString(record)
-        result = results.setdefault(slice_name(sliced.slice_key, age_buckets), SliceResult())
+        result = results.setdefault(slice_name(sliced.slice_key, task), SliceResult())
         for kv in sliced.plot_keys_and_values:
             baseline = kv.key.model_name == BASELINE_NAME
             matrices = [Matrix(m.threshold, m.true_positives, m.false_positives,
@@ -181,7 +183,7 @@ def operating_threshold(curve: list[Matrix], target_sensitivity: float) -> float
     return max(reaching) if reaching else None
 
 
-def failed_checks(evaluation_uri: str, age_buckets: list[int]) -> list[dict]:
+def failed_checks(evaluation_uri: str, task: TaskSpec) -> list[dict]:
     """Every threshold the candidate missed: metric, slice, value and bound. The slice gate
     is reported as the slice's AUC."""
     failed = []
@@ -191,7 +193,7 @@ def failed_checks(evaluation_uri: str, age_buckets: list[int]) -> list[dict]:
             failed.append({"metric": "slices", "slice": "*".join(spec.feature_keys),
                            "value": 0, "bound": {"at_least": 1}})
         for per_slice in result.metric_validations_per_slice:
-            where = slice_name(per_slice.slice_key, age_buckets)
+            where = slice_name(per_slice.slice_key, task)
             for failure in per_slice.failures:
                 threshold = failure.metric_threshold
                 name = failure.metric_key.name

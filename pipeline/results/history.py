@@ -21,6 +21,7 @@ from tfx.types import standard_component_specs as keys
 from tfx.utils import io_utils, proto_utils
 
 from modules.errors import MedtfxError
+from modules.task import TaskSpec
 from pipeline.results.eval_results import load_evaluation
 from pipeline.results.mlmd import OUTPUT_EVENTS, node_name
 
@@ -206,11 +207,11 @@ def _run_record(store: PipelineStore, run: metadata_store_pb2.Context) -> RunRec
 
 
 def _overall_auc(packager: _Node, evaluation: Artifact) -> float | None:
-    """Overall AUC, read with the age buckets and slice minimums ModelPackager read the
-    same evaluation with."""
+    """Overall AUC, read with the task and slice minimums ModelPackager read the same
+    evaluation with."""
     settings = json.loads(_property(packager.execution, "settings"))
     gate = settings["gate"]
-    overall = load_evaluation(evaluation.uri, settings["age_buckets"],
+    overall = load_evaluation(evaluation.uri, TaskSpec.model_validate(settings["task"]),
                               gate["min_slice_positives"],
                               gate["min_slice_negatives"]).get("overall")
     return overall.metrics.get("auc") if overall else None

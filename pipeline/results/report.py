@@ -12,7 +12,8 @@ import json
 from components.data_gate import describe_anomalies
 from pipeline.config import PipelineConfig, load_config_dict
 from pipeline.ops.workdir import WorkDir
-from pipeline.results.eval_results import Matrix, SliceResult, load_evaluation, shown
+from pipeline.results.eval_results import (SLICE_AND, SLICE_IS, Matrix, SliceResult,
+                                           load_evaluation, shown)
 from pipeline.results.mlmd import find_run, open_store, outputs_by_type
 from pipeline.results.statistics import SplitStats, load_statistics
 from pipeline.results.svg import line_chart
@@ -99,9 +100,10 @@ def _curves(slices: dict[str, SliceResult]) -> str:
     families: dict[str, list[str]] = collections.defaultdict(list)
     for name, result in slices.items():
         if name != "overall" and result.gated:
-            families[" & ".join(p.split("=")[0] for p in name.split(" & "))].append(name)
+            families[SLICE_AND.join(p.split(SLICE_IS)[0] for p in name.split(SLICE_AND))
+                     ].append(name)
     for family, names in families.items():
-        series = [(", ".join(p.split("=")[1] for p in n.split(" & "))
+        series = [(", ".join(p.split(SLICE_IS)[1] for p in n.split(SLICE_AND))
                    + f" (AUC {_fmt(slices[n].metrics.get('auc'))}, {slices[n].positives} "
                    "malignant)", _roc(slices[n].curve)) for n in names]
         charts.append(line_chart(f"ROC by {family} (gated slices)", series, "1 - specificity",
@@ -213,7 +215,7 @@ def write_report(work: WorkDir, out_path: str | None = None) -> str:
     run = find_run(store, config.pipeline_name, summary["run_id"])
     outputs = outputs_by_type(store, store.get_executions_by_context(run.id))
     cfg = config.evaluation
-    slices = load_evaluation(outputs["ModelEvaluation"][0].uri, cfg.age_buckets,
+    slices = load_evaluation(outputs["ModelEvaluation"][0].uri, config.task,
                              cfg.min_slice_positives, cfg.min_slice_negatives)
     splits = sorted({s for names in summary["splits"].values() for s in names})
     stats = load_statistics(outputs["ExampleStatistics"][0].uri, splits)

@@ -6,7 +6,7 @@ import json
 import os
 
 from modules.artifacts import VALIDATION_FILE
-from pipeline.config import EvaluationConfig, PipelineConfig, to_dict
+from pipeline.config import PipelineConfig, to_dict
 from pipeline.files import write_json
 from pipeline.ops.workdir import WorkDir
 from pipeline.results.eval_results import (SliceResult, failed_checks, load_evaluation,
@@ -39,12 +39,13 @@ def slice_summary(result: SliceResult, threshold: float | None) -> dict:
     return out
 
 
-def summarize_run(metadata_path: str, pipeline_name: str, cfg: EvaluationConfig) -> dict:
-    """The run_summary.json content of the newest run of `pipeline_name`."""
+def summarize_run(metadata_path: str, config: PipelineConfig) -> dict:
+    """The run_summary.json content of the newest run of the config's pipeline."""
+    cfg = config.evaluation
     store = open_store(metadata_path)
-    run = find_run(store, pipeline_name)
+    run = find_run(store, config.pipeline_name)
     if run is None:
-        raise LookupError(f"{metadata_path}: no run of pipeline {pipeline_name}")
+        raise LookupError(f"{metadata_path}: no run of pipeline {config.pipeline_name}")
     executions = store.get_executions_by_context(run.id)
     components = {node_name(store, e.id)[1]: round(
         (e.last_update_time_since_epoch - e.create_time_since_epoch) / 1000, 1)
@@ -56,7 +57,7 @@ def summarize_run(metadata_path: str, pipeline_name: str, cfg: EvaluationConfig)
     pushed = [a for a in outputs.get("PushedModel", [])
               if a.custom_properties["pushed"].int_value == 1]
     evaluations = outputs.get("ModelEvaluation", [])
-    slices = (load_evaluation(evaluations[0].uri, cfg.age_buckets, cfg.min_slice_positives,
+    slices = (load_evaluation(evaluations[0].uri, config.task, cfg.min_slice_positives,
                               cfg.min_slice_negatives) if evaluations else {})
     overall = slices.get("overall")
     threshold = operating_threshold(overall.curve, cfg.target_sensitivity) if overall else None
@@ -68,7 +69,7 @@ def summarize_run(metadata_path: str, pipeline_name: str, cfg: EvaluationConfig)
         "operating_threshold": _round(threshold),
         "target_sensitivity": cfg.target_sensitivity,
         "metrics": {name: slice_summary(result, threshold) for name, result in slices.items()},
-        "failed_checks": failed_checks(evaluations[0].uri, cfg.age_buckets)
+        "failed_checks": failed_checks(evaluations[0].uri, config.task)
         if evaluations else [],
         "components": components,
         "training": training_summary(outputs.get("Model", [])),
@@ -98,7 +99,7 @@ def _producer(uri: str) -> str:
 def record_run(config: PipelineConfig, data_root: str, work: WorkDir) -> dict:
     """Writes WORK/run_summary.json for the run just finished and returns it."""
     plan = config.split_plan
-    summary = {**summarize_run(work.metadata, config.pipeline_name, config.evaluation),
+    summary = {**summarize_run(work.metadata, config),
                "data_root": data_root,
                "splits": {role: plan.names(getattr(plan, role))
                           for role in ("train", "validation", "evaluation")},
