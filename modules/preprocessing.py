@@ -60,8 +60,10 @@ def within_limits(encoded: tf.Tensor, limits: ImageLimits) -> tf.Tensor:
 
 
 def decode(encoded: tf.Tensor, limits: ImageLimits) -> tf.Tensor:
-    """One JPEG/PNG/BMP/GIF, colour or grayscale, within `limits`, to uint8 RGB [H, W, 3]."""
-    return tf.io.decode_image(within_limits(encoded, limits), channels=3,
+    """One JPEG/PNG/BMP/GIF, colour or grayscale, within `limits`, to float32 RGB [H, W, 3]
+    in [0, 1]. Decoding straight to float keeps a 16-bit PNG (as radiology exports them) at
+    its full range over 65535; to uint8 the decoder would drop its low byte."""
+    return tf.io.decode_image(within_limits(encoded, limits), channels=3, dtype=tf.float32,
                               expand_animations=False)
 
 
@@ -69,7 +71,7 @@ def decode_image(encoded: tf.Tensor, size: int, limits: ImageLimits) -> tf.Tenso
     """One encoded image of any size to float32 [size, size, 3] in [0, 1]."""
     image = tf.image.resize(decode(encoded, limits), [size, size], method="bilinear",
                             antialias=True)
-    return tf.clip_by_value(image / 255.0, 0.0, 1.0)
+    return tf.clip_by_value(image, 0.0, 1.0)
 
 
 def decode_images(encoded: tf.Tensor, size: int, limits: ImageLimits) -> tf.Tensor:

@@ -12,7 +12,7 @@ import tensorflow_transform as tft
 from PIL import Image
 
 from modules import features as F
-from modules.preprocessing import declared_size, within_limits
+from modules.preprocessing import decode, decode_image, declared_size, within_limits
 from modules.settings import ImageLimits
 from modules.signatures import transform_examples, within_batch
 from tests.helpers import run_transform, shard_records
@@ -31,13 +31,17 @@ def with_image(record: bytes, image: Image.Image, fmt: str) -> bytes:
 @pytest.fixture(scope="module")
 def records(tiny_data) -> list[bytes]:
     """Synthetic records plus the awkward cases of real releases: a grayscale JPEG, a PNG,
-    and a non-square image of another size."""
+    a non-square image of another size, a 16-bit grayscale PNG, a BMP and a GIF."""
     plain = shard_records(tiny_data, "train00-*.tfrec", limit=6)
     rng = np.random.default_rng(0)
     colour = Image.fromarray(rng.integers(0, 255, (50, 70, 3), dtype=np.uint8))
+    deep = Image.fromarray(rng.integers(0, 65535, (60, 40), dtype=np.uint16))
     return plain + [with_image(plain[0], colour.convert("L"), "JPEG"),
                     with_image(plain[1], colour, "PNG"),
-                    with_image(plain[2], colour.resize((90, 40)), "JPEG")]
+                    with_image(plain[2], colour.resize((90, 40)), "JPEG"),
+                    with_image(plain[3], deep, "PNG"),
+                    with_image(plain[4], colour.resize((40, 90)), "BMP"),
+                    with_image(plain[5], colour, "GIF")]
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +110,31 @@ def test_image_bytes_and_request_batch_have_bounds_that_name_themselves():
     with pytest.raises(tf.errors.InvalidArgumentError,
                        match=r"a request of 3 images, above limits.batch \(2\)"):
         within_batch(tf.constant([small] * 3), 2)
+
+
+def png16(pixels: np.ndarray) -> bytes:
+    """A 16-bit PNG, as radiology exports them, of uint16 [H, W] (grayscale) or [H, W, 3]."""
+    return tf.io.encode_png(pixels if pixels.ndim == 3 else pixels[..., None]).numpy()
+
+
+def test_a_16_bit_png_keeps_its_full_range_in_three_equal_channels():
+    ramp = np.linspace(0, 65535, 16 * 64).astype(np.uint16).reshape(16, 64)
+    data = png16(ramp)
+    assert data[24] == 16  # the bit depth in the PNG header
+    assert declared_size(tf.constant(data)).numpy().tolist() == [16, 64]
+    image = decode(tf.constant(data), ImageLimits()).numpy()
+    assert image.shape == (16, 64, 3)
+    for channel in range(3):  # neither wrapped nor cut to its high byte
+        np.testing.assert_allclose(image[..., channel], ramp / 65535, atol=1e-6)
+    assert image.min() == 0.0 and image.max() == 1.0
+    assert image[8, 0, 0] == pytest.approx(0.5, abs=1e-3)
+
+
+def test_8_and_16_bit_pngs_of_one_picture_give_the_same_floats():
+    picture = np.random.default_rng(1).integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    eight = decode_image(tf.constant(encoded(Image.fromarray(picture), "PNG")), SIZE,
+                         ImageLimits()).numpy()
+    sixteen = decode_image(tf.constant(png16(picture.astype(np.uint16) * 257)), SIZE,
+                           ImageLimits()).numpy()
+    np.testing.assert_allclose(eight, sixteen, atol=1e-6)
+
