@@ -67,16 +67,38 @@ def decode(encoded: tf.Tensor, limits: ImageLimits) -> tf.Tensor:
                               expand_animations=False)
 
 
-def decode_image(encoded: tf.Tensor, size: int, limits: ImageLimits) -> tf.Tensor:
-    """One encoded image of any size to float32 [size, size, 3] in [0, 1]."""
-    image = tf.image.resize(decode(encoded, limits), [size, size], method="bilinear",
-                            antialias=True)
+def _stretch(image: tf.Tensor, size: int) -> tf.Tensor:
+    return tf.image.resize(image, [size, size], method="bilinear", antialias=True)
+
+
+def _pad(image: tf.Tensor, size: int) -> tf.Tensor:
+    return tf.image.resize_with_pad(image, size, size, method="bilinear", antialias=True)
+
+
+def _crop(image: tf.Tensor, size: int) -> tf.Tensor:
+    side = tf.reduce_min(tf.shape(image)[:2])
+    return _stretch(tf.image.resize_with_crop_or_pad(image, side, side), size)
+
+
+# How a non-square image becomes a square: stretched, fitted with zeros around it (the
+# aspect kept), or cropped to its centre square.
+RESIZE_POLICIES = {"stretch": _stretch, "pad": _pad, "crop": _crop}
+
+
+def decode_image(encoded: tf.Tensor, size: int, limits: ImageLimits,
+                 resize: str = "stretch") -> tf.Tensor:
+    """One encoded image of any size to float32 [size, size, 3] in [0, 1], made square by
+    the `resize` policy."""
+    if resize not in RESIZE_POLICIES:
+        raise ValueError(f"resize must be one of {', '.join(RESIZE_POLICIES)}, not {resize!r}")
+    image = RESIZE_POLICIES[resize](decode(encoded, limits), size)
     return tf.clip_by_value(image, 0.0, 1.0)
 
 
-def decode_images(encoded: tf.Tensor, size: int, limits: ImageLimits) -> tf.Tensor:
+def decode_images(encoded: tf.Tensor, size: int, limits: ImageLimits,
+                  resize: str = "stretch") -> tf.Tensor:
     """A batch [B] of encoded images to [B, size, size, 3]."""
-    return tf.map_fn(lambda e: decode_image(e, size, limits), encoded,
+    return tf.map_fn(lambda e: decode_image(e, size, limits, resize), encoded,
                      fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
 
 
@@ -108,5 +130,6 @@ def preprocessing_fn(inputs: dict, custom_config: dict) -> dict:
     encoded = tf.reshape(inputs[F.IMAGE_KEY], [-1])
     sex, age, site = (tf.reshape(inputs[key], [-1]) for key in F.METADATA_RAW_KEYS)
     limits = ImageLimits(**custom_config["limits"])
-    return {F.IMAGE_KEY: decode_images(encoded, int(custom_config["image_size"]), limits),
+    return {F.IMAGE_KEY: decode_images(encoded, int(custom_config["image_size"]), limits,
+                                       custom_config.get("resize", "stretch")),
             F.METADATA_KEY: encode_metadata(sex, age, site)}

@@ -138,3 +138,46 @@ def test_8_and_16_bit_pngs_of_one_picture_give_the_same_floats():
                            ImageLimits()).numpy()
     np.testing.assert_allclose(eight, sixteen, atol=1e-6)
 
+
+def banded(landscape: bool) -> bytes:
+    """A CelebA-sized portrait (178 wide, 218 high) of a grey centre square between white
+    bands 20 rows high; the landscape X-ray is the same picture on its side."""
+    picture = np.full((218, 178, 3), 128, np.uint8)
+    picture[:20] = picture[-20:] = 255
+    return encoded(Image.fromarray(picture.transpose(1, 0, 2) if landscape else picture), "PNG")
+
+
+def squared(resize: str, landscape: bool) -> np.ndarray:
+    """The banded picture made square by `resize`, turned back upright."""
+    image = decode_image(tf.constant(banded(landscape)), SIZE, ImageLimits(), resize).numpy()
+    assert image.shape == (SIZE, SIZE, 3)
+    return image.transpose(1, 0, 2) if landscape else image
+
+
+@pytest.mark.parametrize("landscape", [False, True])
+def test_stretch_squeezes_the_whole_picture_into_the_square(landscape):
+    image = squared("stretch", landscape)
+    assert image[0].min() == pytest.approx(1.0) and image[-1].min() == pytest.approx(1.0)
+    assert image[SIZE // 2].max() == pytest.approx(128 / 255)
+
+
+@pytest.mark.parametrize("landscape", [False, True])
+def test_pad_keeps_the_aspect_between_zero_margins(landscape):
+    image = squared("pad", landscape)
+    content = image.max(axis=(0, 2)) > 0
+    left, right = content.argmax(), content[::-1].argmax()
+    assert left > 0 and right > 0 and content[left:SIZE - right].all()
+    assert not image[:, :left].any() and not image[:, SIZE - right:].any()
+    # TF rounds the fitted width down and the margins down: centred to within a pixel
+    assert abs(content.sum() - SIZE * 178 / 218) < 1 and abs(left - right) <= 2
+    assert image[0, left:SIZE - right].min() == pytest.approx(1.0)  # the whole height kept
+
+
+@pytest.mark.parametrize("landscape", [False, True])
+def test_crop_keeps_the_centre_square(landscape):
+    np.testing.assert_allclose(squared("crop", landscape), 128 / 255, atol=1e-6)  # no bands
+
+
+def test_an_unknown_resize_policy_names_the_allowed_ones():
+    with pytest.raises(ValueError, match="resize must be one of stretch, pad, crop, not 'fit'"):
+        decode_image(tf.constant(banded(False)), SIZE, ImageLimits(), "fit")
