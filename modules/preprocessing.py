@@ -60,21 +60,45 @@ def within_limits(encoded: tf.Tensor, limits: ImageLimits) -> tf.Tensor:
 
 
 def decode(encoded: tf.Tensor, limits: ImageLimits) -> tf.Tensor:
-    """One JPEG/PNG/BMP/GIF, colour or grayscale, within `limits`, to uint8 RGB [H, W, 3]."""
-    return tf.io.decode_image(within_limits(encoded, limits), channels=3,
+    """One JPEG/PNG/BMP/GIF, colour or grayscale, within `limits`, to float32 RGB [H, W, 3]
+    in [0, 1]. Decoding straight to float keeps a 16-bit PNG (as radiology exports them) at
+    its full range over 65535; to uint8 the decoder would drop its low byte."""
+    return tf.io.decode_image(within_limits(encoded, limits), channels=3, dtype=tf.float32,
                               expand_animations=False)
 
 
-def decode_image(encoded: tf.Tensor, size: int, limits: ImageLimits) -> tf.Tensor:
-    """One encoded image of any size to float32 [size, size, 3] in [0, 1]."""
-    image = tf.image.resize(decode(encoded, limits), [size, size], method="bilinear",
-                            antialias=True)
-    return tf.clip_by_value(image / 255.0, 0.0, 1.0)
+def _stretch(image: tf.Tensor, size: int) -> tf.Tensor:
+    return tf.image.resize(image, [size, size], method="bilinear", antialias=True)
 
 
-def decode_images(encoded: tf.Tensor, size: int, limits: ImageLimits) -> tf.Tensor:
+def _pad(image: tf.Tensor, size: int) -> tf.Tensor:
+    return tf.image.resize_with_pad(image, size, size, method="bilinear", antialias=True)
+
+
+def _crop(image: tf.Tensor, size: int) -> tf.Tensor:
+    side = tf.reduce_min(tf.shape(image)[:2])
+    return _stretch(tf.image.resize_with_crop_or_pad(image, side, side), size)
+
+
+# How a non-square image becomes a square: stretched, fitted with zeros around it (the
+# aspect kept), or cropped to its centre square.
+_RESIZERS = {"stretch": _stretch, "pad": _pad, "crop": _crop}
+
+
+def decode_image(encoded: tf.Tensor, size: int, limits: ImageLimits,
+                 resize: str = "stretch") -> tf.Tensor:
+    """One encoded image of any size to float32 [size, size, 3] in [0, 1], made square by
+    the `resize` policy."""
+    if resize not in _RESIZERS:
+        raise ValueError(f"resize must be one of {', '.join(_RESIZERS)}, not {resize!r}")
+    image = _RESIZERS[resize](decode(encoded, limits), size)
+    return tf.clip_by_value(image, 0.0, 1.0)
+
+
+def decode_images(encoded: tf.Tensor, size: int, limits: ImageLimits,
+                  resize: str = "stretch") -> tf.Tensor:
     """A batch [B] of encoded images to [B, size, size, 3]."""
-    return tf.map_fn(lambda e: decode_image(e, size, limits), encoded,
+    return tf.map_fn(lambda e: decode_image(e, size, limits, resize), encoded,
                      fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
 
 
@@ -114,8 +138,8 @@ def preprocessing_fn(inputs: dict, custom_config: dict) -> dict:
     task = TaskSpec.model_validate(custom_config["task"])
     encoded = tf.reshape(inputs[task.image_key], [-1])
     limits = ImageLimits(**custom_config["limits"])
-    outputs = {IMAGE_INPUT: decode_images(encoded, int(custom_config["image_size"]),
-                                             limits)}
+    outputs = {IMAGE_INPUT: decode_images(encoded, int(custom_config["image_size"]), limits,
+                                          task.resize)}
     if task.model_features:
         outputs[METADATA_KEY] = encode_metadata(inputs, task)
     return outputs

@@ -7,11 +7,15 @@ import glob
 import os
 import shutil
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
 from modules import features as F
+from modules.settings import ImageLimits
 from pipeline.cli import main
+from pipeline.data.input_checks import check_shard
+from pipeline.data.shards import list_shards
 from tests.helpers import FAST_RUN, medtfx
 
 
@@ -111,6 +115,21 @@ def test_bad_input_is_named_in_one_line_and_nothing_is_overwritten(damage, tiny_
     assert (work / "run_summary.json").read_text() == '{"earlier": "run"}'
     assert os.listdir(work / "serving") == ["1"]
     assert not (work / "pipeline").exists()  # stopped before any component ran
+
+
+def test_a_16_bit_png_passes_the_checks(tiny_data, tmp_path):
+    """Radiology exports 16-bit PNGs; the checks decode them as the Transform graph does."""
+    from tests.test_preprocessing import png16
+
+    data = str(tmp_path / "data")
+    shutil.copytree(tiny_data, data)
+
+    def deepen(feature):
+        ramp = np.linspace(0, 65535, 32 * 32).astype(np.uint16).reshape(32, 32)
+        feature[F.IMAGE_KEY].bytes_list.value[:] = [png16(ramp)]
+
+    rewrite_record(shard(data, 0), 0, deepen)
+    assert check_shard(list_shards(data, kind="train")[0], ImageLimits()) is None
 
 
 def test_unknown_config_field_is_a_usage_error(tmp_path):
