@@ -20,6 +20,7 @@ from modules.section import Settings
 from modules.settings import ImageLimits, TrainerSettings
 from modules.task import TaskSpec
 from pipeline.data.shards import SplitPlan, ensemble_splits, plan_splits
+from pipeline.data.sources import SourceConfig
 from pipeline.errors import ConfigError
 from pipeline.kubeflow_config import KubeflowConfig
 
@@ -125,6 +126,7 @@ with warnings.catch_warnings():
         schema: str = "schema/melanoma.pbtxt"  # relative to the repository
         enable_cache: bool = True
         task: TaskSpec = Field(default_factory=TaskSpec)
+        source: SourceConfig = Field(default_factory=SourceConfig)
         data: DataConfig = Field(default_factory=DataConfig)
         trainer: TrainerSettings = Field(default_factory=TrainerSettings)
         evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.cli import common
+from pipeline.cli import common, data_import
 from pipeline.ops.console import Console
 
 
@@ -20,6 +20,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     _synth_arguments(synth)
     common.add_verbose(synth)
     synth.set_defaults(command=synth_command)
+    data_import.add_parser(data_commands)
 
 
 def _synth_arguments(parser: argparse.ArgumentParser) -> None:

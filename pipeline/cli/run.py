@@ -22,8 +22,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "uses the sample dataset under the work dir, generating it when missing. Writes "
         "WORK/run_summary.json at the end.")
     common.add_config_options(run, "--set image_size=64 --set train_steps=20")
-    run.add_argument("--data-root", help="directory of trainNN-COUNT.tfrec shards "
-                     "(default: WORK/sample-data, generated when missing)")
+    run.add_argument("--data-root", help="directory of trainNN-COUNT.tfrec shards, or of a "
+                     "dataset in the layout the config's source section names, imported "
+                     "into WORK/imports first (default: WORK/sample-data, generated when "
+                     "missing)")
     common.add_work_dir(run, "artifacts, metadata, serving models and logs")
     common.add_strict(run)
     common.add_verbose(run)
@@ -38,6 +40,10 @@ def command(args: argparse.Namespace) -> int:
 
     def body(console: Console) -> int:
         data_root = os.path.abspath(args.data_root or sample_data(work, console))
+        if config.source.imported:
+            from pipeline.data.importer import imported
+
+            data_root = imported(data_root, work.imports, config, console.say)
         return run_pipeline(config, data_root, work, console, args.strict)
 
     return common.guarded(work.log_file("run", common.stamp()), args.verbose, body)

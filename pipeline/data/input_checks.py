@@ -86,9 +86,7 @@ def _check_all(shards: list[Shard], limits: ImageLimits, workers: int | None):
 def check_shard(shard: Shard, limits: ImageLimits) -> str | None:
     """The first problem in one shard, as a one-line message, or None."""
     records = 0
-    # As a graph, as in the Transform graph: a failed limit reads the same in both.
-    checked_decode = tf.function(lambda image: decode(image, limits),
-                                 input_signature=[tf.TensorSpec([], tf.string)])
+    checked_decode = image_checker(limits)
     try:
         for records, record in enumerate(tf.data.TFRecordDataset(shard.path), start=1):
             problem = _check_record(record.numpy(), checked_decode)
@@ -113,13 +111,26 @@ def _check_record(record: bytes, checked_decode: Callable) -> str | None:
     where = f" ({name[0].decode(errors='replace')})" if name else ""
     if F.IMAGE_KEY not in feature or len(feature[F.IMAGE_KEY].bytes_list.value) != 1:
         return f"{where}: no '{F.IMAGE_KEY}' feature holding one encoded image"
+    problem = image_problem(feature[F.IMAGE_KEY].bytes_list.value[0], checked_decode)
+    return f"{where}: {problem}" if problem else None
+
+
+def image_checker(limits: ImageLimits) -> Callable:
+    """The Transform graph's decoder as a graph function: a failed limit reads the same
+    here as in the pipeline."""
+    return tf.function(lambda image: decode(image, limits),
+                       input_signature=[tf.TensorSpec([], tf.string)])
+
+
+def image_problem(encoded: bytes, checked_decode: Callable) -> str | None:
+    """Why one encoded image cannot be used, in a few words, or None."""
     try:
-        checked_decode(feature[F.IMAGE_KEY].bytes_list.value[0])
+        checked_decode(encoded)
     except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as err:
         reason = _tf_reason(err)
         if reason.startswith(LIMIT_FAILURE):  # the limit's own message, without TF's framing
-            return f"{where}: {reason.removeprefix(LIMIT_FAILURE).rstrip(']')}"
-        return f"{where}: image does not decode ({reason})"
+            return reason.removeprefix(LIMIT_FAILURE).rstrip("]")
+        return f"image does not decode ({reason})"
     return None
 
 

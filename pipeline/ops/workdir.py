@@ -30,6 +30,11 @@ class WorkDir:
         return self.path("sample-data")
 
     @property
+    def imports(self) -> str:
+        """Shards imported from published layouts, one folder per version of the files."""
+        return self.path("imports")
+
+    @property
     def summary(self) -> str:
         return self.path("run_summary.json")
 
