@@ -21,9 +21,6 @@ from pipeline.data.spans import file_digest, file_patients
 from pipeline.files import move_file
 
 QUARANTINE_REPORT = "quarantine-report.json"
-# Categorical codes drift as a change in their distribution (L-infinity); numbers by
-# Jensen-Shannon divergence of their histograms.
-NUMERIC_DRIFT = ("age_approx",)
 PREVIOUS = "previous span"  # the statistics key of the span the files are compared with
 
 
@@ -97,9 +94,11 @@ def _validate(paths: list[str], schema_file: str, previous_span: str | None,
     schema = tfdv.load_schema_text(schema_file)
     for feature in schema.feature:
         if feature.name in drift:
+            # Codes drift as a change in their distribution (L-infinity), numbers by the
+            # Jensen-Shannon divergence of their histograms: the schema says which is which.
             comparator = feature.drift_comparator
-            bound = (comparator.jensen_shannon_divergence if feature.name in NUMERIC_DRIFT
-                     else comparator.infinity_norm)
+            bound = (comparator.infinity_norm if feature.int_domain.is_categorical
+                     else comparator.jensen_shannon_divergence)
             bound.threshold = drift[feature.name]
     patterns = {os.path.basename(path): path for path in paths}
     if previous_span is not None:
