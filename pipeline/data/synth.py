@@ -191,7 +191,9 @@ def _example(lesion: Lesion, spec: SynthSpec, labelled: bool) -> bytes:
         feats[F.LABEL_KEY] = ints(lesion.target)
         if spec.release == "2020":
             feats[F.DIAGNOSIS_KEY] = ints(lesion.diagnosis)
-    return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
+    # Deterministic: protobuf writes map entries in an order that changes between processes.
+    example = tf.train.Example(features=tf.train.Features(feature=feats))
+    return example.SerializeToString(deterministic=True)
 
 
 def _write_shard(job: tuple[str, list[Lesion], SynthSpec, bool]) -> None:
