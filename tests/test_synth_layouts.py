@@ -1,6 +1,5 @@
 """The synthetic datasets in the published layouts: trees, names, CSV headers and join keys as
-the real downloads have them, their quirks, determinism, and the refusal of a full
-directory."""
+the real downloads have them, their quirks, determinism, and the CLI's refusals."""
 
 from __future__ import annotations
 
@@ -13,6 +12,7 @@ from PIL import Image
 
 from modules.errors import MedtfxError
 from pipeline.data.synth_layouts import LayoutSpec, generate_layout
+from tests.helpers import medtfx
 
 # Spelled out here from CelebA's list_attr_celeba, not read from the generator.
 CELEBA_HEADER = (
@@ -200,3 +200,24 @@ def test_refuses_a_directory_that_holds_files(tmp_path):
         generate_layout(str(tmp_path), LayoutSpec("ddsm", images=24, size=32))
     assert os.listdir(tmp_path) == ["notes.txt"]
 
+
+def test_synth_command_writes_a_layout_and_refuses_a_full_directory(tmp_path):
+    out = tmp_path / "d"
+    result = medtfx("data", "synth", "--task", "ddsm", "--out", str(out), "--images", "30",
+                    "--size", "32", "--seed", "2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith(f"wrote 32 files in the ddsm layout to {out}: train ")
+    assert result.stdout.count("\n") == 1 and result.stderr == ""
+    # Another process, the same bytes.
+    generate_layout(str(tmp_path / "here"), LayoutSpec("ddsm", images=30, size=32, seed=2))
+    assert all((out / f).read_bytes() == (tmp_path / "here" / f).read_bytes()
+               for f in files_under(str(out)))
+
+    again = medtfx("data", "synth", "--task", "ddsm", "--out", str(out))
+    assert again.returncode == 1
+    assert again.stdout == f"error: {out}: already holds files (or is not a directory); not " \
+        "writing into it\n"
+    wrong = medtfx("data", "synth", "--task", "celeba", "--out", str(tmp_path / "e"),
+                   "--label-noise", "0.1")
+    assert wrong.returncode == 2
+    assert wrong.stdout == "error: --label-noise applies to --task melanoma only\n"
