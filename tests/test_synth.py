@@ -173,5 +173,9 @@ def test_synth_command(tmp_path):
     assert "wrote 15 train shards (45 images)" in result.stdout
     assert "best attainable AUC" in result.stdout
     assert result.stderr == ""  # TensorFlow's start-up chatter went to the log
+    # Another process, the same bytes (protobuf's map order changes between processes).
+    generate(str(tmp_path / "here"), SynthSpec(images=45, size=16, site_signal=(("torso", 0.0),)))
+    for name in os.listdir(tmp_path / "here"):
+        assert (tmp_path / "here" / name).read_bytes() == (tmp_path / "d" / name).read_bytes()
     bad = medtfx("data", "synth", "--out", str(tmp_path / "e"), "--images", "3")
     assert bad.returncode == 2 and "--images must be at least 30" in bad.stdout

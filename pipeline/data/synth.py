@@ -13,12 +13,14 @@ malignant share; that keeps the ideal ranking and shrinks every AUC towards 0.5 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import multiprocessing
 import os
 import shutil
 import tempfile
+from typing import Iterator
 
 import numpy as np
 
@@ -191,7 +193,9 @@ def _example(lesion: Lesion, spec: SynthSpec, labelled: bool) -> bytes:
         feats[F.LABEL_KEY] = ints(lesion.target)
         if spec.release == "2020":
             feats[F.DIAGNOSIS_KEY] = ints(lesion.diagnosis)
-    return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
+    # Deterministic: protobuf writes map entries in an order that changes between processes.
+    example = tf.train.Example(features=tf.train.Features(feature=feats))
+    return example.SerializeToString(deterministic=True)
 
 
 def _write_shard(job: tuple[str, list[Lesion], SynthSpec, bool]) -> None:
@@ -220,9 +224,7 @@ def generate(out_dir: str, spec: SynthSpec, workers: int | None = None) -> dict:
                                    spec.first_patient + n_train_patients, spec.images)
     test = _deal(test_patients, min(spec.test_shards, len(test_patients)))
 
-    os.makedirs(out_dir, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".synth-", dir=out_dir)
-    try:
+    with staging_in(out_dir) as staging:
         jobs = []
         for kind, shards, labelled in (("train", train, True), ("test", test, False)):
             for index, shard in enumerate(shards):
@@ -233,11 +235,21 @@ def generate(out_dir: str, spec: SynthSpec, workers: int | None = None) -> dict:
         manifest = _manifest(spec, train, test)
         with open(os.path.join(staging, MANIFEST), "w") as f:
             json.dump(manifest, f, indent=2)
+    return manifest
+
+
+@contextlib.contextmanager
+def staging_in(out_dir: str) -> Iterator[str]:
+    """A hidden directory inside `out_dir` to fill; what it holds moves into `out_dir` when
+    the block ends without error, so a reader never sees half a dataset."""
+    os.makedirs(out_dir, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".synth-", dir=out_dir)
+    try:
+        yield staging
         for name in sorted(os.listdir(staging)):
             os.replace(os.path.join(staging, name), os.path.join(out_dir, name))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return manifest
 
 
 def _run_jobs(jobs: list, workers: int | None) -> None:
