@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # hints only: the config module is cheap, but commands load i
 EXIT_FAILED = 1  # the run or the data failed
 EXIT_USAGE = 2  # the command line or the config is wrong
 EXIT_NOT_BLESSED = 3  # with --strict: the run finished; its model was not blessed
+SHOWN_DETAILS = 10  # lines of an error's details on the terminal; all go to the log
 
 
 def add_strict(parser: argparse.ArgumentParser) -> None:
@@ -88,9 +89,15 @@ def one_line(err: BaseException) -> str:
 def report_failure(console: Console, err: BaseException, log_path: str) -> int:
     """One line for the person, the traceback for the log. A MedtfxError's message is the
     whole story; anything else also points at the log."""
-    logging.getLogger("medtfx").error("%s", "".join(traceback.format_exception(err)))
+    logging.getLogger("medtfx").error("%s%s", "".join(traceback.format_exception(err)),
+                                      "".join(f"\n{d}" for d in getattr(err, "details", [])))
     if isinstance(err, MedtfxError):
         console.say(f"error: {one_line(err)}")
+        details = getattr(err, "details", [])  # every problem of the input, one a line
+        for line in details[:SHOWN_DETAILS]:
+            console.say(f"       {line}")
+        if len(details) > SHOWN_DETAILS:
+            console.say(f"       ... {len(details) - SHOWN_DETAILS} more in {log_path}")
         return EXIT_FAILED
     console.say(f"error: {type(err).__name__}: {one_line(err)}")
     if not console.verbose:

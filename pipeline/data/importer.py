@@ -28,11 +28,15 @@ from pipeline.files import staged_dir, write_json
 
 IMPORT_MANIFEST = "import-manifest.json"
 QUARANTINE = "quarantine.csv"
-SHOWN_PROBLEMS = 10
 
 
 class ImportError_(MedtfxError):
-    """The published data has problems and `on_bad` is "stop"; the message names them."""
+    """The published data cannot be imported; the message names the first problem, and
+    `details` every one (the command line prints the first ten)."""
+
+    def __init__(self, message: str, details: list[str] | None = None):
+        super().__init__(message)
+        self.details = details or []
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,12 +108,10 @@ def group_ids(items: list[Item]) -> dict[str, int]:
 
 def check_problems(problems: list[Problem], on_bad: str) -> None:
     if problems and on_bad == "stop":
-        shown = "\n".join(f"  {p}" for p in problems[:SHOWN_PROBLEMS])
-        more = len(problems) - SHOWN_PROBLEMS
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise ImportError_(
-            f"{len(problems)} problem(s) in the published data; nothing was written "
-            f"(--on-bad quarantine imports the rest and lists them):\n{shown}"
-            + (f"\n  ... and {more} more" if more > 0 else ""))
+            f"{problems[0]}{more}; nothing was written (--on-bad quarantine imports the "
+            "rest and lists every problem)", [str(p) for p in problems])
 
 
 def import_dataset(data_root: str, out_dir: str, source: SourceConfig, task: TaskSpec,
