@@ -55,9 +55,10 @@ class EvaluationConfig(Settings):
     # are reported but cannot block a model on a handful of cases.
     min_slice_positives: int = 10
     min_slice_negatives: int = 10
-    # The decision threshold shipped with the model is the highest one that reaches
-    # target_sensitivity on the evaluation fold; specificity there must reach
-    # min_specificity (null: reported, not gated).
+    # The decision threshold shipped with the model serves the sick first: among the
+    # thresholds reaching target_sensitivity on the evaluation fold, the one with the best
+    # specificity (then the best sensitivity); specificity there must reach min_specificity
+    # (null: reported, not gated).
     target_sensitivity: float = 0.9
     min_specificity: float | None = None
     report_specificity: float = 0.8  # sensitivity is also reported at this specificity

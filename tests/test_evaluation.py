@@ -80,7 +80,7 @@ def curve(points: list[tuple[float, int, int, int, int]]) -> list[Matrix]:
     return [Matrix(t, tp, fp, tn, fn) for t, tp, fp, tn, fn in points]
 
 
-def test_operating_threshold_is_the_highest_that_reaches_the_sensitivity():
+def test_operating_threshold_has_the_best_specificity_that_reaches_the_sensitivity():
     c = curve([(0.1, 10, 50, 50, 0), (0.2, 9, 30, 70, 1), (0.3, 8, 20, 80, 2),
                (0.4, 6, 5, 95, 4)])
     assert operating_threshold(c, 0.9) == 0.2
@@ -89,6 +89,34 @@ def test_operating_threshold_is_the_highest_that_reaches_the_sensitivity():
     assert operating_threshold(curve([(0.5, 0, 3, 7, 0)]), 0.9) is None  # no positives
     assert c[1].sensitivity == 0.9 and c[1].specificity == 0.7
     assert c[1].precision == pytest.approx(9 / 39)
+
+
+def scored_curve(malignant: list[float], benign: list[float]) -> list[Matrix]:
+    """The curve at thresholds 0, 0.01, ..., 1 (a score above the threshold is positive)."""
+    return [Matrix(t, sum(s > t for s in malignant), sum(s > t for s in benign),
+                   sum(s <= t for s in benign), sum(s <= t for s in malignant))
+            for t in (i / 100 for i in range(101))]
+
+
+def test_on_a_separable_fold_the_threshold_keeps_every_malignant_case():
+    """The bug: the highest threshold reaching 0.9 shipped sensitivity 0.905 (19 of 21) at
+    specificity 1.000, where 1.000 and 1.000 were available."""
+    c = scored_curve(malignant=[0.605 + 0.01 * i for i in range(21)],
+                     benign=[0.02 * i for i in range(20)])
+    former = max(m.threshold for m in c if m.sensitivity >= 0.9)
+    at = {m.threshold: m for m in c}
+    assert (round(at[former].sensitivity, 3), at[former].specificity) == (0.905, 1.0)
+    threshold = operating_threshold(c, 0.9)
+    assert (at[threshold].sensitivity, at[threshold].specificity) == (1.0, 1.0)
+    assert threshold == 0.6  # of the thresholds between the classes, the highest
+
+
+def test_operating_threshold_breaks_ties_by_sensitivity_then_threshold_in_any_order():
+    c = curve([(0.1, 10, 5, 95, 0), (0.2, 10, 5, 95, 0), (0.3, 9, 5, 95, 1),
+               (0.05, 10, 6, 94, 0)])
+    assert operating_threshold(c, 0.9) == operating_threshold(c[::-1], 0.9) == 0.2
+    no_benign = curve([(0.1, 3, 0, 0, 0), (0.2, 3, 0, 0, 0), (0.3, 2, 0, 0, 1)])
+    assert operating_threshold(no_benign, 0.9) == 0.2  # no specificity to rank
 
 
 def test_slice_classes_decide_gating_and_undefined_rankings_are_not_zero():

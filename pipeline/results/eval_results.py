@@ -15,6 +15,7 @@ from tensorflow_model_analysis.proto import metrics_for_slice_pb2, validation_re
 
 from modules import features as F
 from modules.metrics import GATED_AUC_NAME
+from modules.operating_point import Matrix, curve_from_proto, operating_point
 
 CANDIDATE_NAMES = ("", "candidate")  # TFX names the models only when a baseline exists
 BASELINE_NAME = "baseline"
@@ -22,27 +23,6 @@ UNBOUNDED = ("example_count", "calibration")  # every other metric lies in [0, 1
 # Ranking metrics mean nothing on a slice without both classes (TFMA reports 0 there).
 NEED_BOTH_CLASSES = ("auc", "auc_pr", "specificity_at_sensitivity",
                      "sensitivity_at_specificity")
-
-
-@dataclasses.dataclass(frozen=True)
-class Matrix:
-    threshold: float
-    tp: float
-    fp: float
-    tn: float
-    fn: float
-
-    @property
-    def sensitivity(self) -> float | None:
-        return _ratio(self.tp, self.tp + self.fn)
-
-    @property
-    def specificity(self) -> float | None:
-        return _ratio(self.tn, self.tn + self.fp)
-
-    @property
-    def precision(self) -> float | None:
-        return _ratio(self.tp, self.tp + self.fp)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,10 +54,6 @@ class SliceResult:
         if not self.curve:
             return None
         return min(self.curve, key=lambda m: abs(m.threshold - threshold))
-
-
-def _ratio(a: float, b: float) -> float | None:
-    return a / b if b else None
 
 
 def _number(value: float) -> float | None:
@@ -138,9 +114,7 @@ def load_evaluation(evaluation_uri: str, age_buckets: list[int], min_positives: 
         result = results.setdefault(slice_name(sliced.slice_key, age_buckets), SliceResult())
         for kv in sliced.plot_keys_and_values:
             baseline = kv.key.model_name == BASELINE_NAME
-            matrices = [Matrix(m.threshold, m.true_positives, m.false_positives,
-                               m.true_negatives, m.false_negatives)
-                        for m in kv.value.confusion_matrix_at_thresholds.matrices]
+            matrices = curve_from_proto(kv.value.confusion_matrix_at_thresholds)
             if matrices:
                 setattr(result, "baseline_curve" if baseline else "curve", matrices)
             if kv.value.calibration_histogram_buckets.buckets and not baseline:
@@ -175,10 +149,10 @@ def shown(value: float | None) -> str:
 
 
 def operating_threshold(curve: list[Matrix], target_sensitivity: float) -> float | None:
-    """The highest threshold whose sensitivity reaches the target (None: no positives)."""
-    reaching = [m.threshold for m in curve
-                if m.sensitivity is not None and m.sensitivity >= target_sensitivity]
-    return max(reaching) if reaching else None
+    """The threshold shipped with the model: among those reaching the target sensitivity,
+    the best specificity (modules/operating_point.py). None: no positives."""
+    point = operating_point(curve, target_sensitivity)
+    return None if point is None else point.threshold
 
 
 def failed_checks(evaluation_uri: str, age_buckets: list[int]) -> list[dict]:

@@ -84,9 +84,10 @@ def render_markdown(card: dict) -> str:
         lines.append(f"| {role} | {', '.join(d['shards'])} | {d['examples']} | {d['malignant']} |")
     lines += ["", "## Operating point", "",
               f"A lesion is referred when its probability is at least {point['threshold']}: "
-              f"the highest threshold reaching sensitivity {point['target_sensitivity']} on "
-              f"{point['chosen_on']}. There: sensitivity {_number(point['sensitivity'])}, "
-              f"specificity {_number(point['specificity'])}.", "",
+              "the threshold with the best specificity among those reaching sensitivity "
+              f"{point['target_sensitivity']} on {point['chosen_on']}. There: sensitivity "
+              f"{_number(point['sensitivity'])}, specificity {_number(point['specificity'])}.",
+              "",
               "## Metrics per slice (95% intervals)", "",
               "| slice | examples | malignant | AUC | AUC interval | sensitivity | specificity "
               "| gated |", "|---|---|---|---|---|---|---|---|"]
