@@ -36,9 +36,22 @@ class Matrix:
     def precision(self) -> float | None:
         return _ratio(self.tp, self.tp + self.fp)
 
+    @property
+    def accuracy(self) -> float | None:
+        return _ratio(self.tp + self.tn, self.tp + self.fp + self.tn + self.fn)
+
+    @property
+    def f1(self) -> float | None:
+        return _ratio(2 * self.tp, 2 * self.tp + self.fp + self.fn)
+
 
 def _ratio(a: float, b: float) -> float | None:
     return a / b if b else None
+
+
+def majority_class_rate(positive_share: float) -> float:
+    """The accuracy of always answering the commoner class: what accuracy is worth beside."""
+    return max(positive_share, 1.0 - positive_share)
 
 
 def curve_from_proto(

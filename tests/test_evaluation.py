@@ -12,7 +12,7 @@ from pipeline.results.eval_results import (Matrix, SliceResult, _count_classes, 
                                            load_evaluation, operating_threshold)
 from pipeline.results.model_card import build_card, render_markdown
 from pipeline.results.statistics import FeatureSummary, SplitStats
-from pipeline.results.summary import summary_lines
+from pipeline.results.summary import slice_summary, summary_lines
 
 
 def metrics_by_name(eval_config) -> dict:
@@ -119,6 +119,22 @@ def test_operating_threshold_breaks_ties_by_sensitivity_then_threshold_in_any_or
     assert operating_threshold(no_benign, 0.9) == 0.2  # no specificity to rank
 
 
+def test_the_summary_gives_the_rates_at_the_operating_threshold_beside_the_majority_class():
+    overall = SliceResult(metrics={"example_count": 100.0, "mean_label": 0.2, "auc": 0.9},
+                          positives=20, negatives=80, gated=True,
+                          curve=curve([(0.1, 20, 40, 40, 0), (0.3, 18, 20, 60, 2)]))
+    out = slice_summary(overall, 0.3)
+    assert out["majority_rate"] == 0.8  # 80 benign of 100
+    assert (out["sensitivity"], out["specificity"], out["accuracy"]) == (0.9, 0.75, 0.78)
+    assert out["precision"] == round(18 / 38, 4) and out["f1"] == round(36 / 58, 4)
+    assert out["confusion"] == {"tp": 18, "fp": 20, "tn": 60, "fn": 2}
+    summary = {"metrics": {"overall": out}, "operating_threshold": 0.3, "blessed": True,
+               "pushed_model": "serving/1", "training": {}}
+    text = "\n".join(summary_lines(summary))
+    assert "sensitivity 0.900, specificity 0.750, precision 0.474, F1 0.621" in text
+    assert "accuracy there 0.780; always answering the commoner class 0.800" in text
+
+
 def test_slice_classes_decide_gating_and_undefined_rankings_are_not_zero():
     small = SliceResult(metrics={"example_count": 40.0, "mean_label": 0.05, "auc": 1.0})
     _count_classes(small, min_positives=10, min_negatives=10)
@@ -131,7 +147,7 @@ def test_slice_classes_decide_gating_and_undefined_rankings_are_not_zero():
 
 
 def test_model_card_states_use_data_metrics_and_measured_limitations():
-    overall = SliceResult(metrics={"example_count": 100.0, "auc": 0.9},
+    overall = SliceResult(metrics={"example_count": 100.0, "mean_label": 0.2, "auc": 0.9},
                           intervals={"auc": (0.85, 0.95)}, positives=20, negatives=80,
                           gated=True, curve=curve([(0.3, 18, 20, 60, 2)]))
     weak = SliceResult(metrics={"example_count": 50.0, "auc": 0.7}, positives=12,
@@ -154,7 +170,9 @@ def test_model_card_states_use_data_metrics_and_measured_limitations():
     assert "not gated: site=4" in limitations
     assert "below the target 0.9 on: site=1 (0.50)" in limitations
     markdown = render_markdown(card)
-    assert "| overall | 100 | 20 | 0.900 | 0.850-0.950 | 0.900 | 0.750 | yes |" in markdown
+    assert ("| overall | 100 | 20 | 0.900 | 0.850-0.950 | 0.900 | 0.750 | 0.474 | 0.780 | "
+            "0.621 | yes |") in markdown
+    assert "accuracy 0.780, where always answering the commoner class scores 0.800" in markdown
     assert "Triage only." in markdown
 
 

@@ -15,7 +15,8 @@ from tensorflow_model_analysis.proto import metrics_for_slice_pb2, validation_re
 
 from modules import features as F
 from modules.metrics import GATED_AUC_NAME
-from modules.operating_point import Matrix, curve_from_proto, operating_point
+from modules.operating_point import (Matrix, curve_from_proto, majority_class_rate,
+                                     operating_point)
 
 CANDIDATE_NAMES = ("", "candidate")  # TFX names the models only when a baseline exists
 BASELINE_NAME = "baseline"
@@ -48,6 +49,12 @@ class SliceResult:
     positives: int = 0
     negatives: int = 0
     gated: bool = False  # enough malignant and benign examples for the slice gate
+
+    @property
+    def majority_rate(self) -> float | None:
+        """The accuracy to beat: always answering the slice's commoner class."""
+        share = self.metrics.get("mean_label")
+        return None if share is None else majority_class_rate(share)
 
     def at(self, threshold: float) -> Matrix | None:
         """The confusion matrix at the curve threshold nearest `threshold`."""

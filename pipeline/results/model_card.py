@@ -31,6 +31,10 @@ def build_card(settings: dict, slices: dict[str, SliceResult], threshold: float,
             "auc": result.metrics.get("auc"), "auc_ci": result.intervals.get("auc"),
             "sensitivity": matrix.sensitivity if matrix else None,
             "specificity": matrix.specificity if matrix else None,
+            "precision": matrix.precision if matrix else None,
+            "accuracy": matrix.accuracy if matrix else None,
+            "f1": matrix.f1 if matrix else None,
+            "majority_rate": result.majority_rate,
             "gated": result.gated})
     overall = slices["overall"].at(threshold)
     return {
@@ -44,6 +48,8 @@ def build_card(settings: dict, slices: dict[str, SliceResult], threshold: float,
             "threshold": round(threshold, 4),
             "target_sensitivity": settings["target_sensitivity"],
             "sensitivity": overall.sensitivity, "specificity": overall.specificity,
+            "precision": overall.precision, "accuracy": overall.accuracy, "f1": overall.f1,
+            "majority_rate": slices["overall"].majority_rate,
             "chosen_on": "the evaluation shards, which are also where the metrics come from"},
         "gate": settings["gate"],
         "metrics": rows,
@@ -86,16 +92,21 @@ def render_markdown(card: dict) -> str:
               f"A lesion is referred when its probability is at least {point['threshold']}: "
               "the threshold with the best specificity among those reaching sensitivity "
               f"{point['target_sensitivity']} on {point['chosen_on']}. There: sensitivity "
-              f"{_number(point['sensitivity'])}, specificity {_number(point['specificity'])}.",
+              f"{_number(point['sensitivity'])}, specificity {_number(point['specificity'])}, "
+              f"precision {_number(point['precision'])}, F1 {_number(point['f1'])}; accuracy "
+              f"{_number(point['accuracy'])}, where always answering the commoner class "
+              f"scores {_number(point['majority_rate'])}.",
               "",
               "## Metrics per slice (95% intervals)", "",
               "| slice | examples | malignant | AUC | AUC interval | sensitivity | specificity "
-              "| gated |", "|---|---|---|---|---|---|---|---|"]
+              "| precision | accuracy | F1 | gated |", "|---" * 11 + "|"]
     for r in card["metrics"]:
         interval = ("n/a" if r["auc_ci"] is None
                     else f"{r['auc_ci'][0]:.3f}-{r['auc_ci'][1]:.3f}")
         lines.append(f"| {r['slice']} | {r['examples']} | {r['malignant']} | "
                      f"{_number(r['auc'])} | {interval} | {_number(r['sensitivity'])} | "
-                     f"{_number(r['specificity'])} | {'yes' if r['gated'] else 'no'} |")
+                     f"{_number(r['specificity'])} | {_number(r['precision'])} | "
+                     f"{_number(r['accuracy'])} | {_number(r['f1'])} | "
+                     f"{'yes' if r['gated'] else 'no'} |")
     lines += ["", "## Limitations", ""] + [f"- {note}" for note in card["limitations"]]
     return "\n".join(lines) + "\n"

@@ -22,9 +22,11 @@ def _round(value: float | None) -> float | None:
 
 
 def slice_summary(result: SliceResult, threshold: float | None) -> dict:
-    """A slice's metrics, intervals, baseline and its rates at the operating threshold."""
+    """A slice's metrics, intervals, baseline, its rates at the operating threshold and the
+    majority-class rate its accuracy there is worth beside."""
     out: dict = {name: _round(value) for name, value in result.metrics.items()}
-    out.update(malignant=result.positives, benign=result.negatives, gated=result.gated)
+    out.update(malignant=result.positives, benign=result.negatives, gated=result.gated,
+               majority_rate=_round(result.majority_rate))
     for name in REPORTED_INTERVALS:
         if name in result.intervals:
             out[f"{name}_ci"] = [_round(v) for v in result.intervals[name]]
@@ -34,7 +36,8 @@ def slice_summary(result: SliceResult, threshold: float | None) -> dict:
     matrix = result.at(threshold) if threshold is not None else None
     if matrix is not None:
         out.update(sensitivity=_round(matrix.sensitivity), specificity=_round(matrix.specificity),
-                   precision=_round(matrix.precision),
+                   precision=_round(matrix.precision), accuracy=_round(matrix.accuracy),
+                   f1=_round(matrix.f1),
                    confusion={"tp": matrix.tp, "fp": matrix.fp, "tn": matrix.tn, "fn": matrix.fn})
     return out
 
@@ -124,7 +127,10 @@ def summary_lines(summary: dict) -> list[str]:
     if overall.get("sensitivity") is not None:
         lines.append(f"        operating threshold {summary['operating_threshold']:.3f}: "
                      f"sensitivity {overall['sensitivity']:.3f}, specificity "
-                     f"{overall['specificity']:.3f}")
+                     f"{overall['specificity']:.3f}, precision {shown(overall['precision'])}, "
+                     f"F1 {shown(overall['f1'])}")
+        lines.append(f"        accuracy there {shown(overall['accuracy'])}; always answering "
+                     f"the commoner class {shown(overall['majority_rate'])}")
     gated = [(name, m) for name, m in summary["metrics"].items()
              if name != "overall" and m.get("gated") and m.get("auc") is not None]
     if gated:
