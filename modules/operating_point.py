@@ -38,7 +38,15 @@ class Matrix:
 
     @property
     def accuracy(self) -> float | None:
-        return _ratio(self.tp + self.tn, self.tp + self.fp + self.tn + self.fn)
+        return _ratio(self.tp + self.tn, self.examples)
+
+    @property
+    def positive_share(self) -> float | None:
+        return _ratio(self.tp + self.fn, self.examples)
+
+    @property
+    def examples(self) -> float:
+        return self.tp + self.fp + self.tn + self.fn
 
     @property
     def f1(self) -> float | None:

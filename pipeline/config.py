@@ -61,6 +61,11 @@ class EvaluationConfig(Settings):
     # (null: reported, not gated).
     target_sensitivity: float = 0.9
     min_specificity: float | None = None
+    # Accuracy at the operating threshold must be at least this much above the majority-class
+    # rate, the accuracy of always answering the commoner class (null: reported, not gated).
+    # With benign cases the majority, beating it means more true than false positives: at 2%
+    # malignant and sensitivity 0.9, a specificity above 0.98.
+    min_accuracy_over_majority: float | None = None
     report_specificity: float = 0.8  # sensitivity is also reported at this specificity
     # Slice families: a list of features each; two features make a cross (sex x site).
     # Every family is gated and must occur in the data: add [source] for the 70k release.

@@ -1,11 +1,14 @@
-"""The Evaluator's config, the slice gate metric, the operating point and the model card."""
+"""The Evaluator's config, the gate's metrics, the operating point, the summary and the model
+card."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 from tensorflow_model_analysis.metrics import binary_confusion_matrices
 
-from modules.metrics import GatedAUC
+from modules.metrics import AccuracyOverMajority, GatedAUC
 from pipeline.config import load_config
 from pipeline.eval_config import CURVE_THRESHOLDS, build_eval_config
 from pipeline.results.eval_results import (Matrix, SliceResult, _count_classes, failed_checks,
@@ -74,6 +77,64 @@ def test_gated_auc_is_the_auc_on_big_slices_and_passes_small_ones():
                                            min_positives=3, min_negatives=3)
     assert value(big) == pytest.approx(0.8)
     assert value(small) == 1.0
+
+
+def test_accuracy_over_the_majority_class_gates_the_overall_slice_only_when_set():
+    assert "AccuracyOverMajority" not in metrics_by_name(
+        build_eval_config(load_config().evaluation))
+    cfg = load_config(None, ["min_accuracy_over_majority=0.02",
+                             "target_sensitivity=0.8"]).evaluation
+    gate = metrics_by_name(build_eval_config(cfg))["AccuracyOverMajority"]
+    (check,) = gate.per_slice_thresholds
+    assert list(check.slicing_specs[0].feature_keys) == []  # overall
+    assert check.threshold.value_threshold.lower_bound.value == 0.02
+    assert '"target_sensitivity": 0.8' in gate.config
+
+
+def test_accuracy_over_majority_is_judged_at_the_shipped_threshold_and_fails_by_name(tmp_path):
+    """TFMA computes the metric from its own confusion-matrix curve; it is the accuracy at
+    the threshold the packager ships minus the majority-class rate, and a missed bound is
+    a failed check with the metric, its value and the bound."""
+    import numpy as np
+    import pandas as pd
+    import tensorflow_model_analysis as tfma
+
+    cfg = load_config(None, ["min_accuracy_over_majority=0.05",
+                             "confidence_intervals=false"]).evaluation
+    eval_config = build_eval_config(cfg)
+    del eval_config.model_specs[:]
+    eval_config.model_specs.add(label_key="label", prediction_key="prediction")
+    del eval_config.slicing_specs[1:]  # overall
+    kept = [m for m in eval_config.metrics_specs[0].metrics if m.class_name in (
+        "ExampleCount", "MeanLabel", "ConfusionMatrixPlot", "AccuracyOverMajority")]
+    del eval_config.metrics_specs[0].metrics[:]
+    eval_config.metrics_specs[0].metrics.extend(kept)
+    rng = np.random.default_rng(0)
+    labels = (rng.random(300) < 0.2).astype(float)
+    scores = 0.3 * labels + 0.7 * rng.random(300)
+    tfma.analyze_raw_data(pd.DataFrame({"label": labels, "prediction": scores}),
+                          eval_config, output_path=str(tmp_path))
+
+    overall = load_evaluation(str(tmp_path), cfg.age_buckets, 10, 10)["overall"]
+    shipped = overall.at(operating_threshold(overall.curve, cfg.target_sensitivity))
+    value = overall.metrics["accuracy_over_majority"]
+    assert value == pytest.approx(shipped.accuracy - overall.majority_rate)
+    assert value < 0.05
+    assert failed_checks(str(tmp_path), cfg.age_buckets) == [
+        {"metric": "accuracy_over_majority", "slice": "overall", "value": round(value, 4),
+         "bound": {"at_least": 0.05}}]
+
+
+def test_accuracy_over_majority_is_nan_without_a_malignant_case():
+    """NaN fails any bound: no threshold can be shipped."""
+    from tensorflow_model_analysis.proto import metrics_for_slice_pb2
+
+    computations = AccuracyOverMajority(num_thresholds=CURVE_THRESHOLDS).computations()
+    plot_key = computations[-2].keys[-1]
+    curve = metrics_for_slice_pb2.ConfusionMatrixAtThresholds()
+    curve.matrices.add(threshold=0.5, false_positives=3, true_negatives=7)
+    (value,) = computations[-1].result({plot_key: curve}).values()
+    assert math.isnan(value)
 
 
 def curve(points: list[tuple[float, int, int, int, int]]) -> list[Matrix]:

@@ -14,13 +14,14 @@ import tensorflow as tf
 from tensorflow_model_analysis.proto import metrics_for_slice_pb2, validation_result_pb2
 
 from modules import features as F
-from modules.metrics import GATED_AUC_NAME
+from modules.metrics import ACCURACY_OVER_MAJORITY_NAME, GATED_AUC_NAME
 from modules.operating_point import (Matrix, curve_from_proto, majority_class_rate,
                                      operating_point)
 
 CANDIDATE_NAMES = ("", "candidate")  # TFX names the models only when a baseline exists
 BASELINE_NAME = "baseline"
-UNBOUNDED = ("example_count", "calibration")  # every other metric lies in [0, 1]
+# Every other metric lies in [0, 1].
+UNBOUNDED = ("example_count", "calibration", ACCURACY_OVER_MAJORITY_NAME)
 # Ranking metrics mean nothing on a slice without both classes (TFMA reports 0 there).
 NEED_BOTH_CLASSES = ("auc", "auc_pr", "specificity_at_sensitivity",
                      "sensitivity_at_specificity")
