@@ -196,6 +196,27 @@ def test_the_summary_gives_the_rates_at_the_operating_threshold_beside_the_major
     assert "accuracy there 0.780; always answering the commoner class 0.800" in text
 
 
+def test_every_slice_too_small_to_gate_is_named_with_its_size_and_auc():
+    """The case behind it: AUC 0.42 on a site of 20 images, blessed without a word."""
+    overall = SliceResult(metrics={"example_count": 400.0, "mean_label": 0.25, "auc": 0.85},
+                          positives=100, negatives=300, gated=True)
+    site = SliceResult(metrics={"example_count": 20.0, "mean_label": 0.1, "auc": 0.42},
+                       intervals={"auc": (0.1, 0.8)}, positives=2, negatives=18)
+    benign_only = SliceResult(metrics={"example_count": 6.0, "mean_label": 0.0, "auc": None},
+                              negatives=6)
+    big = SliceResult(metrics={"example_count": 200.0, "mean_label": 0.25, "auc": 0.8},
+                      positives=50, negatives=150, gated=True)
+    slices = {"overall": overall, "site=oral": site, "site=palms": benign_only, "sex=1": big}
+    summary = {"metrics": {name: slice_summary(r, None) for name, r in slices.items()},
+               "blessed": True, "pushed_model": "serving/1", "training": {}}
+    lines = summary_lines(summary)
+    at = lines.index("        not verified (too small to gate), 2 slices:")
+    assert lines[at + 1:at + 3] == [
+        "          site=oral: 20 examples, 2 malignant, AUC 0.420 [0.100, 0.800]",
+        "          site=palms: 6 examples, 0 malignant"]
+    assert not any("sex=1:" in line for line in lines)
+
+
 def test_slice_classes_decide_gating_and_undefined_rankings_are_not_zero():
     small = SliceResult(metrics={"example_count": 40.0, "mean_label": 0.05, "auc": 1.0})
     _count_classes(small, min_positives=10, min_negatives=10)
@@ -228,13 +249,15 @@ def test_model_card_states_use_data_metrics_and_measured_limitations():
     assert card["data"]["train"] == {"shards": ["train00"], "examples": 100, "malignant": 10}
     limitations = " ".join(card["limitations"])
     assert "Retrospective." in limitations
-    assert "not gated: site=4" in limitations
+    assert "Not verified (too small to gate): site=4 (too few" in limitations
     assert "below the target 0.9 on: site=1 (0.50)" in limitations
     markdown = render_markdown(card)
     assert ("| overall | 100 | 20 | 0.900 | 0.850-0.950 | 0.900 | 0.750 | 0.474 | 0.780 | "
             "0.621 | yes |") in markdown
     assert "accuracy 0.780, where always answering the commoner class scores 0.800" in markdown
     assert "Triage only." in markdown
+    assert ("## Not verified (too small to gate)" in markdown
+            and "- site=4: 5 examples, 1 malignant, AUC 1.000\n" in markdown)
 
 
 def test_a_metric_tfma_could_not_compute_is_missing_never_zero(tmp_path):

@@ -156,6 +156,21 @@ def shown(value: float | None) -> str:
     return "missing" if value is None else f"{value:.3f}"
 
 
+NOT_VERIFIED = "not verified (too small to gate)"
+
+
+def unverified_slice(name: str, examples: int, malignant: int, auc: float | None,
+                     interval: list[float] | tuple[float, float] | None) -> str:
+    """A slice the gate skipped, as the summary and the model card list it under
+    NOT_VERIFIED: its size, and its AUC with the interval when it has them."""
+    text = f"{name}: {examples} example{'' if examples == 1 else 's'}, {malignant} malignant"
+    if auc is not None:
+        text += f", AUC {auc:.3f}"
+        if interval is not None:
+            text += f" [{interval[0]:.3f}, {interval[1]:.3f}]"
+    return text
+
+
 def operating_threshold(curve: list[Matrix], target_sensitivity: float) -> float | None:
     """The threshold shipped with the model: among those reaching the target sensitivity,
     the best specificity (modules/operating_point.py). None: no positives."""

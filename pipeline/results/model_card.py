@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime
 
-from pipeline.results.eval_results import SliceResult
+from pipeline.results.eval_results import NOT_VERIFIED, SliceResult, unverified_slice
 from pipeline.results.statistics import SplitStats
 
 
@@ -59,10 +59,10 @@ def build_card(settings: dict, slices: dict[str, SliceResult], threshold: float,
 
 def _measured_limitations(rows: list[dict], settings: dict) -> list[str]:
     notes = []
-    small = [r["slice"] for r in rows if not r["gated"]]
+    small = [r["slice"] for r in _ungated(rows)]
     if small:
-        notes.append("Too few malignant or benign examples to judge, so not gated: "
-                     + ", ".join(small) + ".")
+        notes.append(f"{NOT_VERIFIED.capitalize()}: " + ", ".join(small)
+                     + " (too few malignant or benign examples to judge).")
     target = settings["target_sensitivity"]
     short = [f"{r['slice']} ({r['sensitivity']:.2f})" for r in rows
              if r["gated"] and r["sensitivity"] is not None and r["sensitivity"] < target]
@@ -74,6 +74,11 @@ def _measured_limitations(rows: list[dict], settings: dict) -> list[str]:
         worst = min(gated, key=lambda r: r["auc"])
         notes.append(f"Lowest AUC among gated slices: {worst['slice']} ({worst['auc']:.3f}).")
     return notes
+
+
+def _ungated(rows: list[dict]) -> list[dict]:
+    """The slices the gate skipped; overall is always gated, on its own bound."""
+    return [r for r in rows if not r["gated"] and r["slice"] != "overall"]
 
 
 def _number(value, digits: int = 3) -> str:
@@ -108,5 +113,12 @@ def render_markdown(card: dict) -> str:
                      f"{_number(r['specificity'])} | {_number(r['precision'])} | "
                      f"{_number(r['accuracy'])} | {_number(r['f1'])} | "
                      f"{'yes' if r['gated'] else 'no'} |")
+    small = _ungated(card["metrics"])
+    if small:
+        lines += ["", f"## {NOT_VERIFIED.capitalize()}", "",
+                  "Too few malignant or benign examples to judge: these slices could not "
+                  "block the model, and nothing here was checked.", ""]
+        lines += ["- " + unverified_slice(r["slice"], r["examples"], r["malignant"], r["auc"],
+                                          r["auc_ci"]) for r in small]
     lines += ["", "## Limitations", ""] + [f"- {note}" for note in card["limitations"]]
     return "\n".join(lines) + "\n"

@@ -9,8 +9,9 @@ from modules.artifacts import VALIDATION_FILE
 from pipeline.config import EvaluationConfig, PipelineConfig, to_dict
 from pipeline.files import write_json
 from pipeline.ops.workdir import WorkDir
-from pipeline.results.eval_results import (SliceResult, failed_checks, load_evaluation,
-                                           operating_threshold, shown)
+from pipeline.results.eval_results import (NOT_VERIFIED, SliceResult, failed_checks,
+                                           load_evaluation, operating_threshold, shown,
+                                           unverified_slice)
 from pipeline.results.mlmd import find_run, node_name, open_store, outputs_by_type
 
 REPORTED_INTERVALS = ("auc", "auc_pr", "specificity_at_sensitivity",
@@ -116,8 +117,8 @@ def _interval(metrics: dict, name: str) -> str:
 
 
 def summary_lines(summary: dict) -> list[str]:
-    """A few lines: the headline metric, the operating point, the weakest slice, the verdict
-    and, when not blessed, every failed check."""
+    """A few lines: the headline metric, the operating point, the weakest slice, every slice
+    too small to gate, the verdict and, when not blessed, every failed check."""
     overall = summary["metrics"].get("overall", {})
     if overall.get("auc") is None:
         lines = ["medtfx: no evaluation metrics"]
@@ -137,6 +138,13 @@ def summary_lines(summary: dict) -> list[str]:
         name, m = min(gated, key=lambda s: s[1]["auc"])
         lines.append(f"        lowest gated slice: {name} AUC {m['auc']:.3f}"
                      f"{_interval(m, 'auc')} ({int(m['example_count'])} examples)")
+    ungated = [unverified_slice(name, int(m.get("example_count") or 0), m["malignant"],
+                                m.get("auc"), m.get("auc_ci"))
+               for name, m in summary["metrics"].items()
+               if name != "overall" and not m["gated"]]
+    if ungated:
+        lines.append(f"        {NOT_VERIFIED}, {len(ungated)} slices:")
+        lines += [f"          {line}" for line in ungated]
     for name, recorded in summary.get("training", {}).items():
         if recorded.get("oof_auc") is not None:
             lines.append(f"        {name}: out-of-fold AUC {recorded['oof_auc']:.3f} over "
