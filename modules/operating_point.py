@@ -41,6 +41,10 @@ class Matrix:
         return _ratio(self.tp + self.tn, self.examples)
 
     @property
+    def f1(self) -> float | None:
+        return _ratio(2 * self.tp, 2 * self.tp + self.fp + self.fn)
+
+    @property
     def positive_share(self) -> float | None:
         return _ratio(self.tp + self.fn, self.examples)
 
@@ -48,17 +52,14 @@ class Matrix:
     def examples(self) -> float:
         return self.tp + self.fp + self.tn + self.fn
 
-    @property
-    def f1(self) -> float | None:
-        return _ratio(2 * self.tp, 2 * self.tp + self.fp + self.fn)
-
 
 def _ratio(a: float, b: float) -> float | None:
     return a / b if b else None
 
 
 def majority_class_rate(positive_share: float) -> float:
-    """The accuracy of always answering the commoner class: what accuracy is worth beside."""
+    """The accuracy of always answering the commoner class: a model's accuracy means
+    something only above it."""
     return max(positive_share, 1.0 - positive_share)
 
 

@@ -24,7 +24,7 @@ def _round(value: float | None) -> float | None:
 
 def slice_summary(result: SliceResult, threshold: float | None) -> dict:
     """A slice's metrics, intervals, baseline, its rates at the operating threshold and the
-    majority-class rate its accuracy there is worth beside."""
+    majority-class rate, the accuracy to beat."""
     out: dict = {name: _round(value) for name, value in result.metrics.items()}
     out.update(malignant=result.positives, benign=result.negatives, gated=result.gated,
                majority_rate=_round(result.majority_rate))
@@ -143,7 +143,8 @@ def summary_lines(summary: dict) -> list[str]:
                for name, m in summary["metrics"].items()
                if name != "overall" and not m["gated"]]
     if ungated:
-        lines.append(f"        {NOT_VERIFIED}, {len(ungated)} slices:")
+        lines.append(f"        {NOT_VERIFIED}, {len(ungated)} "
+                     f"slice{'' if len(ungated) == 1 else 's'}:")
         lines += [f"          {line}" for line in ungated]
     for name, recorded in summary.get("training", {}).items():
         if recorded.get("oof_auc") is not None:
