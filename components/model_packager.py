@@ -1,9 +1,10 @@
 """ModelPackager: turns a blessed model into the one that is pushed.
 
-It picks the operating threshold on the evaluation fold (the highest threshold that reaches
-the target sensitivity), writes it into the copy's threshold asset so `serving_default`
-returns a decision with the score, and adds the model card. The Trainer's own model is left
-as it is: the resolver keeps offering it as the baseline.
+It picks the operating threshold on the evaluation fold (among the thresholds that reach
+the target sensitivity, the one with the best specificity), writes it into the copy's
+threshold asset so `serving_default` returns a decision with the score, and adds the model
+card. The Trainer's own model is left as it is: the resolver keeps offering it as the
+baseline.
 """
 
 import json

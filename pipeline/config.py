@@ -58,11 +58,17 @@ class EvaluationConfig(Settings):
     # are reported but cannot block a model on a handful of cases.
     min_slice_positives: int = 10
     min_slice_negatives: int = 10
-    # The decision threshold shipped with the model is the highest one that reaches
-    # target_sensitivity on the evaluation fold; specificity there must reach
-    # min_specificity (null: reported, not gated).
+    # The decision threshold shipped with the model serves the sick first: among the
+    # thresholds reaching target_sensitivity on the evaluation fold, the one with the best
+    # specificity (then the best sensitivity); specificity there must reach min_specificity
+    # (null: reported, not gated).
     target_sensitivity: float = 0.9
     min_specificity: float | None = None
+    # Accuracy at the operating threshold must be at least this much above the majority-class
+    # rate, the accuracy of always answering the commoner class (null: reported, not gated).
+    # With benign cases the majority, beating it means more true than false positives: at 2%
+    # malignant and sensitivity 0.9, a specificity above 0.98.
+    min_accuracy_over_majority: float | None = None
     report_specificity: float = 0.8  # sensitivity is also reported at this specificity
     # Slice families: a list of features each (the task's categoricals, or the bucket key
     # of a bucketed numeric); two features make a cross (sex x site). Every family is gated

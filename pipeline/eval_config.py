@@ -6,7 +6,7 @@ import json
 
 from tensorflow_model_analysis.proto import config_pb2 as tfma
 
-from modules.metrics import GATED_AUC_NAME
+from modules.metrics import ACCURACY_OVER_MAJORITY_NAME, GATED_AUC_NAME
 from modules.signatures import PREDICTION_KEY, SLICING_FEATURES
 from modules.task import TaskSpec
 from pipeline.config import EvaluationConfig
@@ -53,7 +53,8 @@ def build_eval_config(cfg: EvaluationConfig, task: TaskSpec, code: str = "") -> 
     """Blessing needs: overall AUC >= auc_threshold and not more than max_auc_drop below the
     last blessed model; on every gated slice, AUC >= its family's bound and not more than
     max_slice_auc_drop below the last blessed model; and, when set, specificity >=
-    min_specificity at the operating point. `code`, the fingerprint of the Evaluator's
+    min_specificity at the operating point and accuracy there >= the majority-class rate
+    plus min_accuracy_over_majority. `code`, the fingerprint of the Evaluator's
     project code (its metrics and extractors), rides in the gated AUC's config: the config
     is the only property of TFX's Evaluator free to carry it, and the cache must see it."""
     overall = [tfma.SlicingSpec()]
@@ -89,6 +90,14 @@ def build_eval_config(cfg: EvaluationConfig, task: TaskSpec, code: str = "") -> 
         _metric("CalibrationPlot", num_buckets=CALIBRATION_BUCKETS),
         _metric("ConfusionMatrixPlot", num_thresholds=CURVE_THRESHOLDS),
     ]
+    if cfg.min_accuracy_over_majority is not None:  # at the shipped threshold: overall only
+        accuracy_gate = tfma.PerSliceMetricThreshold(
+            slicing_specs=overall, threshold=tfma.MetricThreshold(
+                value_threshold=_bound(cfg.min_accuracy_over_majority)))
+        metrics.append(_metric("AccuracyOverMajority", module="modules.metrics",
+                               per_slice=[accuracy_gate], name=ACCURACY_OVER_MAJORITY_NAME,
+                               target_sensitivity=cfg.target_sensitivity,
+                               num_thresholds=CURVE_THRESHOLDS))
     options = tfma.Options(include_default_metrics={"value": False})
     if cfg.confidence_intervals:
         options.compute_confidence_intervals.value = True

@@ -82,7 +82,8 @@ def packager_settings(config: PipelineConfig) -> str:
                  "min_slice_negatives": evaluation.min_slice_negatives,
                  "max_auc_drop": evaluation.max_auc_drop,
                  "max_slice_auc_drop": evaluation.max_slice_auc_drop,
-                 "min_specificity": evaluation.min_specificity},
+                 "min_specificity": evaluation.min_specificity,
+                 "min_accuracy_over_majority": evaluation.min_accuracy_over_majority},
         **config.model_card.model_dump(),
         "code": code_fingerprint("components.model_packager"),
     })

@@ -1,11 +1,14 @@
-"""The Evaluator's config, the slice gate metric, the operating point and the model card."""
+"""The Evaluator's config, the gate's metrics, the operating point, the summary and the model
+card."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 from tensorflow_model_analysis.metrics import binary_confusion_matrices
 
-from modules.metrics import GatedAUC
+from modules.metrics import AccuracyOverMajority, GatedAUC
 from modules.task import TaskSpec
 from pipeline.config import load_config
 from pipeline.eval_config import CURVE_THRESHOLDS, build_eval_config
@@ -13,7 +16,7 @@ from pipeline.results.eval_results import (Matrix, SliceResult, _count_classes, 
                                            load_evaluation, operating_threshold)
 from pipeline.results.model_card import build_card, render_markdown
 from pipeline.results.statistics import FeatureSummary, SplitStats
-from pipeline.results.summary import summary_lines
+from pipeline.results.summary import slice_summary, summary_lines
 
 
 def metrics_by_name(eval_config) -> dict:
@@ -77,11 +80,69 @@ def test_gated_auc_is_the_auc_on_big_slices_and_passes_small_ones():
     assert value(small) == 1.0
 
 
+def test_accuracy_over_the_majority_class_gates_the_overall_slice_only_when_set():
+    assert "AccuracyOverMajority" not in metrics_by_name(
+        build_eval_config(load_config().evaluation))
+    cfg = load_config(None, ["min_accuracy_over_majority=0.02",
+                             "target_sensitivity=0.8"]).evaluation
+    gate = metrics_by_name(build_eval_config(cfg))["AccuracyOverMajority"]
+    (check,) = gate.per_slice_thresholds
+    assert list(check.slicing_specs[0].feature_keys) == []  # overall
+    assert check.threshold.value_threshold.lower_bound.value == 0.02
+    assert '"target_sensitivity": 0.8' in gate.config
+
+
+def test_accuracy_over_majority_is_judged_at_the_shipped_threshold_and_fails_by_name(tmp_path):
+    """TFMA computes the metric from its own confusion-matrix curve; it is the accuracy at
+    the threshold the packager ships minus the majority-class rate, and a missed bound is
+    a failed check with the metric, its value and the bound."""
+    import numpy as np
+    import pandas as pd
+    import tensorflow_model_analysis as tfma
+
+    cfg = load_config(None, ["min_accuracy_over_majority=0.05",
+                             "confidence_intervals=false"]).evaluation
+    eval_config = build_eval_config(cfg)
+    del eval_config.model_specs[:]
+    eval_config.model_specs.add(label_key="label", prediction_key="prediction")
+    del eval_config.slicing_specs[1:]  # overall
+    kept = [m for m in eval_config.metrics_specs[0].metrics if m.class_name in (
+        "ExampleCount", "MeanLabel", "ConfusionMatrixPlot", "AccuracyOverMajority")]
+    del eval_config.metrics_specs[0].metrics[:]
+    eval_config.metrics_specs[0].metrics.extend(kept)
+    rng = np.random.default_rng(0)
+    labels = (rng.random(300) < 0.2).astype(float)
+    scores = 0.3 * labels + 0.7 * rng.random(300)
+    tfma.analyze_raw_data(pd.DataFrame({"label": labels, "prediction": scores}),
+                          eval_config, output_path=str(tmp_path))
+
+    overall = load_evaluation(str(tmp_path), cfg.age_buckets, 10, 10)["overall"]
+    shipped = overall.at(operating_threshold(overall.curve, cfg.target_sensitivity))
+    value = overall.metrics["accuracy_over_majority"]
+    assert value == pytest.approx(shipped.accuracy - overall.majority_rate)
+    assert value < 0.05
+    assert failed_checks(str(tmp_path), cfg.age_buckets) == [
+        {"metric": "accuracy_over_majority", "slice": "overall", "value": round(value, 4),
+         "bound": {"at_least": 0.05}}]
+
+
+def test_accuracy_over_majority_is_nan_without_a_malignant_case():
+    """NaN fails any bound: no threshold can be shipped."""
+    from tensorflow_model_analysis.proto import metrics_for_slice_pb2
+
+    computations = AccuracyOverMajority(num_thresholds=CURVE_THRESHOLDS).computations()
+    plot_key = computations[-2].keys[-1]
+    curve = metrics_for_slice_pb2.ConfusionMatrixAtThresholds()
+    curve.matrices.add(threshold=0.5, false_positives=3, true_negatives=7)
+    (value,) = computations[-1].result({plot_key: curve}).values()
+    assert math.isnan(value)
+
+
 def curve(points: list[tuple[float, int, int, int, int]]) -> list[Matrix]:
     return [Matrix(t, tp, fp, tn, fn) for t, tp, fp, tn, fn in points]
 
 
-def test_operating_threshold_is_the_highest_that_reaches_the_sensitivity():
+def test_operating_threshold_has_the_best_specificity_that_reaches_the_sensitivity():
     c = curve([(0.1, 10, 50, 50, 0), (0.2, 9, 30, 70, 1), (0.3, 8, 20, 80, 2),
                (0.4, 6, 5, 95, 4)])
     assert operating_threshold(c, 0.9) == 0.2
@@ -90,6 +151,71 @@ def test_operating_threshold_is_the_highest_that_reaches_the_sensitivity():
     assert operating_threshold(curve([(0.5, 0, 3, 7, 0)]), 0.9) is None  # no positives
     assert c[1].sensitivity == 0.9 and c[1].specificity == 0.7
     assert c[1].precision == pytest.approx(9 / 39)
+
+
+def scored_curve(malignant: list[float], benign: list[float]) -> list[Matrix]:
+    """The curve at thresholds 0, 0.01, ..., 1 (a score above the threshold is positive)."""
+    return [Matrix(t, sum(s > t for s in malignant), sum(s > t for s in benign),
+                   sum(s <= t for s in benign), sum(s <= t for s in malignant))
+            for t in (i / 100 for i in range(101))]
+
+
+def test_on_a_separable_fold_the_threshold_keeps_every_malignant_case():
+    """The bug: the highest threshold reaching 0.9 shipped sensitivity 0.905 (19 of 21) at
+    specificity 1.000, where 1.000 and 1.000 were available."""
+    c = scored_curve(malignant=[0.605 + 0.01 * i for i in range(21)],
+                     benign=[0.02 * i for i in range(20)])
+    former = max(m.threshold for m in c if m.sensitivity >= 0.9)
+    at = {m.threshold: m for m in c}
+    assert (round(at[former].sensitivity, 3), at[former].specificity) == (0.905, 1.0)
+    threshold = operating_threshold(c, 0.9)
+    assert (at[threshold].sensitivity, at[threshold].specificity) == (1.0, 1.0)
+    assert threshold == 0.6  # of the thresholds between the classes, the highest
+
+
+def test_operating_threshold_breaks_ties_by_sensitivity_then_threshold_in_any_order():
+    c = curve([(0.1, 10, 5, 95, 0), (0.2, 10, 5, 95, 0), (0.3, 9, 5, 95, 1),
+               (0.05, 10, 6, 94, 0)])
+    assert operating_threshold(c, 0.9) == operating_threshold(c[::-1], 0.9) == 0.2
+    no_benign = curve([(0.1, 3, 0, 0, 0), (0.2, 3, 0, 0, 0), (0.3, 2, 0, 0, 1)])
+    assert operating_threshold(no_benign, 0.9) == 0.2  # no specificity to rank
+
+
+def test_the_summary_gives_the_rates_at_the_operating_threshold_beside_the_majority_class():
+    overall = SliceResult(metrics={"example_count": 100.0, "mean_label": 0.2, "auc": 0.9},
+                          positives=20, negatives=80, gated=True,
+                          curve=curve([(0.1, 20, 40, 40, 0), (0.3, 18, 20, 60, 2)]))
+    out = slice_summary(overall, 0.3)
+    assert out["majority_rate"] == 0.8  # 80 benign of 100
+    assert (out["sensitivity"], out["specificity"], out["accuracy"]) == (0.9, 0.75, 0.78)
+    assert out["precision"] == round(18 / 38, 4) and out["f1"] == round(36 / 58, 4)
+    assert out["confusion"] == {"tp": 18, "fp": 20, "tn": 60, "fn": 2}
+    summary = {"metrics": {"overall": out}, "operating_threshold": 0.3, "blessed": True,
+               "pushed_model": "serving/1", "training": {}}
+    text = "\n".join(summary_lines(summary))
+    assert "sensitivity 0.900, specificity 0.750, precision 0.474, F1 0.621" in text
+    assert "accuracy there 0.780; always answering the commoner class 0.800" in text
+
+
+def test_every_slice_too_small_to_gate_is_named_with_its_size_and_auc():
+    """The case behind it: AUC 0.42 on a site of 20 images, blessed without a word."""
+    overall = SliceResult(metrics={"example_count": 400.0, "mean_label": 0.25, "auc": 0.85},
+                          positives=100, negatives=300, gated=True)
+    site = SliceResult(metrics={"example_count": 20.0, "mean_label": 0.1, "auc": 0.42},
+                       intervals={"auc": (0.1, 0.8)}, positives=2, negatives=18)
+    benign_only = SliceResult(metrics={"example_count": 6.0, "mean_label": 0.0, "auc": None},
+                              negatives=6)
+    big = SliceResult(metrics={"example_count": 200.0, "mean_label": 0.25, "auc": 0.8},
+                      positives=50, negatives=150, gated=True)
+    slices = {"overall": overall, "site=oral": site, "site=palms": benign_only, "sex=1": big}
+    summary = {"metrics": {name: slice_summary(r, None) for name, r in slices.items()},
+               "blessed": True, "pushed_model": "serving/1", "training": {}}
+    lines = summary_lines(summary)
+    at = lines.index("        not verified (too small to gate), 2 slices:")
+    assert lines[at + 1:at + 3] == [
+        "          site=oral: 20 examples, 2 malignant, AUC 0.420 [0.100, 0.800]",
+        "          site=palms: 6 examples, 0 malignant"]
+    assert not any("sex=1:" in line for line in lines)
 
 
 def test_slice_classes_decide_gating_and_undefined_rankings_are_not_zero():
@@ -104,7 +230,7 @@ def test_slice_classes_decide_gating_and_undefined_rankings_are_not_zero():
 
 
 def test_model_card_states_use_data_metrics_and_measured_limitations():
-    overall = SliceResult(metrics={"example_count": 100.0, "auc": 0.9},
+    overall = SliceResult(metrics={"example_count": 100.0, "mean_label": 0.2, "auc": 0.9},
                           intervals={"auc": (0.85, 0.95)}, positives=20, negatives=80,
                           gated=True, curve=curve([(0.3, 18, 20, 60, 2)]))
     weak = SliceResult(metrics={"example_count": 50.0, "auc": 0.7}, positives=12,
@@ -124,11 +250,15 @@ def test_model_card_states_use_data_metrics_and_measured_limitations():
     assert card["data"]["train"] == {"shards": ["train00"], "examples": 100, "malignant": 10}
     limitations = " ".join(card["limitations"])
     assert "Retrospective." in limitations
-    assert "not gated: site=4" in limitations
+    assert "Not verified (too small to gate): site=4 (too few" in limitations
     assert "below the target 0.9 on: site=1 (0.50)" in limitations
     markdown = render_markdown(card)
-    assert "| overall | 100 | 20 | 0.900 | 0.850-0.950 | 0.900 | 0.750 | yes |" in markdown
+    assert ("| overall | 100 | 20 | 0.900 | 0.850-0.950 | 0.900 | 0.750 | 0.474 | 0.780 | "
+            "0.621 | yes |") in markdown
+    assert "accuracy 0.780, where always answering the commoner class scores 0.800" in markdown
     assert "Triage only." in markdown
+    assert ("## Not verified (too small to gate)" in markdown
+            and "- site=4: 5 examples, 1 malignant, AUC 1.000\n" in markdown)
 
 
 def test_a_metric_tfma_could_not_compute_is_missing_never_zero(tmp_path):

@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from pipeline.config import CONFIG_DIR, load_config
-from pipeline.data.importer import IMPORT_MANIFEST, QUARANTINE, ImportError_, import_dataset
+from pipeline.data.importer import QUARANTINE, ImportError_, import_dataset
 from pipeline.data.shards import list_shards
 from pipeline.data.synth_layouts import LayoutSpec, generate_layout
 from tests.helpers import medtfx

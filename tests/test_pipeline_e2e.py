@@ -156,11 +156,17 @@ def test_a_model_below_the_bar_is_not_pushed_and_the_failed_check_is_named(first
                                                                            tiny_data, code):
     before = versions(first_run["work"])
     strict = run(tiny_data, first_run["work"], *BLESS_ANY, "--set", "auc_threshold=0.99",
-                 "--strict", env=code["env"], status=3)  # documented: 3 is "not blessed"
+                 "--set", "min_accuracy_over_majority=1", "--strict", env=code["env"],
+                 status=3)  # documented: 3 is "not blessed"
     summary = strict["summary"]
     assert summary["blessed"] is False and summary["pushed_model"] is None
+    overall = summary["metrics"]["overall"]
     assert {"metric": "auc", "slice": "overall", "bound": {"at_least": 0.99},
-            "value": summary["metrics"]["overall"]["auc"]} in summary["failed_checks"]
+            "value": overall["auc"]} in summary["failed_checks"]
+    assert {"metric": "accuracy_over_majority", "slice": "overall", "bound": {"at_least": 1},
+            "value": overall["accuracy_over_majority"]} in summary["failed_checks"]
+    assert overall["accuracy_over_majority"] == pytest.approx(
+        overall["accuracy"] - overall["majority_rate"], abs=2e-4)
     assert "NOT BLESSED" in strict["stdout"] and "auc on overall" in strict["stdout"]
     assert versions(first_run["work"]) == before
 

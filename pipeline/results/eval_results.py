@@ -13,36 +13,18 @@ import math
 import tensorflow as tf
 from tensorflow_model_analysis.proto import metrics_for_slice_pb2, validation_result_pb2
 
-from modules.metrics import GATED_AUC_NAME
+from modules.metrics import ACCURACY_OVER_MAJORITY_NAME, GATED_AUC_NAME
+from modules.operating_point import (Matrix, curve_from_proto, majority_class_rate,
+                                     operating_point)
 from modules.task import TaskSpec
 
 CANDIDATE_NAMES = ("", "candidate")  # TFX names the models only when a baseline exists
 BASELINE_NAME = "baseline"
-UNBOUNDED = ("example_count", "calibration")  # every other metric lies in [0, 1]
+# Every other metric lies in [0, 1].
+UNBOUNDED = ("example_count", "calibration", ACCURACY_OVER_MAJORITY_NAME)
 # Ranking metrics mean nothing on a slice without both classes (TFMA reports 0 there).
 NEED_BOTH_CLASSES = ("auc", "auc_pr", "specificity_at_sensitivity",
                      "sensitivity_at_specificity")
-
-
-@dataclasses.dataclass(frozen=True)
-class Matrix:
-    threshold: float
-    tp: float
-    fp: float
-    tn: float
-    fn: float
-
-    @property
-    def sensitivity(self) -> float | None:
-        return _ratio(self.tp, self.tp + self.fn)
-
-    @property
-    def specificity(self) -> float | None:
-        return _ratio(self.tn, self.tn + self.fp)
-
-    @property
-    def precision(self) -> float | None:
-        return _ratio(self.tp, self.tp + self.fp)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,15 +51,17 @@ class SliceResult:
     negatives: int = 0
     gated: bool = False  # enough malignant and benign examples for the slice gate
 
+    @property
+    def majority_rate(self) -> float | None:
+        """The accuracy to beat: always answering the slice's commoner class."""
+        share = self.metrics.get("mean_label")
+        return None if share is None else majority_class_rate(share)
+
     def at(self, threshold: float) -> Matrix | None:
         """The confusion matrix at the curve threshold nearest `threshold`."""
         if not self.curve:
             return None
         return min(self.curve, key=lambda m: abs(m.threshold - threshold))
-
-
-def _ratio(a: float, b: float) -> float | None:
-    return a / b if b else None
 
 
 def _number(value: float) -> float | None:
@@ -140,9 +124,7 @@ def load_evaluation(evaluation_uri: str, task: TaskSpec, min_positives: int,
         result = results.setdefault(slice_name(sliced.slice_key, task), SliceResult())
         for kv in sliced.plot_keys_and_values:
             baseline = kv.key.model_name == BASELINE_NAME
-            matrices = [Matrix(m.threshold, m.true_positives, m.false_positives,
-                               m.true_negatives, m.false_negatives)
-                        for m in kv.value.confusion_matrix_at_thresholds.matrices]
+            matrices = curve_from_proto(kv.value.confusion_matrix_at_thresholds)
             if matrices:
                 setattr(result, "baseline_curve" if baseline else "curve", matrices)
             if kv.value.calibration_histogram_buckets.buckets and not baseline:
@@ -176,11 +158,26 @@ def shown(value: float | None) -> str:
     return "missing" if value is None else f"{value:.3f}"
 
 
+NOT_VERIFIED = "not verified (too small to gate)"
+
+
+def unverified_slice(name: str, examples: int, malignant: int, auc: float | None,
+                     interval: list[float] | tuple[float, float] | None) -> str:
+    """A slice the gate skipped, as the summary and the model card list it under
+    NOT_VERIFIED: its size, and its AUC with the interval when it has them."""
+    text = f"{name}: {examples} example{'' if examples == 1 else 's'}, {malignant} malignant"
+    if auc is not None:
+        text += f", AUC {auc:.3f}"
+        if interval is not None:
+            text += f" [{interval[0]:.3f}, {interval[1]:.3f}]"
+    return text
+
+
 def operating_threshold(curve: list[Matrix], target_sensitivity: float) -> float | None:
-    """The highest threshold whose sensitivity reaches the target (None: no positives)."""
-    reaching = [m.threshold for m in curve
-                if m.sensitivity is not None and m.sensitivity >= target_sensitivity]
-    return max(reaching) if reaching else None
+    """The threshold shipped with the model: among those reaching the target sensitivity,
+    the best specificity (modules/operating_point.py). None: no positives."""
+    point = operating_point(curve, target_sensitivity)
+    return None if point is None else point.threshold
 
 
 def failed_checks(evaluation_uri: str, task: TaskSpec) -> list[dict]:

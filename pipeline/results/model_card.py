@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime
 
-from pipeline.results.eval_results import SliceResult
+from pipeline.results.eval_results import NOT_VERIFIED, SliceResult, unverified_slice
 from pipeline.results.statistics import SplitStats
 
 
@@ -31,6 +31,10 @@ def build_card(settings: dict, slices: dict[str, SliceResult], threshold: float,
             "auc": result.metrics.get("auc"), "auc_ci": result.intervals.get("auc"),
             "sensitivity": matrix.sensitivity if matrix else None,
             "specificity": matrix.specificity if matrix else None,
+            "precision": matrix.precision if matrix else None,
+            "accuracy": matrix.accuracy if matrix else None,
+            "f1": matrix.f1 if matrix else None,
+            "majority_rate": result.majority_rate,
             "gated": result.gated})
     overall = slices["overall"].at(threshold)
     return {
@@ -44,6 +48,8 @@ def build_card(settings: dict, slices: dict[str, SliceResult], threshold: float,
             "threshold": round(threshold, 4),
             "target_sensitivity": settings["target_sensitivity"],
             "sensitivity": overall.sensitivity, "specificity": overall.specificity,
+            "precision": overall.precision, "accuracy": overall.accuracy, "f1": overall.f1,
+            "majority_rate": slices["overall"].majority_rate,
             "chosen_on": "the evaluation shards, which are also where the metrics come from"},
         "gate": settings["gate"],
         "metrics": rows,
@@ -53,10 +59,10 @@ def build_card(settings: dict, slices: dict[str, SliceResult], threshold: float,
 
 def _measured_limitations(rows: list[dict], settings: dict) -> list[str]:
     notes = []
-    small = [r["slice"] for r in rows if not r["gated"]]
+    small = [r["slice"] for r in _ungated(rows)]
     if small:
-        notes.append("Too few malignant or benign examples to judge, so not gated: "
-                     + ", ".join(small) + ".")
+        notes.append(f"{NOT_VERIFIED.capitalize()}: " + ", ".join(small)
+                     + " (too few malignant or benign examples to judge).")
     target = settings["target_sensitivity"]
     short = [f"{r['slice']} ({r['sensitivity']:.2f})" for r in rows
              if r["gated"] and r["sensitivity"] is not None and r["sensitivity"] < target]
@@ -68,6 +74,11 @@ def _measured_limitations(rows: list[dict], settings: dict) -> list[str]:
         worst = min(gated, key=lambda r: r["auc"])
         notes.append(f"Lowest AUC among gated slices: {worst['slice']} ({worst['auc']:.3f}).")
     return notes
+
+
+def _ungated(rows: list[dict]) -> list[dict]:
+    """The slices the gate skipped; overall is always gated, on its own bound."""
+    return [r for r in rows if not r["gated"] and r["slice"] != "overall"]
 
 
 def _number(value, digits: int = 3) -> str:
@@ -84,17 +95,30 @@ def render_markdown(card: dict) -> str:
         lines.append(f"| {role} | {', '.join(d['shards'])} | {d['examples']} | {d['malignant']} |")
     lines += ["", "## Operating point", "",
               f"A lesion is referred when its probability is at least {point['threshold']}: "
-              f"the highest threshold reaching sensitivity {point['target_sensitivity']} on "
-              f"{point['chosen_on']}. There: sensitivity {_number(point['sensitivity'])}, "
-              f"specificity {_number(point['specificity'])}.", "",
+              "the threshold with the best specificity among those reaching sensitivity "
+              f"{point['target_sensitivity']} on {point['chosen_on']}. There: sensitivity "
+              f"{_number(point['sensitivity'])}, specificity {_number(point['specificity'])}, "
+              f"precision {_number(point['precision'])}, F1 {_number(point['f1'])}; accuracy "
+              f"{_number(point['accuracy'])}, where always answering the commoner class "
+              f"scores {_number(point['majority_rate'])}.",
+              "",
               "## Metrics per slice (95% intervals)", "",
               "| slice | examples | malignant | AUC | AUC interval | sensitivity | specificity "
-              "| gated |", "|---|---|---|---|---|---|---|---|"]
+              "| precision | accuracy | F1 | gated |", "|---" * 11 + "|"]
     for r in card["metrics"]:
         interval = ("n/a" if r["auc_ci"] is None
                     else f"{r['auc_ci'][0]:.3f}-{r['auc_ci'][1]:.3f}")
         lines.append(f"| {r['slice']} | {r['examples']} | {r['malignant']} | "
                      f"{_number(r['auc'])} | {interval} | {_number(r['sensitivity'])} | "
-                     f"{_number(r['specificity'])} | {'yes' if r['gated'] else 'no'} |")
+                     f"{_number(r['specificity'])} | {_number(r['precision'])} | "
+                     f"{_number(r['accuracy'])} | {_number(r['f1'])} | "
+                     f"{'yes' if r['gated'] else 'no'} |")
+    small = _ungated(card["metrics"])
+    if small:
+        lines += ["", f"## {NOT_VERIFIED.capitalize()}", "",
+                  "Too few malignant or benign examples to judge: these slices could not "
+                  "block the model, and nothing here was checked.", ""]
+        lines += ["- " + unverified_slice(r["slice"], r["examples"], r["malignant"], r["auc"],
+                                          r["auc_ci"]) for r in small]
     lines += ["", "## Limitations", ""] + [f"- {note}" for note in card["limitations"]]
     return "\n".join(lines) + "\n"

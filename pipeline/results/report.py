@@ -84,9 +84,12 @@ def _slice_rows(slices: dict[str, SliceResult], summary: dict) -> str:
             name, f"{int(m.get('example_count') or 0)}", f"{r.positives}",
             _fmt(m.get("auc")), _interval(r, "auc"), _fmt(r.baseline.get("auc")),
             _fmt(r.changes.get("auc"), 4), _fmt(at.sensitivity if at else None),
-            _fmt(at.specificity if at else None), "yes" if r.gated else "no"]))
+            _fmt(at.specificity if at else None), _fmt(at.precision if at else None),
+            _fmt(at.accuracy if at else None), _fmt(r.majority_rate),
+            _fmt(at.f1 if at else None), "yes" if r.gated else "no"]))
     return _table(["slice", "examples", "malignant", "AUC", "95% interval",
-                   "baseline AUC", "change", "sensitivity", "specificity", "gated"], rows)
+                   "baseline AUC", "change", "sensitivity", "specificity", "precision",
+                   "accuracy", "majority class", "F1", "gated"], rows)
 
 
 def _curves(slices: dict[str, SliceResult]) -> str:
@@ -134,7 +137,8 @@ def _confusion(overall: SliceResult, threshold: float | None) -> str:
         ("", ["benign", f"{int(m.fp)}", f"{int(m.tn)}"])])
     return (f"<p>At the operating threshold {threshold:.3f}: sensitivity "
             f"{_fmt(m.sensitivity)}, specificity {_fmt(m.specificity)}, precision "
-            f"{_fmt(m.precision)}.</p>{table}")
+            f"{_fmt(m.precision)}, F1 {_fmt(m.f1)}, accuracy {_fmt(m.accuracy)} (always "
+            f"answering the commoner class: {_fmt(overall.majority_rate)}).</p>{table}")
 
 
 def _data(summary: dict, stats: dict[str, SplitStats], anomalies: list[str]) -> str:

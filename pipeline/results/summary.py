@@ -9,8 +9,9 @@ from modules.artifacts import VALIDATION_FILE
 from pipeline.config import PipelineConfig, to_dict
 from pipeline.files import write_json
 from pipeline.ops.workdir import WorkDir
-from pipeline.results.eval_results import (SliceResult, failed_checks, load_evaluation,
-                                           operating_threshold, shown)
+from pipeline.results.eval_results import (NOT_VERIFIED, SliceResult, failed_checks,
+                                           load_evaluation, operating_threshold, shown,
+                                           unverified_slice)
 from pipeline.results.mlmd import find_run, node_name, open_store, outputs_by_type
 
 REPORTED_INTERVALS = ("auc", "auc_pr", "specificity_at_sensitivity",
@@ -22,9 +23,11 @@ def _round(value: float | None) -> float | None:
 
 
 def slice_summary(result: SliceResult, threshold: float | None) -> dict:
-    """A slice's metrics, intervals, baseline and its rates at the operating threshold."""
+    """A slice's metrics, intervals, baseline, its rates at the operating threshold and the
+    majority-class rate, the accuracy to beat."""
     out: dict = {name: _round(value) for name, value in result.metrics.items()}
-    out.update(malignant=result.positives, benign=result.negatives, gated=result.gated)
+    out.update(malignant=result.positives, benign=result.negatives, gated=result.gated,
+               majority_rate=_round(result.majority_rate))
     for name in REPORTED_INTERVALS:
         if name in result.intervals:
             out[f"{name}_ci"] = [_round(v) for v in result.intervals[name]]
@@ -34,7 +37,8 @@ def slice_summary(result: SliceResult, threshold: float | None) -> dict:
     matrix = result.at(threshold) if threshold is not None else None
     if matrix is not None:
         out.update(sensitivity=_round(matrix.sensitivity), specificity=_round(matrix.specificity),
-                   precision=_round(matrix.precision),
+                   precision=_round(matrix.precision), accuracy=_round(matrix.accuracy),
+                   f1=_round(matrix.f1),
                    confusion={"tp": matrix.tp, "fp": matrix.fp, "tn": matrix.tn, "fn": matrix.fn})
     return out
 
@@ -114,8 +118,8 @@ def _interval(metrics: dict, name: str) -> str:
 
 
 def summary_lines(summary: dict) -> list[str]:
-    """A few lines: the headline metric, the operating point, the weakest slice, the verdict
-    and, when not blessed, every failed check."""
+    """A few lines: the headline metric, the operating point, the weakest slice, every slice
+    too small to gate, the verdict and, when not blessed, every failed check."""
     overall = summary["metrics"].get("overall", {})
     if overall.get("auc") is None:
         lines = ["medtfx: no evaluation metrics"]
@@ -125,13 +129,24 @@ def summary_lines(summary: dict) -> list[str]:
     if overall.get("sensitivity") is not None:
         lines.append(f"        operating threshold {summary['operating_threshold']:.3f}: "
                      f"sensitivity {overall['sensitivity']:.3f}, specificity "
-                     f"{overall['specificity']:.3f}")
+                     f"{overall['specificity']:.3f}, precision {shown(overall['precision'])}, "
+                     f"F1 {shown(overall['f1'])}")
+        lines.append(f"        accuracy there {shown(overall['accuracy'])}; always answering "
+                     f"the commoner class {shown(overall['majority_rate'])}")
     gated = [(name, m) for name, m in summary["metrics"].items()
              if name != "overall" and m.get("gated") and m.get("auc") is not None]
     if gated:
         name, m = min(gated, key=lambda s: s[1]["auc"])
         lines.append(f"        lowest gated slice: {name} AUC {m['auc']:.3f}"
                      f"{_interval(m, 'auc')} ({int(m['example_count'])} examples)")
+    ungated = [unverified_slice(name, int(m.get("example_count") or 0), m["malignant"],
+                                m.get("auc"), m.get("auc_ci"))
+               for name, m in summary["metrics"].items()
+               if name != "overall" and not m["gated"]]
+    if ungated:
+        lines.append(f"        {NOT_VERIFIED}, {len(ungated)} "
+                     f"slice{'' if len(ungated) == 1 else 's'}:")
+        lines += [f"          {line}" for line in ungated]
     for name, recorded in summary.get("training", {}).items():
         if recorded.get("oof_auc") is not None:
             lines.append(f"        {name}: out-of-fold AUC {recorded['oof_auc']:.3f} over "
