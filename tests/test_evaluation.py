@@ -82,10 +82,10 @@ def test_gated_auc_is_the_auc_on_big_slices_and_passes_small_ones():
 
 def test_accuracy_over_the_majority_class_gates_the_overall_slice_only_when_set():
     assert "AccuracyOverMajority" not in metrics_by_name(
-        build_eval_config(load_config().evaluation))
+        build_eval_config(load_config().evaluation, TaskSpec()))
     cfg = load_config(None, ["min_accuracy_over_majority=0.02",
                              "target_sensitivity=0.8"]).evaluation
-    gate = metrics_by_name(build_eval_config(cfg))["AccuracyOverMajority"]
+    gate = metrics_by_name(build_eval_config(cfg, TaskSpec()))["AccuracyOverMajority"]
     (check,) = gate.per_slice_thresholds
     assert list(check.slicing_specs[0].feature_keys) == []  # overall
     assert check.threshold.value_threshold.lower_bound.value == 0.02
@@ -102,7 +102,7 @@ def test_accuracy_over_majority_is_judged_at_the_shipped_threshold_and_fails_by_
 
     cfg = load_config(None, ["min_accuracy_over_majority=0.05",
                              "confidence_intervals=false"]).evaluation
-    eval_config = build_eval_config(cfg)
+    eval_config = build_eval_config(cfg, TaskSpec())
     del eval_config.model_specs[:]
     eval_config.model_specs.add(label_key="label", prediction_key="prediction")
     del eval_config.slicing_specs[1:]  # overall
@@ -116,12 +116,12 @@ def test_accuracy_over_majority_is_judged_at_the_shipped_threshold_and_fails_by_
     tfma.analyze_raw_data(pd.DataFrame({"label": labels, "prediction": scores}),
                           eval_config, output_path=str(tmp_path))
 
-    overall = load_evaluation(str(tmp_path), cfg.age_buckets, 10, 10)["overall"]
+    overall = load_evaluation(str(tmp_path), TaskSpec(), 10, 10)["overall"]
     shipped = overall.at(operating_threshold(overall.curve, cfg.target_sensitivity))
     value = overall.metrics["accuracy_over_majority"]
     assert value == pytest.approx(shipped.accuracy - overall.majority_rate)
     assert value < 0.05
-    assert failed_checks(str(tmp_path), cfg.age_buckets) == [
+    assert failed_checks(str(tmp_path), TaskSpec()) == [
         {"metric": "accuracy_over_majority", "slice": "overall", "value": round(value, 4),
          "bound": {"at_least": 0.05}}]
 
