@@ -31,18 +31,19 @@ def count_labels(file_patterns: list[str], label_key: str) -> tuple[int, int]:
     return total - positives, positives
 
 
-def class_weights(benign: int, malignant: int) -> tuple[float, float]:
+def class_weights(negatives: int, positives: int) -> tuple[float, float]:
     """Inverse class shares, scaled so the mean weight over the data is 1 (the learning rate
     keeps its meaning)."""
-    total = benign + malignant
-    if not benign or not malignant:
-        raise ValueError(f"the training shards hold {benign} benign and {malignant} malignant "
-                         "examples: both classes are needed to train a classifier")
-    return total / (2.0 * benign), total / (2.0 * malignant)
+    total = negatives + positives
+    if not negatives or not positives:
+        raise ValueError(f"the training shards hold {negatives} examples of class 0 and "
+                         f"{positives} of class 1: both classes are needed to train a "
+                         "classifier")
+    return total / (2.0 * negatives), total / (2.0 * positives)
 
 
 def balanced_batches(raw: tf.data.Dataset, batch_size: int, seed: int) -> tf.data.Dataset:
-    """Batches drawn half malignant, half benign from an endless stream of raw examples."""
+    """Batches drawn half of each class from an endless stream of raw examples."""
     examples = raw.unbatch()
     by_class = [examples.filter(lambda _, label, c=c: tf.reduce_all(tf.equal(label, c))).repeat()
                 for c in (0, 1)]

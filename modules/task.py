@@ -151,6 +151,11 @@ class TaskSpec(Settings):
         return len(self.label.classes) == 2
 
     @property
+    def negative(self) -> str:
+        """The class a binary model's low scores name ("benign")."""
+        return self.label.classes[0]
+
+    @property
     def metadata_dim(self) -> int:
         """Width of the model's metadata vector: a one-hot plus a missing column per
         categorical, a scaled value plus a missing flag per numeric."""

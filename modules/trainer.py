@@ -105,12 +105,13 @@ def run_fn(fn_args: FnArgs) -> None:
     batch_size = cfg.batch_size * replicas
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
 
-    benign, malignant = count_labels(fn_args.train_files, cfg.task.label.key)
-    epochs, steps_per_epoch = schedule_steps(fn_args.train_steps, benign + malignant,
+    negatives, positives = count_labels(fn_args.train_files, cfg.task.label.key)
+    epochs, steps_per_epoch = schedule_steps(fn_args.train_steps, negatives + positives,
                                              batch_size, cfg.epochs)
-    weights = class_weights(benign, malignant) if cfg.class_balance == "weights" else None
-    logging.info("Training on %d benign and %d malignant examples: %d epochs of %d steps, "
-                 "global batch %d, class balance %s %s", benign, malignant, epochs,
+    weights = class_weights(negatives, positives) if cfg.class_balance == "weights" else None
+    logging.info("Training on %d %s and %d %s examples: %d epochs of %d steps, "
+                 "global batch %d, class balance %s %s", negatives, cfg.task.negative,
+                 positives, cfg.task.label.positive, epochs,
                  steps_per_epoch, batch_size, cfg.class_balance, weights or "")
 
     static = strategy_name == "TPUStrategy"  # TPUs compile for one batch shape

@@ -209,7 +209,8 @@ def test_every_slice_too_small_to_gate_is_named_with_its_size_and_auc():
                       positives=50, negatives=150, gated=True)
     slices = {"overall": overall, "site=oral": site, "site=palms": benign_only, "sex=1": big}
     summary = {"metrics": {name: slice_summary(r, None) for name, r in slices.items()},
-               "blessed": True, "pushed_model": "serving/1", "training": {}}
+               "blessed": True, "pushed_model": "serving/1", "training": {},
+               "classes": ["benign", "malignant"]}
     lines = summary_lines(summary)
     at = lines.index("        not verified (too small to gate), 2 slices:")
     assert lines[at + 1:at + 3] == [
@@ -243,11 +244,11 @@ def test_model_card_states_use_data_metrics_and_measured_limitations():
                 "splits": {"train": ["train00"], "validation": ["train01"],
                            "evaluation": ["train02"]},
                 "target_sensitivity": 0.9, "gate": {}, "intended_use": "Triage only.",
-                "limitations": ["Retrospective."]}
+                "limitations": ["Retrospective."], "task": TaskSpec().model_dump()}
     card = build_card(settings, {"overall": overall, "site=1": weak, "site=4": tiny}, 0.3,
                       stats)
     assert card["operating_point"]["sensitivity"] == 0.9
-    assert card["data"]["train"] == {"shards": ["train00"], "examples": 100, "malignant": 10}
+    assert card["data"]["train"] == {"shards": ["train00"], "examples": 100, "positives": 10}
     limitations = " ".join(card["limitations"])
     assert "Retrospective." in limitations
     assert "Not verified (too small to gate): site=4 (too few" in limitations
@@ -281,10 +282,10 @@ def test_a_metric_tfma_could_not_compute_is_missing_never_zero(tmp_path):
         with tf.io.TFRecordWriter(str(tmp_path / name)) as writer:
             writer.write(proto.SerializeToString())
 
-    overall = load_evaluation(str(tmp_path), [30, 45], 10, 10)["overall"]
+    overall = load_evaluation(str(tmp_path), TaskSpec(), 10, 10)["overall"]
     assert overall.metrics == {"example_count": 40.0, "auc": None}
     assert "auc" not in overall.intervals and overall.intervals["example_count"] == (40, 40)
-    (checked,) = failed_checks(str(tmp_path), [30, 45])
+    (checked,) = failed_checks(str(tmp_path), TaskSpec())
     assert checked["value"] is None
     summary = {"metrics": {"overall": {"auc": None}}, "blessed": False,
                "failed_checks": [checked], "training": {}}

@@ -49,7 +49,7 @@ class SliceResult:
     calibration: list[Bucket] = dataclasses.field(default_factory=list)
     positives: int = 0
     negatives: int = 0
-    gated: bool = False  # enough malignant and benign examples for the slice gate
+    gated: bool = False  # enough examples of both classes for the slice gate
 
     @property
     def majority_rate(self) -> float | None:
@@ -161,11 +161,12 @@ def shown(value: float | None) -> str:
 NOT_VERIFIED = "not verified (too small to gate)"
 
 
-def unverified_slice(name: str, examples: int, malignant: int, auc: float | None,
+def unverified_slice(name: str, examples: int, positives: int, positive: str,
+                     auc: float | None,
                      interval: list[float] | tuple[float, float] | None) -> str:
     """A slice the gate skipped, as the summary and the model card list it under
     NOT_VERIFIED: its size, and its AUC with the interval when it has them."""
-    text = f"{name}: {examples} example{'' if examples == 1 else 's'}, {malignant} malignant"
+    text = f"{name}: {examples} example{'' if examples == 1 else 's'}, {positives} {positive}"
     if auc is not None:
         text += f", AUC {auc:.3f}"
         if interval is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 
+from modules.task import TaskSpec
 from pipeline.results.eval_results import NOT_VERIFIED, SliceResult, unverified_slice
 from pipeline.results.statistics import SplitStats
 
@@ -15,19 +16,20 @@ def _share(part: float, whole: float) -> float | None:
 
 def build_card(settings: dict, slices: dict[str, SliceResult], threshold: float,
                statistics: dict[str, SplitStats]) -> dict:
-    """`settings`: pipeline name, trainer, splits by role, target sensitivity, the gate and
-    the configured intended use and limitations."""
+    """`settings`: pipeline name, task, trainer, splits by role, target sensitivity, the gate
+    and the configured intended use and limitations."""
+    task = TaskSpec.model_validate(settings["task"])
     data = {}
     for role, splits in settings["splits"].items():
         examples = sum(statistics[s].examples for s in splits)
-        malignant = sum(statistics[s].malignant for s in splits)
-        data[role] = {"shards": splits, "examples": examples, "malignant": malignant}
+        positives = sum(statistics[s].positives(task.label.key) for s in splits)
+        data[role] = {"shards": splits, "examples": examples, "positives": positives}
     rows = []
     for name, result in slices.items():
         matrix = result.at(threshold)
         rows.append({
             "slice": name, "examples": int(result.metrics.get("example_count") or 0),
-            "malignant": result.positives,
+            "positives": result.positives,
             "auc": result.metrics.get("auc"), "auc_ci": result.intervals.get("auc"),
             "sensitivity": matrix.sensitivity if matrix else None,
             "specificity": matrix.specificity if matrix else None,
@@ -43,6 +45,7 @@ def build_card(settings: dict, slices: dict[str, SliceResult], threshold: float,
                   "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
                       timespec="seconds")},
         "intended_use": settings["intended_use"],
+        "classes": {"positive": task.label.positive, "negative": task.negative},
         "data": data,
         "operating_point": {
             "threshold": round(threshold, 4),
@@ -53,16 +56,17 @@ def build_card(settings: dict, slices: dict[str, SliceResult], threshold: float,
             "chosen_on": "the evaluation shards, which are also where the metrics come from"},
         "gate": settings["gate"],
         "metrics": rows,
-        "limitations": settings["limitations"] + _measured_limitations(rows, settings),
+        "limitations": settings["limitations"] + _measured_limitations(rows, settings, task),
     }
 
 
-def _measured_limitations(rows: list[dict], settings: dict) -> list[str]:
+def _measured_limitations(rows: list[dict], settings: dict, task: TaskSpec) -> list[str]:
     notes = []
     small = [r["slice"] for r in _ungated(rows)]
     if small:
         notes.append(f"{NOT_VERIFIED.capitalize()}: " + ", ".join(small)
-                     + " (too few malignant or benign examples to judge).")
+                     + f" (too few {task.label.positive} or {task.negative} examples to "
+                     "judge).")
     target = settings["target_sensitivity"]
     short = [f"{r['slice']} ({r['sensitivity']:.2f})" for r in rows
              if r["gated"] and r["sensitivity"] is not None and r["sensitivity"] < target]
@@ -87,14 +91,16 @@ def _number(value, digits: int = 3) -> str:
 
 def render_markdown(card: dict) -> str:
     model, point = card["model"], card["operating_point"]
+    positive, negative = card["classes"]["positive"], card["classes"]["negative"]
     lines = [f"# Model card: {model['pipeline']}", "",
              f"{model['backbone']} at {model['image_size']} px, created {model['created']}.", "",
              "## Intended use", "", card["intended_use"], "", "## Data", "",
-             "| role | shards | examples | malignant |", "|---|---|---|---|"]
+             f"| role | shards | examples | {positive} |", "|---|---|---|---|"]
     for role, d in card["data"].items():
-        lines.append(f"| {role} | {', '.join(d['shards'])} | {d['examples']} | {d['malignant']} |")
+        lines.append(f"| {role} | {', '.join(d['shards'])} | {d['examples']} | {d['positives']} |")
     lines += ["", "## Operating point", "",
-              f"A lesion is referred when its probability is at least {point['threshold']}: "
+              f"A case is called {positive} when its probability is at least "
+              f"{point['threshold']}: "
               "the threshold with the best specificity among those reaching sensitivity "
               f"{point['target_sensitivity']} on {point['chosen_on']}. There: sensitivity "
               f"{_number(point['sensitivity'])}, specificity {_number(point['specificity'])}, "
@@ -103,12 +109,12 @@ def render_markdown(card: dict) -> str:
               f"scores {_number(point['majority_rate'])}.",
               "",
               "## Metrics per slice (95% intervals)", "",
-              "| slice | examples | malignant | AUC | AUC interval | sensitivity | specificity "
+              f"| slice | examples | {positive} | AUC | AUC interval | sensitivity | specificity "
               "| precision | accuracy | F1 | gated |", "|---" * 11 + "|"]
     for r in card["metrics"]:
         interval = ("n/a" if r["auc_ci"] is None
                     else f"{r['auc_ci'][0]:.3f}-{r['auc_ci'][1]:.3f}")
-        lines.append(f"| {r['slice']} | {r['examples']} | {r['malignant']} | "
+        lines.append(f"| {r['slice']} | {r['examples']} | {r['positives']} | "
                      f"{_number(r['auc'])} | {interval} | {_number(r['sensitivity'])} | "
                      f"{_number(r['specificity'])} | {_number(r['precision'])} | "
                      f"{_number(r['accuracy'])} | {_number(r['f1'])} | "
@@ -116,9 +122,9 @@ def render_markdown(card: dict) -> str:
     small = _ungated(card["metrics"])
     if small:
         lines += ["", f"## {NOT_VERIFIED.capitalize()}", "",
-                  "Too few malignant or benign examples to judge: these slices could not "
-                  "block the model, and nothing here was checked.", ""]
-        lines += ["- " + unverified_slice(r["slice"], r["examples"], r["malignant"], r["auc"],
-                                          r["auc_ci"]) for r in small]
+                  f"Too few {positive} or {negative} examples to judge: these slices could "
+                  "not block the model, and nothing here was checked.", ""]
+        lines += ["- " + unverified_slice(r["slice"], r["examples"], r["positives"], positive,
+                                          r["auc"], r["auc_ci"]) for r in small]
     lines += ["", "## Limitations", ""] + [f"- {note}" for note in card["limitations"]]
     return "\n".join(lines) + "\n"

@@ -10,6 +10,7 @@ import html
 import json
 
 from components.data_gate import describe_anomalies
+from modules.task import TaskSpec
 from pipeline.config import PipelineConfig, load_config_dict
 from pipeline.ops.workdir import WorkDir
 from pipeline.results.eval_results import (SLICE_AND, SLICE_IS, Matrix, SliceResult,
@@ -72,7 +73,7 @@ def _verdict(summary: dict) -> str:
             f"checks:</p><ul>{checks}</ul>")
 
 
-def _slice_rows(slices: dict[str, SliceResult], summary: dict) -> str:
+def _slice_rows(slices: dict[str, SliceResult], summary: dict, task: TaskSpec) -> str:
     failed = {c["slice"] for c in summary["failed_checks"]}
     threshold = summary["operating_threshold"]
     rows = []
@@ -87,12 +88,12 @@ def _slice_rows(slices: dict[str, SliceResult], summary: dict) -> str:
             _fmt(at.specificity if at else None), _fmt(at.precision if at else None),
             _fmt(at.accuracy if at else None), _fmt(r.majority_rate),
             _fmt(at.f1 if at else None), "yes" if r.gated else "no"]))
-    return _table(["slice", "examples", "malignant", "AUC", "95% interval",
+    return _table(["slice", "examples", task.label.positive, "AUC", "95% interval",
                    "baseline AUC", "change", "sensitivity", "specificity", "precision",
                    "accuracy", "majority class", "F1", "gated"], rows)
 
 
-def _curves(slices: dict[str, SliceResult]) -> str:
+def _curves(slices: dict[str, SliceResult], task: TaskSpec) -> str:
     overall = slices["overall"]
     roc = [("this model", _roc(overall.curve))]
     if overall.baseline_curve:
@@ -108,16 +109,16 @@ def _curves(slices: dict[str, SliceResult]) -> str:
     for family, names in families.items():
         series = [(", ".join(p.split(SLICE_IS)[1] for p in n.split(SLICE_AND))
                    + f" (AUC {_fmt(slices[n].metrics.get('auc'))}, {slices[n].positives} "
-                   "malignant)", _roc(slices[n].curve)) for n in names]
+                   f"{task.label.positive})", _roc(slices[n].curve)) for n in names]
         charts.append(line_chart(f"ROC by {family} (gated slices)", series, "1 - specificity",
                                  "sensitivity", diagonal=True))
     return f'<div class="charts">{"".join(charts)}</div>'
 
 
-def _calibration(overall: SliceResult) -> str:
+def _calibration(overall: SliceResult, task: TaskSpec) -> str:
     points = [(b.predictions / b.count, b.labels / b.count) for b in overall.calibration]
     chart = line_chart("Calibration, overall", [("observed rate per bucket", points)],
-                       "mean predicted probability", "observed malignant rate",
+                       "mean predicted probability", f"observed {task.label.positive} rate",
                        diagonal=True, points=True)
     rows = [("", [f"{b.low:.1f}–{b.high:.1f}", f"{int(b.count)}", _fmt(b.predictions / b.count),
                   _fmt(b.labels / b.count)]) for b in overall.calibration]
@@ -128,26 +129,29 @@ def _calibration(overall: SliceResult) -> str:
             + "</div>")
 
 
-def _confusion(overall: SliceResult, threshold: float | None) -> str:
+def _confusion(overall: SliceResult, threshold: float | None, task: TaskSpec) -> str:
     m = overall.at(threshold) if threshold is not None else None
+    positive, negative = task.label.positive, task.negative
     if m is None:
-        return "<p>No operating threshold: the evaluation shards hold no malignant case.</p>"
-    table = _table(["", "predicted malignant", "predicted benign"], [
-        ("", ["malignant", f"{int(m.tp)}", f"{int(m.fn)}"]),
-        ("", ["benign", f"{int(m.fp)}", f"{int(m.tn)}"])])
+        return (f"<p>No operating threshold: the evaluation shards hold no {positive} "
+                "case.</p>")
+    table = _table(["", f"predicted {positive}", f"predicted {negative}"], [
+        ("", [positive, f"{int(m.tp)}", f"{int(m.fn)}"]),
+        ("", [negative, f"{int(m.fp)}", f"{int(m.tn)}"])])
     return (f"<p>At the operating threshold {threshold:.3f}: sensitivity "
             f"{_fmt(m.sensitivity)}, specificity {_fmt(m.specificity)}, precision "
             f"{_fmt(m.precision)}, F1 {_fmt(m.f1)}, accuracy {_fmt(m.accuracy)} (always "
             f"answering the commoner class: {_fmt(overall.majority_rate)}).</p>{table}")
 
 
-def _data(summary: dict, stats: dict[str, SplitStats], anomalies: list[str]) -> str:
+def _data(summary: dict, stats: dict[str, SplitStats], anomalies: list[str],
+          task: TaskSpec) -> str:
     role_rows = []
     for role, splits in summary["splits"].items():
         examples = sum(stats[s].examples for s in splits)
-        malignant = sum(stats[s].malignant for s in splits)
-        role_rows.append(("", [role, ", ".join(splits), f"{examples}", f"{malignant}",
-                               _fmt(malignant / examples if examples else None)]))
+        positives = sum(stats[s].positives(task.label.key) for s in splits)
+        role_rows.append(("", [role, ", ".join(splits), f"{examples}", f"{positives}",
+                               _fmt(positives / examples if examples else None)]))
     features: dict[str, list] = collections.defaultdict(list)
     for split_stats in stats.values():
         for name, feature in split_stats.features.items():
@@ -166,7 +170,7 @@ def _data(summary: dict, stats: dict[str, SplitStats], anomalies: list[str]) -> 
         feature_rows.append(("", [name, parts[0].kind, f"{missing}", detail]))
     found = ("".join(f"<li>{html.escape(a)}</li>" for a in anomalies)
              if anomalies else "<li>none: every shard matches the schema</li>")
-    return (_table(["role", "shards", "examples", "malignant", "share"], role_rows)
+    return (_table(["role", "shards", "examples", task.label.positive, "share"], role_rows)
             + _table(["feature", "kind", "missing", "values (all shards)"], feature_rows)
             + f"<h3>Anomalies against the schema</h3><ul>{found}</ul>")
 
@@ -192,17 +196,19 @@ def render_report(summary: dict, config: PipelineConfig, slices: dict[str, Slice
         f"{int(overall.metrics.get('example_count') or 0)} held-out examples; AUC-PR "
         f"{_fmt(overall.metrics.get('auc_pr'))}.</p>",
         "<h2>Slices</h2>",
-        f"<p>Gated slices (at least {config.evaluation.min_slice_positives} malignant and "
-        f"{config.evaluation.min_slice_negatives} benign) need AUC at least "
+        f"<p>Gated slices (at least {config.evaluation.min_slice_positives} "
+        f"{config.task.label.positive} and {config.evaluation.min_slice_negatives} "
+        f"{config.task.negative}) need AUC at least "
         f"{config.evaluation.slice_auc_threshold:g} (per family: "
         f"{html.escape(json.dumps(config.evaluation.slice_auc_thresholds))}); smaller slices "
         "are shown grey and do not gate.</p>",
-        _slice_rows(slices, summary),
+        _slice_rows(slices, summary, config.task),
         "<h2>Comparison with the last blessed model</h2>", baseline,
-        "<h2>Curves</h2>", _curves(slices),
-        "<h2>Operating point</h2>", _confusion(overall, summary["operating_threshold"]),
-        "<h2>Calibration</h2>", _calibration(overall),
-        "<h2>Data</h2>", _data(summary, stats, anomalies),
+        "<h2>Curves</h2>", _curves(slices, config.task),
+        "<h2>Operating point</h2>", _confusion(overall, summary["operating_threshold"],
+                                               config.task),
+        "<h2>Calibration</h2>", _calibration(overall, config.task),
+        "<h2>Data</h2>", _data(summary, stats, anomalies, config.task),
         "<h2>Components</h2>", components,
     ]
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>medtfx report: "

@@ -9,7 +9,6 @@ import os
 import tensorflow as tf
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
-from modules import features as F
 
 STATS_FILE = "FeatureStats.pb"
 
@@ -29,9 +28,9 @@ class SplitStats:
     examples: int
     features: dict[str, FeatureSummary]
 
-    @property
-    def malignant(self) -> int:
-        label = self.features.get(F.LABEL_KEY)
+    def positives(self, label_key: str) -> int:
+        """Examples of class 1, the positive class of a binary task."""
+        label = self.features.get(label_key)
         return label.values.get("1", 0) if label else 0
 
 

@@ -26,7 +26,7 @@ def slice_summary(result: SliceResult, threshold: float | None) -> dict:
     """A slice's metrics, intervals, baseline, its rates at the operating threshold and the
     majority-class rate, the accuracy to beat."""
     out: dict = {name: _round(value) for name, value in result.metrics.items()}
-    out.update(malignant=result.positives, benign=result.negatives, gated=result.gated,
+    out.update(positives=result.positives, negatives=result.negatives, gated=result.gated,
                majority_rate=_round(result.majority_rate))
     for name in REPORTED_INTERVALS:
         if name in result.intervals:
@@ -72,6 +72,7 @@ def summarize_run(metadata_path: str, config: PipelineConfig) -> dict:
         if pushed else None,
         "operating_threshold": _round(threshold),
         "target_sensitivity": cfg.target_sensitivity,
+        "classes": config.task.label.classes,
         "metrics": {name: slice_summary(result, threshold) for name, result in slices.items()},
         "failed_checks": failed_checks(evaluations[0].uri, config.task)
         if evaluations else [],
@@ -139,8 +140,8 @@ def summary_lines(summary: dict) -> list[str]:
         name, m = min(gated, key=lambda s: s[1]["auc"])
         lines.append(f"        lowest gated slice: {name} AUC {m['auc']:.3f}"
                      f"{_interval(m, 'auc')} ({int(m['example_count'])} examples)")
-    ungated = [unverified_slice(name, int(m.get("example_count") or 0), m["malignant"],
-                                m.get("auc"), m.get("auc_ci"))
+    ungated = [unverified_slice(name, int(m.get("example_count") or 0), m["positives"],
+                                summary["classes"][1], m.get("auc"), m.get("auc_ci"))
                for name, m in summary["metrics"].items()
                if name != "overall" and not m["gated"]]
     if ungated:
