@@ -1,0 +1,109 @@
+"""Each notebook's task runs end to end from its dataset as published: `medtfx run --config
+pipeline/configs/<task>.yaml --data-root DIR` imports the folders or CSVs, trains, and is
+blessed or refused by the task's own gate; the served model takes the published files."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from pipeline.config import CONFIG_DIR
+from pipeline.data.synth_layouts import LayoutSpec, generate_layout
+from tests.helpers import medtfx
+
+pytestmark = pytest.mark.slow
+
+# Small and fast: five shards, 32 px, the small CNN from scratch, no intervals.
+TINY = ["train_shards=5", "folds=5", "eval_fold=4", "validation_fold=3", "image_size=32",
+        "backbone=pneumonia_cnn", "weights=none", "frozen_epochs=0", "epochs=4",
+        "batch_size=16", "learning_rate=0.003", "lr_ramp_epochs=1", "lr_sustain_epochs=2",
+        "batchnorm_momentum=0.9", "early_stopping_patience=null",
+        "confidence_intervals=false", "direct_running_mode=in_memory",
+        "direct_num_workers=1"]
+
+
+def run_task(task: str, data: str, work: str, *extra: str):
+    args = ["run", "--config", os.path.join(CONFIG_DIR, f"{task}.yaml"), "--data-root", data,
+            "--work-dir", work]
+    for override in [*TINY, *extra]:
+        args += ["--set", override]
+    return medtfx(*args)
+
+
+def finished(result, work: str) -> dict:
+    assert result.returncode == 0, result.stdout + result.stderr
+    with open(os.path.join(work, "run_summary.json")) as f:
+        return json.load(f)
+
+
+def judged_by_its_gate(summary: dict) -> None:
+    """Blessed and pushed exactly when no check failed; every failed check is named."""
+    assert summary["blessed"] == (summary["failed_checks"] == [])
+    assert (summary["pushed_model"] is not None) == summary["blessed"]
+    assert all(c["metric"] and c["slice"] for c in summary["failed_checks"])
+
+
+@pytest.fixture(scope="module")
+def pneumonia(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pneumonia")
+    data, work = str(root / "data"), str(root / "work")
+    generate_layout(data, LayoutSpec("pneumonia", images=240, size=48, seed=5))
+    result = run_task("pneumonia", data, work)
+    return data, work, result, finished(result, work)
+
+
+def test_pneumonia_runs_from_the_kermany_folders(pneumonia):
+    data, work, result, summary = pneumonia
+    judged_by_its_gate(summary)
+    assert "importing" in result.stdout and "folders layout" in result.stdout
+    assert summary["classes"] == ["normal", "pneumonia"]
+    overall = summary["metrics"]["overall"]
+    assert overall["auc"] > 0.7
+    # The held-out set is the release's test/ folder, whole.
+    published_test = sum(name.endswith(".jpeg") for _, _, names in
+                         os.walk(os.path.join(data, "chest_xray", "test")) for name in names)
+    assert overall["example_count"] == published_test
+    assert overall["sensitivity"] >= summary["target_sensitivity"]
+
+
+def test_a_second_run_reuses_the_import_while_the_files_are_unchanged(pneumonia):
+    data, work, first, _ = pneumonia
+    again = run_task("pneumonia", data, work)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "reusing the import" in again.stdout and "importing" not in again.stdout
+
+
+def test_chest_xray_sex_runs_from_the_spr_csvs_and_serves_a_16_bit_png(tmp_path):
+    data, work = str(tmp_path / "data"), str(tmp_path / "work")
+    generate_layout(data, LayoutSpec("chest-xray-sex", images=260, size=48, seed=6))
+    summary = finished(run_task("chest-xray-sex", data, work, "slice_auc_threshold=0.6",
+                                "min_slice_positives=3", "min_slice_negatives=3"), work)
+    judged_by_its_gate(summary)
+    assert summary["metrics"]["overall"]["auc"] > 0.7
+    assert any(name.startswith("age = ") for name in summary["metrics"]), summary["metrics"]
+    if summary["blessed"]:
+        model = tf.saved_model.load(summary["pushed_model"])
+        folder = os.path.join(data, "kaggle", "kaggle", "test")
+        sixteen = [n for n in sorted(os.listdir(folder))
+                   if open(os.path.join(folder, n), "rb").read(25)[24] == 16]
+        with open(os.path.join(folder, sixteen[0]), "rb") as f:
+            scored = model.signatures["serving_image"](image=tf.constant([f.read()]))
+        assert 0.0 <= float(np.ravel(scored["probability"])[0]) <= 1.0
+
+
+def test_celeba_runs_from_the_attribute_tables_with_its_slices(tmp_path):
+    data, work = str(tmp_path / "data"), str(tmp_path / "work")
+    generate_layout(data, LayoutSpec("celeba", images=260, size=40, seed=7))
+    summary = finished(run_task("celeba", data, work, "slice_auc_threshold=0.6",
+                                "min_slice_positives=3", "min_slice_negatives=3"), work)
+    judged_by_its_gate(summary)
+    names = set(summary["metrics"])
+    assert {"young = yes", "young = no", "eyeglasses = yes", "eyeglasses = no"} <= names
+    # The published partition: 2 is the evaluation set.
+    with open(os.path.join(data, "list_eval_partition.csv")) as f:
+        held_out = sum(line.rstrip().endswith(",2") for line in f)
+    assert summary["metrics"]["overall"]["example_count"] == held_out
