@@ -216,3 +216,26 @@ def test_the_command_names_problems_in_one_line_and_exits_non_zero(kermany, tmp_
     assert result.returncode == 1
     assert "chest_xray/test/UNKNOWN/a.jpeg: class folder 'UNKNOWN'" in result.stdout
     assert not os.path.exists(tmp_path / "out")
+
+
+def test_labelled_images_arriving_in_the_published_layout_become_a_span_once(tmp_path):
+    incoming, data = str(tmp_path / "incoming"), str(tmp_path / "data")
+    generate_layout(incoming, LayoutSpec("pneumonia", images=60, size=24, seed=4))
+    os.makedirs(data)
+    args = ["retrain", "--config", os.path.join(CONFIG_DIR, "pneumonia.yaml"), "--incoming",
+            incoming, "--data-root", data, "--work-dir", str(tmp_path / "work"),
+            "--register-only", "--set", "retrain.settle_seconds=0", "--set", "train_shards=5"]
+    first = medtfx(*args)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "importing" in first.stdout and os.path.isdir(os.path.join(data, "span-1"))
+    patients = collections.defaultdict(set)
+    for name, rows in records(os.path.join(data, "span-1")).items():
+        for row in rows:
+            patients[row["patient_id"]].add(split_of(name))
+    assert sum(len(rows) for rows in records(os.path.join(data, "span-1")).values()) == 60
+    assert all(len(shards) == 1 for shards in patients.values())
+
+    again = medtfx(*args)  # the same images: recognised, no second span
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "already registered" in again.stdout
+    assert not os.path.exists(os.path.join(data, "span-2"))

@@ -22,7 +22,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "Evaluator compares with it, and only a blessed model is pushed. Exits 1 when "
         "files were quarantined and none registered.")
     retrain.add_argument("--incoming", required=True, help="folder where labelled "
-                         "trainNN-COUNT.tfrec files arrive")
+                         "trainNN-COUNT.tfrec files arrive, or, for a config whose source is "
+                         "a published layout (folders, csv), new images in that layout")
     retrain.add_argument("--data-root", required=True,
                          help="the folder of spans (span-N/) and arrivals")
     retrain.add_argument("--quarantine", help="where rejected files go (DATA_ROOT/quarantine)")
@@ -46,20 +47,32 @@ def command(args: argparse.Namespace) -> int:
     if not os.path.isdir(args.incoming):
         print(f"error: {args.incoming}: incoming folder does not exist", file=sys.stderr)
         return common.EXIT_USAGE
+    if args.watch and config.source.imported:
+        print(f"error: --watch takes trainNN-COUNT.tfrec arrivals; the config's source is the "
+              f"{config.source.layout} layout: run without --watch when images arrive",
+              file=sys.stderr)
+        return common.EXIT_USAGE
     data_root = os.path.abspath(args.data_root)
     quarantine = os.path.abspath(args.quarantine or os.path.join(data_root, "quarantine"))
     work = WorkDir(args.work_dir)
 
     def body(console: Console) -> int:
         from pipeline.cli.run import run_pipeline
-        from pipeline.ops.retrain import retrain
+        from pipeline.ops.retrain import import_arrival, retrain
 
         def train() -> int:
             return 0 if args.register_only else run_pipeline(config, data_root, work, console,
                                                               args.strict)
 
+        incoming, settings = args.incoming, config
+        if config.source.imported:
+            incoming = import_arrival(args.incoming, data_root, work.imports, config, console)
+            if incoming is None:
+                return 0
+            settings = config.model_copy(deep=True)
+            settings.retrain.settle_seconds = 0  # our own shards, written whole
         try:
-            return retrain(args.incoming, data_root, quarantine, config, console, train,
+            return retrain(incoming, data_root, quarantine, settings, console, train,
                            watch=args.watch)
         except KeyboardInterrupt:
             console.say("medtfx: stopped; incoming files not yet registered are untouched")

@@ -86,13 +86,12 @@ def _write_problems(problems: list, out_dir: str) -> None:
         json.dump(sorted(problems), f)
 
 
-def write_shards(placed: list, data_root: str, out_dir: str, task: TaskSpec,
-                 groups: dict[str, int], limits: ImageLimits,
+def write_shards(elements: list[tuple], data_root: str, out_dir: str, task: TaskSpec,
+                 limits: ImageLimits,
                  beam_args: list[str]) -> tuple[dict[str, int], list[Problem]]:
-    """Writes the shards of `placed` (importer.Placed) to `out_dir`; returns each shard's
-    record count by file name, and the images that could not be used."""
-    elements = [(p.kind, p.index, p.item.path, p.item.label, groups[p.item.group],
-                 p.item.metadata) for p in placed]
+    """Writes the shards of `elements`, (kind, index, path, label, group id, metadata)
+    each, to `out_dir`; returns each shard's record count by file name, and the images
+    that could not be used."""
     with beam.Pipeline(options=PipelineOptions(beam_args)) as pipeline:
         results = (pipeline
                    | beam.Create(elements, reshuffle=False)

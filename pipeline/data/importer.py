@@ -81,18 +81,24 @@ def deal(groups: list[list[Item]], n_shards: int) -> list[list[Item]]:
     return shards
 
 
-def plan_shards(items: list[Item], source: SourceConfig, plan: SplitPlan) -> list[Placed]:
-    """Every item's shard; unlabelled images go to testNN shards."""
+def plan_shards(items: list[Item], source: SourceConfig, plan: SplitPlan,
+                pinned: dict[int, int] | None = None) -> list[Placed]:
+    """Every item's shard; unlabelled images go to testNN shards. `pinned` (an arrival's
+    import) keeps a returning patient in the shard an earlier arrival put them in, and
+    allows shards left empty; without it every shard must get a group."""
     roles = role_shards(plan, source.splits)
     by_role: dict[str, dict[str, list[Item]]] = collections.defaultdict(dict)
+    placed = []
     for item in items:
         role = "unlabelled" if item.label is None else source.splits.get(item.split, "train")
-        by_role[role].setdefault(item.group, []).append(item)
-    placed = []
+        if pinned and item.label is not None and group_id(item.group) in pinned:
+            placed.append(Placed(item, "train", pinned[group_id(item.group)]))
+        else:
+            by_role[role].setdefault(item.group, []).append(item)
     for role, groups in sorted(by_role.items()):
         indices = (tuple(range(min(source.test_shards, len(groups))))
                    if role == "unlabelled" else roles[role])
-        if len(groups) < len(indices):
+        if len(groups) < len(indices) and pinned is None:
             raise ImportError_(f"the {role} images form {len(groups)} groups, too few to fill "
                                f"{len(indices)} shards; lower data.train_shards or data.folds")
         kind = "test" if role == "unlabelled" else "train"
@@ -101,9 +107,10 @@ def plan_shards(items: list[Item], source: SourceConfig, plan: SplitPlan) -> lis
     return placed
 
 
-def group_ids(items: list[Item]) -> dict[str, int]:
-    """Group names to int64 ids, numbered in sorted order."""
-    return {name: i for i, name in enumerate(sorted({item.group for item in items}))}
+def group_id(group: str) -> int:
+    """A group's int64 id: 60 bits of a digest of its name, so that the same patient has the
+    same id in every import (an arrival imported next month included)."""
+    return int(_digest(group)[:15], 16)
 
 
 def check_problems(problems: list[Problem], on_bad: str) -> None:
@@ -115,9 +122,10 @@ def check_problems(problems: list[Problem], on_bad: str) -> None:
 
 
 def import_dataset(data_root: str, out_dir: str, source: SourceConfig, task: TaskSpec,
-                   plan: SplitPlan, limits: ImageLimits, beam_args: list[str]) -> dict:
+                   plan: SplitPlan, limits: ImageLimits, beam_args: list[str],
+                   pinned: dict[int, int] | None = None) -> dict:
     """Writes the shards of the dataset under `data_root` to `out_dir`, which must not exist
-    or be empty, and returns the manifest written beside them."""
+    or be empty, and returns the manifest written beside them. `pinned`: see plan_shards."""
     if os.path.isdir(out_dir) and os.listdir(out_dir):
         raise ImportError_(f"{out_dir}: not empty; the import writes a new folder")
     catalog = build_catalog(data_root, source, task)
@@ -125,13 +133,15 @@ def import_dataset(data_root: str, out_dir: str, source: SourceConfig, task: Tas
     if os.path.isdir(out_dir):
         os.rmdir(out_dir)  # empty: staged_dir renames a complete folder into its place
     with staged_dir(out_dir) as staging:
-        placed = plan_shards(catalog.items, source, plan)
+        placed = plan_shards(catalog.items, source, plan, pinned)
         from pipeline.data.import_beam import write_shards
 
-        written, bad = write_shards(placed, data_root, staging, task, group_ids(catalog.items),
-                                    limits, beam_args)
+        elements = [(p.kind, p.index, p.item.path, p.item.label, group_id(p.item.group),
+                     p.item.metadata) for p in placed]
+        written, bad = write_shards(elements, data_root, staging, task, limits, beam_args)
         check_problems(bad, source.on_bad)
-        _check_complete(placed, written)
+        if pinned is None:
+            _check_complete(placed, written)
         problems = catalog.problems + bad
         if problems:
             _write_quarantine(os.path.join(staging, QUARANTINE), problems)
@@ -150,18 +160,20 @@ def _check_complete(placed: list[Placed], written: dict[str, int]) -> None:
                            "fix the images or lower data.train_shards")
 
 
-def imported(data_root: str, imports_dir: str, config, say) -> str:
+def imported(data_root: str, imports_dir: str, config, say,
+             pinned: dict[int, int] | None = None) -> str:
     """The shards of the published data under `data_root`, imported into `imports_dir` on
     first use and reused while the files, the source, the task and the fold plan are
-    unchanged; returns their folder."""
-    key = _fingerprint(data_root, config)
+    unchanged; returns their folder. `pinned`: see plan_shards."""
+    key = _fingerprint(data_root, config, pinned)
     out_dir = os.path.join(imports_dir, key)
     if os.path.exists(os.path.join(out_dir, IMPORT_MANIFEST)):
         say(f"medtfx: reusing the import of {data_root} in {out_dir}")
         return out_dir
     say(f"medtfx: importing {data_root} ({config.source.layout} layout) into {out_dir}")
     manifest = import_dataset(data_root, out_dir, config.source, config.task,
-                              config.split_plan, config.limits, config.beam.pipeline_args())
+                              config.split_plan, config.limits, config.beam.pipeline_args(),
+                              pinned)
     say(describe(manifest, out_dir))
     return out_dir
 
@@ -176,12 +188,13 @@ def describe(manifest: dict, out_dir: str) -> str:
     return line
 
 
-def _fingerprint(data_root: str, config) -> str:
+def _fingerprint(data_root: str, config, pinned: dict[int, int] | None) -> str:
     """A digest of what an import depends on: every file's name, size and modification
     time, and the settings that shape the shards."""
     digest = hashlib.sha256(json.dumps([
         config.source.model_dump(), config.task.model_dump(), config.limits.model_dump(),
-        dataclasses.asdict(config.split_plan)], sort_keys=True).encode())
+        dataclasses.asdict(config.split_plan), sorted((pinned or {}).items())],
+        sort_keys=True).encode())
     for parent, dirs, names in os.walk(data_root):
         dirs.sort()
         for name in sorted(names):

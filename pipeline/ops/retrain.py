@@ -149,6 +149,27 @@ def _run_or_report(run: Callable[[], int], span: int, console: Console) -> int |
         return None
 
 
+def import_arrival(incoming: str, data_root: str, imports_dir: str, config: PipelineConfig,
+                   console: Console) -> str | None:
+    """Labelled images arriving in the task's published layout, imported into shards that
+    `register` then takes as incoming files; None while a published file is still being
+    written. Returning patients keep the shard an earlier arrival gave them, and the same
+    images import to the same bytes, so an arrival registered before is recognised."""
+    from pipeline.data.importer import imported
+
+    paths = [os.path.join(parent, name) for parent, _, names in os.walk(incoming)
+             for name in names]
+    _, writing = inc.split_settled(paths, config.retrain.settle_seconds)
+    if writing:
+        console.say(f"medtfx: {len(writing)} files in {incoming} changed in the last "
+                    f"{config.retrain.settle_seconds:g} s (still being written?): nothing "
+                    "imported; run again later")
+        return None
+    pinned = {int(patient): shard for number in spans.list_arrivals(data_root)
+              for patient, shard in spans.arrival_record(data_root, number)["patients"].items()}
+    return imported(incoming, imports_dir, config, console.say, pinned)
+
+
 def wait_until_settled(incoming: str, poll_seconds: float, settle_seconds: float,
                        sleep: Callable[[float], None] = time.sleep) -> list[str]:
     """Blocks until the incoming folder holds files that have not changed for
