@@ -152,10 +152,12 @@ def _run_or_report(run: Callable[[], int], span: int, console: Console) -> int |
 def import_arrival(incoming: str, data_root: str, imports_dir: str, config: PipelineConfig,
                    console: Console) -> str | None:
     """Labelled images arriving in the task's published layout, imported into shards that
-    `register` then takes as incoming files; None while a published file is still being
+    `register` then takes as incoming files (links in a folder of their own, beside the
+    import's manifest and quarantine list); None while a published file is still being
     written. Returning patients keep the shard an earlier arrival gave them, and the same
     images import to the same bytes, so an arrival registered before is recognised."""
     from pipeline.data.importer import imported
+    from pipeline.data.shards import list_shards
 
     paths = [os.path.join(parent, name) for parent, _, names in os.walk(incoming)
              for name in names]
@@ -167,7 +169,14 @@ def import_arrival(incoming: str, data_root: str, imports_dir: str, config: Pipe
         return None
     pinned = {int(patient): shard for number in spans.list_arrivals(data_root)
               for patient, shard in spans.arrival_record(data_root, number)["patients"].items()}
-    return imported(incoming, imports_dir, config, console.say, pinned)
+    shards_dir = imported(incoming, imports_dir, config, console.say, pinned)
+    arrival = os.path.join(shards_dir, "arrival")
+    os.makedirs(arrival, exist_ok=True)
+    for shard in list_shards(shards_dir, "train"):
+        link = os.path.join(arrival, os.path.basename(shard.path))
+        if not os.path.exists(link):
+            os.link(shard.path, link)
+    return arrival
 
 
 def wait_until_settled(incoming: str, poll_seconds: float, settle_seconds: float,

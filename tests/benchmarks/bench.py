@@ -31,8 +31,8 @@ import time
 
 from modules.settings import AugmentSettings
 from pipeline.config import CONFIG_DIR, load_config
-from tests.benchmarks.measures import (beam_rows, component_rows, input_rows, orchestration_row,
-                                       serving_rows, training_rows)
+from tests.benchmarks.measures import (beam_rows, component_rows, import_rows, input_rows,
+                                       orchestration_row, serving_rows, training_rows)
 from tests.benchmarks.runs import machine, make_data, run_pipeline
 from tests.helpers import BLESS_ANY
 
@@ -56,6 +56,7 @@ class Sizes:
     input_images: int = 2048  # per input-pipeline measurement at 64 px (1/16 at 512 px)
     train_batches: int = 30
     serving_calls: int = 50
+    import_images: int = 2000  # a Kermany-layout dataset at 256 px, through the import
 
 
 # A pipeline's start-up and EfficientNet's tracing and export dominate tiny runs: the
@@ -66,7 +67,7 @@ _SMOKE = ("backbone=pneumonia_cnn", "weights=none", "train_steps=2", "epochs=1",
 QUICK = Sizes(images=300, epochs=1, overrides_64=_SMOKE, images_512=45,
               overrides_512=(*_SMOKE, "tta=1", "batch_size=2",
                    "direct_running_mode=in_memory", "direct_num_workers=1"),
-              input_images=256, train_batches=4, serving_calls=10)
+              input_images=256, train_batches=4, serving_calls=10, import_images=100)
 
 
 def measure(sizes: Sizes, scratch: str) -> dict:
@@ -81,7 +82,8 @@ def measure(sizes: Sizes, scratch: str) -> dict:
                         sizes.input_images, scratch, cfg),
             *input_rows(data_512, 512, AugmentSettings(),
                         max(32, sizes.input_images // 16), scratch, cfg),
-            *training_rows(data_64, scratch, cfg, sizes.train_batches)]
+            *training_rows(data_64, scratch, cfg, sizes.train_batches),
+            *import_rows(scratch, sizes.import_images, 256)]
     run_64 = run_pipeline(data_64, os.path.join(scratch, "run-64"),
                           [f"epochs={sizes.epochs}", *sizes.overrides_64, *BLESS_ANY[1::2]])
     rows += [*component_rows(run_64, config), orchestration_row(run_64, sizes.images),

@@ -22,7 +22,8 @@ from modules import features as F
 from modules.export import keras_path
 from modules.inputs import input_fn
 from modules.model import build_model
-from modules.settings import AugmentSettings, TrainerSettings
+from modules.settings import AugmentSettings, RunSettings, TrainerSettings
+from modules.task import TaskSpec
 from modules.trainer import compile_model
 from tests.helpers import run_transform, shard_records
 from tests.benchmarks.runs import PipelineRun
@@ -51,7 +52,7 @@ def trainer_batches(files: list[str], tf_transform_output: tft.TFTransformOutput
                                            record_batch_factory=None,
                                            data_view_decode_fn=None)
     return input_fn(files, accessor, tf_transform_output, cfg.batch_size, training=True,
-                    settings=cfg)
+                    settings=RunSettings(**cfg.model_dump()))
 
 
 def bare_batches(files: list[str], size: int, batch_size: int) -> tf.data.Dataset:
@@ -139,12 +140,13 @@ def read_seconds(files: list[str], spec: dict) -> float:
 
 
 def slice_aucs(columns: dict[str, np.ndarray], scores: np.ndarray, slices: list[list[str]],
-               age_buckets: list[int]) -> dict[str, float]:
+               task: TaskSpec) -> dict[str, float]:
     """AUC overall and on every slice with both classes, as the Evaluator slices."""
-    labels = columns[F.LABEL_KEY]
-    ages = columns[F.AGE_KEY]
-    keys = {**columns, F.AGE_BUCKET_KEY: np.where(
-        ages < 0, F.MISSING, np.searchsorted(sorted(age_buckets), ages, side="right"))}
+    labels = columns[task.label.key]
+    keys = {**columns, **{n.slice_key: np.where(
+        columns[n.key] == task.missing, task.missing,
+        np.searchsorted(sorted(n.buckets), columns[n.key], side="right"))
+        for n in task.bucketed}}
     aucs = {"overall": roc_auc_score(labels, scores)}
     for family in slices:
         values = np.stack([keys[key] for key in family], axis=1)
@@ -165,10 +167,11 @@ def evaluator_floor_seconds(run: PipelineRun, files: list[str], config) -> float
     raw = tf.data.TFRecordDataset(files, "GZIP").batch(256) \
         .map(lambda r: tf.io.parse_example(r, graph.raw_feature_spec()))
     scores = network.predict(raw.map(layer), verbose=0).ravel()
-    keys = [F.LABEL_KEY, F.AGE_KEY, *F.METADATA_RAW_KEYS]
+    task = config.task
+    keys = {task.label.key, *task.metadata}
     columns = {key: np.concatenate([batch[key].numpy().ravel() for batch in raw])
                for key in keys}
-    slice_aucs(columns, scores, config.evaluation.slices, config.evaluation.age_buckets)
+    slice_aucs(columns, scores, config.evaluation.slices, task)
     return time.perf_counter() - start
 
 
@@ -232,3 +235,26 @@ def beam_rows(runs: dict[int, PipelineRun]) -> list[dict]:
     return [row(f"{component} s, 1 vs 2 workers (speed-up)", runs[1].seconds[component],
                 runs[2].seconds[component], "s", "2.0 is linear")
             for component in ("ImportExampleGen", "StatisticsGen")]
+
+
+def import_rows(scratch: str, images: int, size: int) -> list[dict]:
+    """`medtfx data import` of a Kermany-layout dataset against its floor: reading every
+    image file and decoding it once (the check the import cannot skip)."""
+    from pipeline.config import CONFIG_DIR, load_config
+    from pipeline.data.importer import import_dataset
+    from pipeline.data.synth_layouts import LayoutSpec, generate_layout
+
+    root = os.path.join(scratch, "kermany")
+    generate_layout(root, LayoutSpec("pneumonia", images=images, size=size))
+    config = load_config(os.path.join(CONFIG_DIR, "pneumonia.yaml"))
+    files = sorted(glob.glob(os.path.join(root, "chest_xray", "*", "*", "*.jpeg")))
+    start = time.perf_counter()
+    for path in files:
+        tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    floor = time.perf_counter() - start
+    start = time.perf_counter()
+    import_dataset(root, os.path.join(scratch, "kermany-shards"), config.source, config.task,
+                   config.split_plan, config.limits, config.beam.pipeline_args())
+    seconds = time.perf_counter() - start
+    return [row(f"import Kermany {size} px (img/s)", len(files) / seconds, len(files) / floor,
+                "img/s", "higher")]
