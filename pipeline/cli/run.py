@@ -24,8 +24,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     common.add_config_options(run, "--set image_size=64 --set train_steps=20")
     run.add_argument("--data-root", help="directory of trainNN-COUNT.tfrec shards, or of a "
                      "dataset in the layout the config's source section names, imported "
-                     "into WORK/imports first (default: WORK/sample-data, generated when "
-                     "missing)")
+                     "into WORK/imports first (default: a sample, generated when missing: "
+                     "WORK/sample-data, or WORK/sample-TASK in the task's published layout)")
     common.add_work_dir(run, "artifacts, metadata, serving models and logs")
     common.add_strict(run)
     common.add_verbose(run)
@@ -39,7 +39,7 @@ def command(args: argparse.Namespace) -> int:
     work = WorkDir(args.work_dir)
 
     def body(console: Console) -> int:
-        data_root = os.path.abspath(args.data_root or sample_data(work, console))
+        data_root = os.path.abspath(args.data_root or sample_data(work, console, config))
         if config.source.imported:
             from pipeline.data.importer import imported
 
@@ -84,10 +84,21 @@ def _checked_run(config: PipelineConfig, data_root: str, work: WorkDir, console:
     return common.EXIT_NOT_BLESSED if strict and not summary["blessed"] else 0
 
 
-def sample_data(work: WorkDir, console: Console) -> str:
-    """The sample dataset under the work dir, generated on first use."""
+def sample_data(work: WorkDir, console: Console, config: PipelineConfig) -> str:
+    """The sample dataset under the work dir, generated on first use: melanoma shards, or
+    for a task read from a published layout, a small dataset in that layout."""
     from pipeline.data.synth import MANIFEST, SynthSpec, generate
+    from pipeline.data.synth_layouts import TASKS, LayoutSpec, generate_layout
 
+    if config.source.imported:
+        if config.task.name not in TASKS:
+            raise FileNotFoundError(f"no sample dataset for task {config.task.name!r}: give "
+                                    "--data-root")
+        folder = work.path(f"sample-{config.task.name}")
+        if not os.path.isdir(folder):
+            console.say(f"medtfx: generating a sample {config.task.name} dataset in {folder}")
+            generate_layout(folder, LayoutSpec(config.task.name))
+        return folder
     if not os.path.exists(os.path.join(work.sample_data, MANIFEST)):
         spec = SynthSpec()
         console.say(f"medtfx: generating the sample dataset ({spec.images} images, "
