@@ -1,5 +1,7 @@
-"""The Beam half of `medtfx data import`: read and check every image, build its record,
-and write each shard (records sorted by image name, so the same files give the same bytes).
+"""The Beam half of `medtfx data import`: the images of each shard are read, checked and
+written one at a time (records sorted by image name, so the same files give the same bytes;
+only names travel through the shuffle, never image bytes, so memory stays flat on a
+release of large PNGs).
 
 It runs on whichever Beam runner the config's beam section names, like the other Beam
 stages. An image that does not decode or breaks the image limits comes back as a problem
@@ -22,12 +24,13 @@ from pipeline.data.shards import SHARD_RE, shard_filename
 _BAD_FILE = ".import-problems.json"
 
 
-class _ToExample(beam.DoFn):
-    """(kind, index, path, label, group, metadata) -> ((kind, index), (path, record)), or
-    a problem on the "bad" output."""
+class _WriteShard(beam.DoFn):
+    """((kind, index), elements) -> the shard file, written one image at a time so that no
+    worker holds more than one image; each unusable image goes to the "bad" output."""
 
-    def __init__(self, data_root: str, task: dict, limits: dict):
-        self._data_root, self._task, self._limits = data_root, task, limits
+    def __init__(self, data_root: str, out_dir: str, task: dict, limits: dict):
+        self._data_root, self._out_dir = data_root, out_dir
+        self._task, self._limits = task, limits
 
     def setup(self):
         from pipeline.data.input_checks import image_checker
@@ -35,19 +38,29 @@ class _ToExample(beam.DoFn):
         self.task = TaskSpec.model_validate(self._task)
         self.check = image_checker(ImageLimits.model_validate(self._limits))
 
-    def process(self, element):
+    def process(self, keyed):
         import tensorflow as tf
 
         from pipeline.data.input_checks import image_problem
 
-        kind, index, path, label, group, metadata = element
-        with tf.io.gfile.GFile(os.path.join(self._data_root, path), "rb") as f:
-            encoded = f.read()
-        problem = image_problem(encoded, self.check)
-        if problem:
-            yield beam.pvalue.TaggedOutput("bad", (path, problem))
-            return
-        yield (kind, index), (path, _example(self.task, encoded, path, label, group, metadata))
+        (kind, index), elements = keyed
+        partial = os.path.join(self._out_dir, f".{kind}{index:02d}.partial")
+        count = 0
+        with tf.io.TFRecordWriter(partial) as writer:
+            for path, label, group, metadata in sorted(elements, key=lambda e: e[0]):
+                with tf.io.gfile.GFile(os.path.join(self._data_root, path), "rb") as f:
+                    encoded = f.read()
+                problem = image_problem(encoded, self.check)
+                if problem:
+                    yield beam.pvalue.TaggedOutput("bad", (path, problem))
+                    continue
+                writer.write(_example(self.task, encoded, path, label, group, metadata))
+                count += 1
+        if count:
+            tf.io.gfile.rename(partial, os.path.join(self._out_dir,
+                                                     shard_filename(kind, index, count)))
+        else:
+            tf.io.gfile.remove(partial)  # every image of the shard was unusable
 
 
 def _example(task: TaskSpec, encoded: bytes, path: str, label: int | None, group: int,
@@ -69,18 +82,6 @@ def _example(task: TaskSpec, encoded: bytes, path: str, label: int | None, group
         deterministic=True)  # map order is otherwise per process
 
 
-def _write_shard(keyed, out_dir: str) -> str:
-    import tensorflow as tf
-
-    (kind, index), records = keyed
-    records = sorted(records)
-    path = os.path.join(out_dir, shard_filename(kind, index, len(records)))
-    with tf.io.TFRecordWriter(path) as writer:
-        for _, record in records:
-            writer.write(record)
-    return path
-
-
 def _write_problems(problems: list, out_dir: str) -> None:
     with open(os.path.join(out_dir, _BAD_FILE), "w") as f:
         json.dump(sorted(problems), f)
@@ -94,11 +95,11 @@ def write_shards(elements: list[tuple], data_root: str, out_dir: str, task: Task
     that could not be used."""
     with beam.Pipeline(options=PipelineOptions(beam_args)) as pipeline:
         results = (pipeline
-                   | beam.Create(elements, reshuffle=False)
-                   | beam.ParDo(_ToExample(data_root, task.model_dump(), limits.model_dump())
-                                ).with_outputs("bad", main="good"))
-        _ = (results.good | beam.GroupByKey()
-             | beam.Map(_write_shard, out_dir=out_dir))
+                   | beam.Create([((kind, index), rest) for kind, index, *rest in elements],
+                                 reshuffle=False)
+                   | beam.GroupByKey()
+                   | beam.ParDo(_WriteShard(data_root, out_dir, task.model_dump(),
+                                            limits.model_dump())).with_outputs("bad"))
         _ = (results.bad | beam.combiners.ToList()
              | beam.Map(_write_problems, out_dir=out_dir))
     bad_file = os.path.join(out_dir, _BAD_FILE)
