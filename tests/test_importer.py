@@ -239,3 +239,11 @@ def test_labelled_images_arriving_in_the_published_layout_become_a_span_once(tmp
     assert again.returncode == 0, again.stdout + again.stderr
     assert "already registered" in again.stdout
     assert not os.path.exists(os.path.join(data, "span-2"))
+
+
+def test_the_data_root_may_be_the_release_folder_itself(kermany, tmp_path):
+    root, out, config, manifest = kermany
+    inner = run_import(os.path.join(root, "chest_xray"), str(tmp_path / "inner"), config)
+    assert inner["shards"] == manifest["shards"]
+    with pytest.raises(FileNotFoundError, match="no split folder"):
+        run_import(str(tmp_path), str(tmp_path / "none"), config)

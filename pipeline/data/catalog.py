@@ -74,18 +74,25 @@ def _folders(data_root: str, source: SourceConfig, task: TaskSpec,
              skip: list[re.Pattern]) -> Catalog:
     """ROOT/<folder>/<split>/<class>/<image>: split and class from the path."""
     classes = task.label.classes
-    base = os.path.join(data_root, source.folder)
-    if not os.path.isdir(base):
-        raise FileNotFoundError(f"{base}: no such folder (source.folder)")
+
+    def has_splits(release: str) -> bool:
+        return any(os.path.isdir(os.path.join(data_root, release, s)) for s in source.splits)
+
+    # The data root may be the release folder itself (chest_xray/ given as the root).
+    release = "" if has_splits("") else source.folder
+    base = os.path.join(data_root, release)
+    depth = len(release.split(os.sep)) if release else 0
+    if not has_splits(release):
+        raise FileNotFoundError(f"{data_root}: no split folder ({', '.join(source.splits)}) "
+                                f"in {os.path.join(data_root, source.folder)} or the root")
     items, problems, skipped = [], [], 0
     for split in sorted(os.listdir(base)):
         if not os.path.isdir(os.path.join(base, split)) or split not in source.splits:
             continue  # e.g. Kermany's nested duplicate chest_xray/chest_xray
-        files, skipped_here = _listing(data_root, os.path.join(source.folder, split), skip)
+        files, skipped_here = _listing(data_root, os.path.join(release, split), skip)
         skipped += skipped_here
         for path in files:
             parts = path.split(os.sep)
-            depth = len(source.folder.split(os.sep)) if source.folder else 0
             if len(parts) != depth + 3:
                 problems.append(Problem(path, f"not in a class folder of {split}/"))
                 continue
