@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from pipeline.config import CONFIG_DIR, load_config
-from pipeline.data.importer import QUARANTINE, ImportError_, import_dataset
+from pipeline.data.importer import QUARANTINE, DataImportError, import_dataset
 from pipeline.data.shards import list_shards
 from pipeline.data.synth_layouts import LayoutSpec, generate_layout
 from tests.helpers import medtfx
@@ -113,7 +113,7 @@ def test_a_bad_image_stops_the_import_by_name_or_is_quarantined(kermany, tmp_pat
                              sorted(os.listdir(os.path.join(copy, "chest_xray/train/NORMAL"))
                                     )[0]), os.path.join(copy, "chest_xray/train/COVID/x.jpeg"))
     stopped = str(tmp_path / "stopped")
-    with pytest.raises(ImportError_) as err:
+    with pytest.raises(DataImportError) as err:
         run_import(copy, stopped, config)
     assert "chest_xray/train/COVID/x.jpeg: class folder 'COVID'" in str(err.value)
     assert not os.path.exists(stopped)
@@ -171,7 +171,7 @@ def test_spr_table_problems_are_named_by_file_and_line(spr, tmp_path):
         f.write("\n".join(lines) + "\n")
     stray = os.path.join(copy, "kaggle/kaggle/train/777777.png")
     shutil.copy(os.path.join(copy, "kaggle/kaggle/train", f"{int(first):06d}.png"), stray)
-    with pytest.raises(ImportError_) as err:
+    with pytest.raises(DataImportError) as err:
         run_import(copy, str(tmp_path / "out"), config_for("chest-xray-sex"))
     message = "\n".join(err.value.details)
     n = len(lines)
@@ -245,5 +245,25 @@ def test_the_data_root_may_be_the_release_folder_itself(kermany, tmp_path):
     root, out, config, manifest = kermany
     inner = run_import(os.path.join(root, "chest_xray"), str(tmp_path / "inner"), config)
     assert inner["shards"] == manifest["shards"]
-    with pytest.raises(FileNotFoundError, match="no split folder"):
+    with pytest.raises(DataImportError, match="no split folder"):
         run_import(str(tmp_path), str(tmp_path / "none"), config)
+
+
+def test_celeba_table_problems_name_the_table_and_line(tmp_path):
+    root = str(tmp_path / "data")
+    generate_layout(root, LayoutSpec("celeba", images=30, size=16, seed=2))
+    path = os.path.join(root, "list_eval_partition.csv")
+    lines = open(path).read().splitlines()
+    lines[3] = lines[3].rsplit(",", 1)[0] + ",3"  # a partition the config does not map
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    with pytest.raises(DataImportError) as err:
+        run_import(root, str(tmp_path / "out"), config_for("celeba"))
+    assert ("list_eval_partition.csv:4: img_align_celeba/img_align_celeba/000003.jpg: "
+            "partition '3' is not one of 0, 1, 2") in str(err.value)
+    attributes = os.path.join(root, "list_attr_celeba.csv")
+    text = open(attributes).read().replace("Male", "Gender", 1)
+    with open(attributes, "w") as f:
+        f.write(text)
+    with pytest.raises(DataImportError, match="list_attr_celeba.csv: no column"):
+        run_import(root, str(tmp_path / "out"), config_for("celeba"))

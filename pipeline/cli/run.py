@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from modules.errors import MedtfxError
 from pipeline.cli import common
 from pipeline.config import PipelineConfig
 from pipeline.ops.console import Console
@@ -92,8 +93,8 @@ def sample_data(work: WorkDir, console: Console, config: PipelineConfig) -> str:
 
     if config.source.imported:
         if config.task.name not in TASKS:
-            raise FileNotFoundError(f"no sample dataset for task {config.task.name!r}: give "
-                                    "--data-root")
+            raise MedtfxError(f"no sample dataset for task {config.task.name!r}: give "
+                              "--data-root")
         folder = work.path(f"sample-{config.task.name}")
         if not os.path.isdir(folder):
             console.say(f"medtfx: generating a sample {config.task.name} dataset in {folder}")

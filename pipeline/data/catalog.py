@@ -13,10 +13,20 @@ import dataclasses
 import os
 import re
 
+from modules.errors import MedtfxError
 from modules.task import Categorical, TaskSpec
 from pipeline.data.sources import SourceConfig, Table
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+
+
+class DataImportError(MedtfxError):
+    """The published data cannot be imported; the message names the first problem, and
+    `details` every one (the command line prints the first ten)."""
+
+    def __init__(self, message: str, details: list[str] | None = None):
+        super().__init__(message)
+        self.details = details or []
 
 
 @dataclasses.dataclass
@@ -83,7 +93,7 @@ def _folders(data_root: str, source: SourceConfig, task: TaskSpec,
     base = os.path.join(data_root, release)
     depth = len(release.split(os.sep)) if release else 0
     if not has_splits(release):
-        raise FileNotFoundError(f"{data_root}: no split folder ({', '.join(source.splits)}) "
+        raise DataImportError(f"{data_root}: no split folder ({', '.join(source.splits)}) "
                                 f"in {os.path.join(data_root, source.folder)} or the root")
     items, problems, skipped = [], [], 0
     for split in sorted(os.listdir(base)):
@@ -106,17 +116,17 @@ def _folders(data_root: str, source: SourceConfig, task: TaskSpec,
     return Catalog(items, problems, skipped)
 
 
-def _rows(data_root: str, table: Table) -> list[tuple[int, dict[str, str]]]:
+def _rows(data_root: str, table: Table, needed: list[str]) -> list[tuple[int, dict[str, str]]]:
     """(line number, row) of a CSV, headers and cells stripped (published files carry a BOM
-    and padded cells)."""
+    and padded cells); a header without a `needed` column is refused."""
     path = os.path.join(data_root, table.file)
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f, skipinitialspace=True)
         header = [h.strip() for h in reader.fieldnames or []]
-        needed = [table.id_column, *table.columns]
+        needed = [table.id_column, *table.columns, *needed]
         missing = [c for c in needed if c not in header]
         if missing:
-            raise ValueError(f"{table.file}: no column(s) {', '.join(missing)}; the header "
+            raise DataImportError(f"{table.file}: no column(s) {', '.join(missing)}; the header "
                              f"has {', '.join(header)}")
         reader.fieldnames = header
         return [(line, {k: (v or "").strip() for k, v in row.items() if k})
@@ -130,11 +140,11 @@ def _file_of(table: Table, images: str, value: str) -> str:
     return os.path.normpath(os.path.join(images, name))
 
 
-def _keyed(data_root: str, table: Table, images: str,
-           problems: list[Problem]) -> dict[str, tuple[int, dict[str, str]]]:
+def _keyed(data_root: str, table: Table, images: str, problems: list[Problem],
+           needed: list[str]) -> dict[str, tuple[int, dict[str, str]]]:
     """A table's rows by the file each names; malformed and duplicate ids are problems."""
     rows: dict[str, tuple[int, dict[str, str]]] = {}
-    for line, row in _rows(data_root, table):
+    for line, row in _rows(data_root, table, needed):
         where = f"{table.file}:{line}"
         try:
             path = _file_of(table, images, row[table.id_column])
@@ -155,7 +165,8 @@ def _tables(data_root: str, source: SourceConfig, task: TaskSpec,
     problems: list[Problem] = []
     labels: dict[str, tuple[Table, int, dict[str, str]]] = {}
     for table in source.labels:
-        for path, (line, row) in _keyed(data_root, table, source.images, problems).items():
+        for path, (line, row) in _keyed(data_root, table, source.images, problems,
+                                        [source.label_column]).items():
             if path in labels:
                 problems.append(Problem(f"{table.file}:{line}", f"{path} is labelled in "
                                         f"{labels[path][0].file} too"))
@@ -168,9 +179,9 @@ def _tables(data_root: str, source: SourceConfig, task: TaskSpec,
                  if p.lower().endswith(IMAGE_SUFFIXES)]
     skipped += sum(not p.lower().endswith(IMAGE_SUFFIXES) for p in unrowed)
     existing = set(files)
-    partition = (_keyed(data_root, source.partition, source.images, problems)
-                 if source.partition else {})
-    extra = [(table, _keyed(data_root, table, source.images, problems))
+    partition = (_keyed(data_root, source.partition, source.images, problems,
+                        [source.partition_column]) if source.partition else {})
+    extra = [(table, _keyed(data_root, table, source.images, problems, []))
              for table in source.tables]
     items = []
     for path, (table, line, row) in labels.items():
@@ -189,7 +200,13 @@ def _tables(data_root: str, source: SourceConfig, task: TaskSpec,
             if path not in partition:
                 problems.append(Problem(where, f"{path} has no row in {source.partition.file}"))
                 continue
-            split = partition[path][1].get(source.partition_column, "")
+            partition_line, partition_row = partition[path]
+            split = partition_row[source.partition_column]
+            if source.splits and split not in source.splits:
+                problems.append(Problem(f"{source.partition.file}:{partition_line}", f"{path}: "
+                                        f"partition {split!r} is not one of "
+                                        f"{', '.join(source.splits)}"))
+                continue
         item = Item(path, split, label)
         for joined, found in [(table, row), *((t, rows.get(path, (0, {}))[1])
                                               for t, rows in extra)]:

@@ -18,25 +18,15 @@ import hashlib
 import json
 import os
 
-from modules.errors import MedtfxError
 from modules.settings import ImageLimits
 from modules.task import TaskSpec
-from pipeline.data.catalog import Catalog, Item, Problem, build_catalog
+from pipeline.data.catalog import Catalog, DataImportError, Item, Problem, build_catalog
 from pipeline.data.shards import SplitPlan
 from pipeline.data.sources import SourceConfig
 from pipeline.files import staged_dir, write_json
 
 IMPORT_MANIFEST = "import-manifest.json"
 QUARANTINE = "quarantine.csv"
-
-
-class ImportError_(MedtfxError):
-    """The published data cannot be imported; the message names the first problem, and
-    `details` every one (the command line prints the first ten)."""
-
-    def __init__(self, message: str, details: list[str] | None = None):
-        super().__init__(message)
-        self.details = details or []
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,7 +89,7 @@ def plan_shards(items: list[Item], source: SourceConfig, plan: SplitPlan,
         indices = (tuple(range(min(source.test_shards, len(groups))))
                    if role == "unlabelled" else roles[role])
         if len(groups) < len(indices) and pinned is None:
-            raise ImportError_(f"the {role} images form {len(groups)} groups, too few to fill "
+            raise DataImportError(f"the {role} images form {len(groups)} groups, too few to fill "
                                f"{len(indices)} shards; lower data.train_shards or data.folds")
         kind = "test" if role == "unlabelled" else "train"
         for index, shard in zip(indices, deal(list(groups.values()), len(indices))):
@@ -116,7 +106,7 @@ def group_id(group: str) -> int:
 def check_problems(problems: list[Problem], on_bad: str) -> None:
     if problems and on_bad == "stop":
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise ImportError_(
+        raise DataImportError(
             f"{problems[0]}{more}; nothing was written (--on-bad quarantine imports the "
             "rest and lists every problem)", [str(p) for p in problems])
 
@@ -127,7 +117,7 @@ def import_dataset(data_root: str, out_dir: str, source: SourceConfig, task: Tas
     """Writes the shards of the dataset under `data_root` to `out_dir`, which must not exist
     or be empty, and returns the manifest written beside them. `pinned`: see plan_shards."""
     if os.path.isdir(out_dir) and os.listdir(out_dir):
-        raise ImportError_(f"{out_dir}: not empty; the import writes a new folder")
+        raise DataImportError(f"{out_dir}: not empty; the import writes a new folder")
     catalog = build_catalog(data_root, source, task)
     check_problems(catalog.problems, source.on_bad)
     if os.path.isdir(out_dir):
@@ -156,7 +146,7 @@ def _check_complete(placed: list[Placed], written: dict[str, int]) -> None:
     present = {name.split("-")[0] for name in written}
     lost = sorted({f"{p.kind}{p.index:02d}" for p in placed} - present)
     if lost:
-        raise ImportError_(f"shard(s) {', '.join(lost)} lost every image to quarantine; "
+        raise DataImportError(f"shard(s) {', '.join(lost)} lost every image to quarantine; "
                            "fix the images or lower data.train_shards")
 
 
