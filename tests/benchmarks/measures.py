@@ -168,7 +168,9 @@ def evaluator_floor_seconds(run: PipelineRun, files: list[str], config) -> float
         .map(lambda r: tf.io.parse_example(r, graph.raw_feature_spec()))
     scores = network.predict(raw.map(layer), verbose=0).ravel()
     task = config.task
-    keys = {task.label.key, *task.metadata}
+    # The label and what slices read: optional features (diagnosis, source) parse sparse.
+    keys = {task.label.key, *task.model_features, *(n.key for n in task.bucketed),
+            *(f for family in config.evaluation.slices for f in family if f in task.metadata)}
     columns = {key: np.concatenate([batch[key].numpy().ravel() for batch in raw])
                for key in keys}
     slice_aucs(columns, scores, config.evaluation.slices, task)
