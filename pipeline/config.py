@@ -2,7 +2,7 @@
 
 `--set trainer.image_size=64` names a field by its path; a field name that is unique across
 sections may be given alone (`--set image_size=64`). Values are parsed as YAML, so
-`--set validation_fold=2` and `--set age_buckets=[40,60]` work.
+`--set validation_fold=2` and `--set slices=[[sex],[age_bucket]]` work.
 """
 
 from __future__ import annotations
