@@ -45,6 +45,19 @@ def rank_auc(labels: list[int], scores: list[float]) -> float | None:
                  / (positives * negatives))
 
 
+def score_auc(labels: list[int], scores: list) -> float | None:
+    """The AUC of validation scores as run_fn records them: a binary model's probabilities,
+    or, per example, the K class probabilities, whose AUC is the mean one-vs-rest AUC."""
+    matrix = np.asarray(scores, dtype=float)
+    if matrix.ndim == 1:
+        return rank_auc(labels, scores)
+    codes = np.asarray(labels)
+    aucs = [rank_auc((codes == k).astype(int).tolist(), matrix[:, k].tolist())
+            for k in range(matrix.shape[1])]
+    aucs = [auc for auc in aucs if auc is not None]
+    return float(np.mean(aucs)) if aucs else None
+
+
 class Executor(base_executor.BaseExecutor):
     def Do(self, input_dict: dict, output_dict: dict, exec_properties: dict) -> None:
         cfg = RunSettings.model_validate_json(exec_properties["settings"])
@@ -61,19 +74,19 @@ class Executor(base_executor.BaseExecutor):
                 fold = json.load(f)
             labels += fold["labels"]
             scores += fold["scores"]
-            fold_aucs.append(rank_auc(fold["labels"], fold["scores"]))
+            fold_aucs.append(score_auc(fold["labels"], fold["scores"]))
 
         first = members[0]
         inputs = {name: keras.Input(shape=tensor.shape[1:], name=name)
                   for name, tensor in zip(first.input_names, first.inputs)}
-        average = keras.layers.Average(name="probability")([net(inputs) for net in members])
+        average = keras.layers.Average(name=first.output_names[0])([net(inputs) for net in members])
         ensemble = keras.Model(inputs, average, name=f"medtfx_ensemble_{len(members)}")
 
         model = types.artifact_utils.get_single_instance(output_dict["model"])
         transform_output = tft.TFTransformOutput(input_dict["transform_graph"][0].uri)
         export_model(ensemble, transform_output, cfg,
                      path_utils.serving_model_dir(model.uri), members=members)
-        oof_auc = rank_auc(labels, scores)
+        oof_auc = score_auc(labels, scores)
         with tf.io.gfile.GFile(os.path.join(model.uri, VALIDATION_FILE), "w") as f:
             json.dump({OOF_AUC: oof_auc, "fold_aucs": fold_aucs, "examples": len(labels)}, f)
         if oof_auc is not None:

@@ -8,6 +8,7 @@ also the serving graph and must stay deterministic.
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 from tfx.components.trainer.fn_args_utils import DataAccessor
@@ -18,51 +19,54 @@ from modules.settings import RunSettings
 from modules.task import IMAGE_INPUT
 
 
-def count_labels(file_patterns: list[str], label_key: str) -> tuple[int, int]:
-    """(negative, positive) examples in the gzipped TFRecords; parses only the label."""
+def count_labels(file_patterns: list[str], label_key: str, classes: int = 2) -> list[int]:
+    """Examples of each class code in the gzipped TFRecords; parses only the label."""
     files = [f for pattern in file_patterns for f in tf.io.gfile.glob(pattern)]
     spec = {label_key: tf.io.FixedLenFeature([], tf.int64)}
     labels = tf.data.TFRecordDataset(files, compression_type="GZIP", num_parallel_reads=4) \
         .batch(1024).map(lambda r: tf.io.parse_example(r, spec)[label_key])
-    positives = total = 0
+    counts = np.zeros(classes, np.int64)
     for batch in labels.as_numpy_iterator():
-        positives += int(batch.sum())
-        total += len(batch)
-    return total - positives, positives
+        counts += np.bincount(batch, minlength=classes)[:classes]
+    return counts.tolist()
 
 
-def class_weights(negatives: int, positives: int) -> tuple[float, float]:
+def class_weights(counts: list[int], names: list[str]) -> tuple[float, ...]:
     """Inverse class shares, scaled so the mean weight over the data is 1 (the learning rate
     keeps its meaning)."""
-    total = negatives + positives
-    if not negatives or not positives:
-        raise ValueError(f"the training shards hold {negatives} examples of class 0 and "
-                         f"{positives} of class 1: both classes are needed to train a "
-                         "classifier")
-    return total / (2.0 * negatives), total / (2.0 * positives)
+    absent = [name for name, count in zip(names, counts) if not count]
+    if absent:
+        raise ValueError(f"the training shards hold no example of {', '.join(absent)} "
+                         f"(counts {dict(zip(names, counts))}): every class is needed to "
+                         "train a classifier")
+    total = sum(counts)
+    return tuple(total / (len(counts) * float(count)) for count in counts)
 
 
-def balanced_batches(raw: tf.data.Dataset, batch_size: int, seed: int) -> tf.data.Dataset:
-    """Batches drawn half of each class from an endless stream of raw examples."""
+def balanced_batches(raw: tf.data.Dataset, batch_size: int, seed: int,
+                     classes: int) -> tf.data.Dataset:
+    """Batches drawn evenly from each class out of an endless stream of raw examples."""
     examples = raw.unbatch()
     by_class = [examples.filter(lambda _, label, c=c: tf.reduce_all(tf.equal(label, c))).repeat()
-                for c in (0, 1)]
-    return tf.data.Dataset.sample_from_datasets(by_class, [0.5, 0.5], seed=seed) \
+                for c in range(classes)]
+    return tf.data.Dataset.sample_from_datasets(by_class, [1.0 / classes] * classes,
+                                                seed=seed) \
         .batch(batch_size, drop_remainder=True)
 
 
 def input_fn(file_pattern: list[str], data_accessor: DataAccessor,
              tf_transform_output: tft.TFTransformOutput, batch_size: int, *,
              training: bool, settings: RunSettings,
-             weights: tuple[float, float] | None = None,
+             weights: tuple[float, ...] | None = None,
              drop_remainder: bool = False) -> tf.data.Dataset:
-    """Batches of (transformed features, float label[, weight]).
+    """Batches of (transformed features, label[, weight]): the float label of a binary
+    task, the one-hot label of a multi-class one (label smoothing needs it).
 
     Training data repeats, shuffles, augments per `settings.augment` and, with `weights`,
     carries each example's class weight as a third element: a weight inside the dataset is
     one Keras cannot silently drop (the notebooks' class_weight array was ignored).
     """
-    seed = settings.seed
+    seed, task = settings.seed, settings.task
     sampling = training and settings.class_balance == "sampling"
     dataset = data_accessor.tf_dataset_factory(
         file_pattern,
@@ -73,7 +77,7 @@ def input_fn(file_pattern: list[str], data_accessor: DataAccessor,
             drop_final_batch=training or drop_remainder),
         tf_transform_output.raw_metadata.schema)
     if sampling:
-        dataset = balanced_batches(dataset, batch_size, seed)
+        dataset = balanced_batches(dataset, batch_size, seed, len(settings.task.label.classes))
     transform = tf_transform_output.transform_features_layer()
     augment = settings.augment if training else None
 
@@ -83,10 +87,12 @@ def input_fn(file_pattern: list[str], data_accessor: DataAccessor,
         if augment:
             seed_pair = tf.stack([tf.constant(seed, tf.int64), index])
             features[IMAGE_INPUT] = augment_images(features[IMAGE_INPUT], seed_pair, augment)
-        label = tf.cast(tf.reshape(label, [-1]), tf.float32)
+        code = tf.cast(tf.reshape(label, [-1]), tf.int32)
+        target = (tf.cast(code, tf.float32) if task.binary
+                  else tf.one_hot(code, len(task.label.classes)))
         if weights is None or sampling:
-            return features, label
-        return features, label, tf.gather(tf.constant(weights), tf.cast(label, tf.int32))
+            return features, target
+        return features, target, tf.gather(tf.constant(weights), code)
 
     return dataset.enumerate().map(prepare, num_parallel_calls=tf.data.AUTOTUNE) \
         .prefetch(tf.data.AUTOTUNE)

@@ -168,9 +168,11 @@ def _backbone(name: str, weights: str, image_size: int) -> tuple[keras.layers.La
 
 
 def build_model(backbone: str, weights: str, image_size: int, dropout: float, *,
-                batchnorm_momentum: float | None = None, metadata_dim: int = 0) -> keras.Model:
-    """An uncompiled binary classifier taking the transformed `image` (and, with a
-    `metadata_dim`, the `metadata` vector)."""
+                batchnorm_momentum: float | None = None, metadata_dim: int = 0,
+                classes: int = 2) -> keras.Model:
+    """An uncompiled classifier taking the transformed `image` (and, with a `metadata_dim`,
+    the `metadata` vector): the positive class's probability [B, 1] for two classes, a
+    softmax over `classes` [B, K] for more."""
     base, scaling = _backbone(backbone, weights, image_size)
     if batchnorm_momentum is not None:
         for layer in base.submodules:
@@ -186,8 +188,10 @@ def build_model(backbone: str, weights: str, image_size: int, dropout: float, *,
         x = keras.layers.Concatenate(name="image_and_metadata")([x, meta_features])
     x = keras.layers.Dropout(dropout)(x)
     # float32 output, so mixed precision on GPUs and TPUs still yields float32 scores
-    probability = keras.layers.Dense(1, activation="sigmoid", name="probability",
-                                     dtype="float32")(x)
+    probability = (keras.layers.Dense(1, activation="sigmoid", name="probability",
+                                      dtype="float32")(x) if classes == 2 else
+                   keras.layers.Dense(classes, activation="softmax", name="probabilities",
+                                      dtype="float32")(x))
     name = backbone.replace(HUB_PREFIX, "hub_").replace("/", "_").replace(":", "_")
     return keras.Model(inputs, probability, name=f"medtfx_{name}"[:100])
 

@@ -4,10 +4,12 @@
 features the examples carry); `serving_image` takes encoded JPEG/PNG bytes (and, for a model
 with a metadata branch, the task's model features, e.g. sex, age and site codes, -1 when
 unknown) for REST clients. Both run the Transform graph before the network, so serving
-decodes exactly as training did, and both return the probability of the positive class and
-a decision at the operating threshold. `transform_features` shows what the network sees;
-`slicing_features` derives the features the Evaluator slices on but the raw examples lack
-(the buckets of bucketed numbers, such as the age bucket).
+decodes exactly as training did. A binary model returns the probability of the positive
+class and a decision at the operating threshold; a model of K classes returns the K class
+probabilities, the top class's code and name, and, when the task names urgent classes, their
+summed probability and a decision at the operating threshold. `transform_features` shows
+what the network sees; `slicing_features` derives the features the Evaluator slices on but
+the raw examples lack (the buckets of bucketed numbers, such as the age bucket).
 """
 
 from __future__ import annotations
@@ -22,8 +24,11 @@ from modules.augment import orient
 from modules.task import IMAGE_INPUT, METADATA_KEY, TaskSpec, bucket
 
 EXAMPLES = tf.TensorSpec([None], tf.string, name="examples")
-PREDICTION_KEY = "probability"
-DECISION_KEY = "decision"  # 1: refer the case as possibly positive
+PREDICTION_KEY = "probability"  # binary: the positive class; K classes: the urgent ones
+PROBABILITIES_KEY = "probabilities"  # K classes: each class's probability [B, K]
+CLASS_ID_KEY = "class_id"  # K classes: the top class's code
+CLASS_NAME_KEY = "class_name"  # ... and its name
+DECISION_KEY = "decision"  # 1: refer the case as possibly positive (or urgent)
 SLICING_FEATURES = "slicing_features"
 UNSET_THRESHOLD = 0.5  # until ModelPackager writes the one chosen on evaluation data
 
@@ -66,7 +71,8 @@ def transform_examples(tft_layer, examples: tf.Tensor, task: TaskSpec) -> dict:
 
 
 def predict(model, transformed: dict, tta: int) -> tf.Tensor:
-    """The model's probability [B, 1], averaged over the first `tta` orientations.
+    """The model's probabilities ([B, 1] binary, [B, K] otherwise), averaged over the first
+    `tta` orientations.
 
     Test-time augmentation lives in the serving graph, so TF Serving, the Evaluator and every
     client get the same averaged score.
@@ -96,10 +102,23 @@ def make_signatures(model, tf_transform_output: tft.TFTransformOutput, task: Tas
     bucketed_spec = {n.key: tf.io.FixedLenFeature([], tf.int64, default_value=task.missing)
                      for n in task.bucketed}
 
-    def respond(transformed: dict) -> dict:
-        probability = predict(model, transformed, tta)
+    names = tf.constant(task.label.classes)
+
+    def decide(probability: tf.Tensor) -> dict:
         decision = tf.cast(probability >= model.operating_threshold(), tf.int64)
         return {PREDICTION_KEY: probability, DECISION_KEY: decision}
+
+    def respond(transformed: dict) -> dict:
+        probabilities = predict(model, transformed, tta)
+        if task.binary:
+            return decide(probabilities)
+        top = tf.argmax(probabilities, axis=-1)
+        out = {PROBABILITIES_KEY: probabilities, CLASS_ID_KEY: top,
+               CLASS_NAME_KEY: tf.gather(names, top)}
+        if task.urgent_ids:
+            out.update(decide(tf.reduce_sum(tf.gather(probabilities, task.urgent_ids, axis=-1),
+                                            axis=-1, keepdims=True)))
+        return out
 
     @tf.function(input_signature=[EXAMPLES])
     def serve_examples(examples):

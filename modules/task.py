@@ -91,6 +91,10 @@ class Label(Settings):
     classes: list[str] = Field(default_factory=lambda: ["benign", "malignant"])
     # A binary task scores the probability of this class; it must be code 1.
     positive: str = "malignant"
+    # A task of three or more classes: the classes its operating rule flags (DDSM's
+    # malignant ones). Their summed probability is scored like a binary model's, with a
+    # threshold chosen for the target sensitivity; empty: no rule, the top class only.
+    urgent: list[str] = Field(default_factory=list)
 
 
 class TaskSpec(Settings):
@@ -125,6 +129,12 @@ class TaskSpec(Settings):
         elif len(classes) == 2 and classes[1] != self.label.positive:
             problems.append(f"label.positive {self.label.positive!r} must be the second of "
                             f"label.classes {classes} (a binary model scores class 1)")
+        if self.label.urgent and len(classes) == 2:
+            problems.append("label.urgent is for three or more classes; a binary task flags "
+                            "label.positive")
+        unknown_urgent = [c for c in self.label.urgent if c not in classes]
+        if unknown_urgent:
+            problems.append(f"label.urgent {unknown_urgent} are not among label.classes")
         keys = [self.image_key, self.image_name_key, self.group_key, self.label.key,
                 *(c.key for c in self.categorical), *(n.key for n in self.numeric)]
         duplicated = sorted({k for k in keys if keys.count(k) > 1})
@@ -149,6 +159,17 @@ class TaskSpec(Settings):
     @property
     def binary(self) -> bool:
         return len(self.label.classes) == 2
+
+    @property
+    def urgent_ids(self) -> list[int]:
+        """Codes of the classes a multi-class model's operating rule flags."""
+        return [self.label.classes.index(c) for c in self.label.urgent]
+
+    @property
+    def flagged(self) -> str:
+        """What a decision of 1 means, for people: 'malignant', or 'malignant calcification
+        or malignant mass'."""
+        return self.label.positive if self.binary else " or ".join(self.label.urgent)
 
     @property
     def negative(self) -> str:

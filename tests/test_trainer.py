@@ -240,11 +240,19 @@ def test_two_stage_fine_tuning_freezes_then_unfreezes_at_a_lower_rate():
 
 
 def test_class_weights_balance_the_classes_with_mean_one():
-    benign, malignant = class_weights(900, 100)
+    benign, malignant = class_weights([900, 100], ["benign", "malignant"])
     assert malignant / benign == pytest.approx(9.0)
     assert (900 * benign + 100 * malignant) / 1000 == pytest.approx(1.0)
-    with pytest.raises(ValueError, match="both classes"):
-        class_weights(10, 0)
+    with pytest.raises(ValueError, match="no example of malignant"):
+        class_weights([10, 0], ["benign", "malignant"])
+
+
+def test_class_weights_of_five_classes_give_each_class_the_same_total_weight():
+    counts = [870, 40, 40, 25, 25]  # DDSM's shares
+    weights = class_weights(counts, ["normal", "bc", "bm", "mc", "mm"])
+    assert [c * w for c, w in zip(counts, weights)] == pytest.approx([200.0] * 5)
+    with pytest.raises(ValueError, match="no example of mc"):
+        class_weights([10, 5, 5, 0, 2], ["normal", "bc", "bm", "mc", "mm"])
 
 
 def test_the_strategy_on_a_cpu_machine_is_the_default_in_float32(monkeypatch):
@@ -258,7 +266,49 @@ def test_the_strategy_on_a_cpu_machine_is_the_default_in_float32(monkeypatch):
 def test_balanced_sampling_draws_half_malignant_batches_from_rare_positives():
     labels = np.array([1] + [0] * 49)  # 2% malignant, like the 2020 release
     raw = tf.data.Dataset.from_tensor_slices(({"x": labels}, labels)).batch(10)
-    batches = list(balanced_batches(raw, batch_size=64, seed=1).take(20).as_numpy_iterator())
+    batches = list(balanced_batches(raw, batch_size=64, seed=1, classes=2).take(20)
+                   .as_numpy_iterator())
     share = np.mean([label for _, label in batches])
     assert all(len(label) == 64 for _, label in batches)
     assert 0.4 < share < 0.6
+
+
+def test_balanced_sampling_draws_every_class_evenly():
+    labels = np.array([0] * 80 + [1] * 10 + [2] * 6 + [3] * 4)
+    raw = tf.data.Dataset.from_tensor_slices(({"x": labels}, labels)).batch(10)
+    drawn = np.concatenate([label for _, label in balanced_batches(
+        raw, batch_size=100, seed=1, classes=4).take(10).as_numpy_iterator()])
+    assert np.bincount(drawn, minlength=4) / len(drawn) == pytest.approx([0.25] * 4, abs=0.05)
+
+
+def test_a_multiclass_model_serves_class_probabilities_names_and_the_urgent_rule(
+        trained, tiny_data, tmp_path):
+    """Five classes through the same Transform graph: both signatures return each class's
+    probability, the top class's code and name, and the urgent classes' summed probability
+    with a decision; TTA averages the five-class outputs."""
+    import tensorflow_transform as tft
+
+    from modules.export import export_model
+
+    config = load_config(None, ["image_size=32", "backbone=pneumonia_cnn", "tta=2",
+                                'classes=[normal, bc, bm, mc, mm]', "urgent=[mc, mm]"])
+    settings = run_settings(config)
+    model = build(settings)
+    assert model.output_shape == (None, 5)
+    transform = tft.TFTransformOutput(os.path.join(os.path.dirname(trained["artifact"]),
+                                                   "transform"))
+    export_model(model, transform, settings, str(tmp_path / "Format-Serving"))
+    served = tf.saved_model.load(str(tmp_path / "Format-Serving"))
+    records = shard_records(tiny_data, "test00-*.tfrec")[:8]
+    out = served.signatures["serving_default"](examples=tf.constant(records))
+    probabilities = out["probabilities"].numpy()
+    assert probabilities.shape == (8, 5)
+    np.testing.assert_allclose(probabilities.sum(1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(out["class_id"], probabilities.argmax(1))
+    assert [n.decode() for n in out["class_name"].numpy()] == [
+        config.task.label.classes[k] for k in probabilities.argmax(1)]
+    np.testing.assert_allclose(out["probability"][:, 0], probabilities[:, 3:].sum(1),
+                               rtol=1e-5)
+    np.testing.assert_array_equal(out["decision"][:, 0], probabilities[:, 3:].sum(1) >= 0.5)
+    from_images = served.signatures["serving_image"](image=tf.constant(encoded_images(records)))
+    np.testing.assert_allclose(from_images["probabilities"], probabilities, atol=1e-5)
