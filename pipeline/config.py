@@ -70,6 +70,16 @@ class EvaluationConfig(Settings):
     # malignant and sensitivity 0.9, a specificity above 0.98.
     min_accuracy_over_majority: float | None = None
     report_specificity: float = 0.8  # sensitivity is also reported at this specificity
+    # Three or more classes: auc_threshold and max_auc_drop bound the macro (one-vs-rest) AUC;
+    # balanced accuracy (the mean recall over classes) must beat always answering the
+    # majority class, whose balanced accuracy is 1/K, by this margin, since plain accuracy
+    # cannot tell a model from that answer (DDSM: 87% normal); every class's recall must
+    # reach its floor (class_recall_floors by class name, else min_class_recall) and fall
+    # no more than max_class_recall_drop below the last blessed model's.
+    min_balanced_accuracy_over_majority: float = 0.05
+    min_class_recall: float = 0.1
+    class_recall_floors: dict[str, float] = Field(default_factory=dict)
+    max_class_recall_drop: float = 0.1
     # Slice families: a list of features each (the task's categoricals, or the bucket key
     # of a bucketed numeric); two features make a cross (sex x site). Every family is gated
     # and must occur in the data: add [source] for the 70k release.
@@ -179,6 +189,16 @@ def load_config(path: str | None = None, overrides: list[str] = ()) -> PipelineC
         raise ConfigError(f"{where}: serving.keep_versions {config.serving.keep_versions} "
                           "must be at least 1")
     _check_slices(config, where)
+    classes = config.task.label.classes
+    mapped = {name for name in config.source.label_values.values() if name}
+    if config.source.label_values and mapped != set(classes):
+        raise ConfigError(f"{where}: source: label_values map to {sorted(mapped)}, but "
+                          f"task: label: classes are {classes}: every value maps to a class "
+                          "or to null (dropped), and every class needs a value")
+    unknown = sorted(set(config.evaluation.class_recall_floors) - set(classes))
+    if unknown:
+        raise ConfigError(f"{where}: evaluation: class_recall_floors: {', '.join(unknown)} "
+                          f"not among the classes ({', '.join(config.task.label.classes)})")
     window = config.data.window
     if not (window in ("all", "latest") or (isinstance(window, int) and window >= 1)):
         raise ConfigError(f"{where}: data.window {window!r} must be \"latest\", \"all\" or "

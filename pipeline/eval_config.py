@@ -6,8 +6,9 @@ import json
 
 from tensorflow_model_analysis.proto import config_pb2 as tfma
 
-from modules.metrics import ACCURACY_OVER_MAJORITY_NAME, GATED_AUC_NAME
-from modules.signatures import PREDICTION_KEY, SLICING_FEATURES
+from modules.metrics import (ACCURACY_OVER_MAJORITY_NAME, BALANCED_OVER_MAJORITY_NAME,
+                             GATED_AUC_NAME, URGENT_PLOT_NAME)
+from modules.signatures import PREDICTION_KEY, PROBABILITIES_KEY, SLICING_FEATURES
 from modules.task import TaskSpec
 from pipeline.config import EvaluationConfig
 
@@ -49,14 +50,87 @@ def _metric(class_name: str, per_slice: list | None = None, module: str = "",
                              per_slice_thresholds=per_slice or [])
 
 
+def _multiclass_specs(cfg: EvaluationConfig, task: TaskSpec,
+                      code: str) -> list[tfma.MetricsSpec]:
+    """Three or more classes. Blessing needs: macro AUC >= auc_threshold and not more than
+    max_auc_drop below the last blessed model; balanced accuracy at least
+    min_balanced_accuracy_over_majority above always answering one class; each class's
+    recall at least its floor and not more than max_class_recall_drop below the last
+    blessed model. Slices are reported, not gated (a slice rarely holds every class)."""
+    overall = [tfma.SlicingSpec()]
+
+    def gate(value: float | None = None, drop: float | None = None) -> list:
+        threshold = tfma.MetricThreshold()
+        if value is not None:
+            threshold.value_threshold.CopyFrom(_bound(value))
+        if drop is not None:
+            threshold.change_threshold.CopyFrom(_no_drop(drop))
+        return [tfma.PerSliceMetricThreshold(slicing_specs=overall, threshold=threshold)]
+
+    top_class = [
+        _metric("ExampleCount"),
+        _metric("TopClassRate", module="modules.metrics", rate="accuracy", code=code),
+        _metric("TopClassRate", module="modules.metrics", rate="balanced_accuracy"),
+        _metric("TopClassRate", module="modules.metrics", rate=BALANCED_OVER_MAJORITY_NAME,
+                per_slice=gate(cfg.min_balanced_accuracy_over_majority)),
+        _metric("MultiClassConfusionMatrixAtThresholds", thresholds=[0.0]),
+    ]
+    if task.urgent_ids:
+        top_class.append(_metric("UrgentConfusionMatrixPlot", module="modules.metrics",
+                                 urgent=task.urgent_ids, num_thresholds=CURVE_THRESHOLDS,
+                                 name=URGENT_PLOT_NAME))
+    classes = range(len(task.label.classes))
+    macro = tfma.MetricsSpec(
+        metrics=[_metric("AUC", num_thresholds=CURVE_THRESHOLDS,
+                         per_slice=gate(cfg.auc_threshold, cfg.max_auc_drop))],
+        aggregate=tfma.AggregationOptions(macro_average=True,
+                                          class_weights={k: 1.0 for k in classes}))
+    floors: dict[float, list[int]] = {}
+    for k, name in enumerate(task.label.classes):
+        floors.setdefault(cfg.class_recall_floors.get(name, cfg.min_class_recall), []).append(k)
+    per_class = [tfma.MetricsSpec(
+        metrics=[_metric("TopClassRate", module="modules.metrics", rate="recall",
+                         per_slice=gate(floor, cfg.max_class_recall_drop)),
+                 _metric("TopClassRate", module="modules.metrics", rate="precision"),
+                 _metric("AUC", num_thresholds=CURVE_THRESHOLDS),
+                 _metric("ConfusionMatrixPlot", num_thresholds=CURVE_THRESHOLDS)],
+        binarize=tfma.BinarizationOptions(class_ids={"values": ids}))
+        for floor, ids in sorted(floors.items())]
+    return [tfma.MetricsSpec(metrics=top_class), macro, *per_class]
+
+
 def build_eval_config(cfg: EvaluationConfig, task: TaskSpec, code: str = "") -> tfma.EvalConfig:
-    """Blessing needs: overall AUC >= auc_threshold and not more than max_auc_drop below the
-    last blessed model; on every gated slice, AUC >= its family's bound and not more than
-    max_slice_auc_drop below the last blessed model; and, when set, specificity >=
-    min_specificity at the operating point and accuracy there >= the majority-class rate
-    plus min_accuracy_over_majority. `code`, the fingerprint of the Evaluator's
-    project code (its metrics and extractors), rides in the gated AUC's config: the config
-    is the only property of TFX's Evaluator free to carry it, and the cache must see it."""
+    """Blessing of a binary model (for more classes, see _multiclass_specs) needs: overall
+    AUC >= auc_threshold and not more than max_auc_drop below the last blessed model; on
+    every gated slice, AUC >= its family's bound and not more than max_slice_auc_drop below
+    the last blessed model; and, when set, specificity >= min_specificity at the operating
+    point and accuracy there >= the majority-class rate plus min_accuracy_over_majority.
+    `code`, the fingerprint of the Evaluator's project code (its metrics and extractors),
+    rides in the gated AUC's config (and the top-class accuracy's): the config is the only
+    property of TFX's Evaluator free to carry it, and the cache must see it."""
+    if task.binary:
+        metrics_specs = [tfma.MetricsSpec(metrics=_binary_metrics(cfg, code))]
+    else:
+        metrics_specs = _multiclass_specs(cfg, task, code)
+    options = tfma.Options(include_default_metrics={"value": False})
+    if cfg.confidence_intervals:
+        options.compute_confidence_intervals.value = True
+        options.confidence_intervals.method = tfma.ConfidenceIntervalOptions.JACKKNIFE
+    return tfma.EvalConfig(
+        # tf_generic: TFMA calls the signatures instead of rebuilding the Keras model in
+        # every combiner (9 rebuilds, ~70 s even on a 32 px model).
+        model_specs=[tfma.ModelSpec(
+            model_type="tf_generic", signature_name="serving_default",
+            label_key=task.label.key,
+            prediction_key=PREDICTION_KEY if task.binary else PROBABILITIES_KEY,
+            preprocessing_function_names=[SLICING_FEATURES] if task.bucketed else [])],
+        slicing_specs=slicing_specs(cfg),
+        metrics_specs=metrics_specs,
+        # The model's compiled loss and metrics are not part of the gate.
+        options=options)
+
+
+def _binary_metrics(cfg: EvaluationConfig, code: str) -> list[tfma.MetricConfig]:
     overall = [tfma.SlicingSpec()]
     slice_thresholds = [
         tfma.PerSliceMetricThreshold(
@@ -98,18 +172,4 @@ def build_eval_config(cfg: EvaluationConfig, task: TaskSpec, code: str = "") -> 
                                per_slice=[accuracy_gate], name=ACCURACY_OVER_MAJORITY_NAME,
                                target_sensitivity=cfg.target_sensitivity,
                                num_thresholds=CURVE_THRESHOLDS))
-    options = tfma.Options(include_default_metrics={"value": False})
-    if cfg.confidence_intervals:
-        options.compute_confidence_intervals.value = True
-        options.confidence_intervals.method = tfma.ConfidenceIntervalOptions.JACKKNIFE
-    return tfma.EvalConfig(
-        # tf_generic: TFMA calls the signatures instead of rebuilding the Keras model in
-        # every combiner (9 rebuilds, ~70 s even on a 32 px model).
-        model_specs=[tfma.ModelSpec(
-            model_type="tf_generic", signature_name="serving_default",
-            label_key=task.label.key, prediction_key=PREDICTION_KEY,
-            preprocessing_function_names=[SLICING_FEATURES] if task.bucketed else [])],
-        slicing_specs=slicing_specs(cfg),
-        metrics_specs=[tfma.MetricsSpec(metrics=metrics)],
-        # The model's compiled loss and metrics are not part of the gate.
-        options=options)
+    return metrics

@@ -320,3 +320,107 @@ def test_the_evaluator_reports_the_examples_scored_before_slicing(caplog):
     done = [getattr(r, PROGRESS_FIELD)["done"] for r in caplog.records
             if r.name == PROGRESS_LOGGER]
     assert sorted(done)[-1] == 12 and caplog.messages[-1].endswith("examples scored")
+
+
+DDSM = TaskSpec(name="ddsm", categorical=[], numeric=[], model_features=[], label={
+    "classes": ["normal", "benign_calc", "benign_mass", "malignant_calc", "malignant_mass"],
+    "urgent": ["malignant_calc", "malignant_mass"]})
+
+
+def analyze_multiclass(tmp_path, labels, probabilities, overrides=()):
+    """TFMA on (label, K probabilities) rows with the multi-class eval config (no
+    baseline: the change thresholds go)."""
+    import pandas as pd
+    import tensorflow_model_analysis as tfma
+
+    cfg = load_config(None, ["confidence_intervals=false", "slices=[]", *overrides]).evaluation
+    eval_config = build_eval_config(cfg, DDSM)
+    del eval_config.model_specs[:]
+    eval_config.model_specs.add(label_key="label", prediction_key="prediction")
+    for spec in eval_config.metrics_specs:
+        for metric in spec.metrics:
+            for check in metric.per_slice_thresholds:
+                check.threshold.ClearField("change_threshold")
+    tfma.analyze_raw_data(pd.DataFrame({"label": labels, "prediction": list(probabilities)}),
+                          eval_config, output_path=str(tmp_path))
+    return load_evaluation(str(tmp_path), DDSM, 10, 10)["overall"]
+
+
+def test_answering_the_majority_class_is_refused_by_recall_and_the_baseline(tmp_path):
+    """The DDSM notebook's trap: 87% normal, a model that always says normal is 87%
+    accurate. Its balanced accuracy is the majority class's (1/K), and every other class's
+    recall is 0: both are failed checks, named by class."""
+    import numpy as np
+
+    labels = np.array([0] * 87 + [1, 2, 3, 4] * 3 + [4])
+    always_normal = np.tile([0.9, 0.04, 0.03, 0.02, 0.01], (len(labels), 1))
+    overall = analyze_multiclass(tmp_path, labels, always_normal, ["min_class_recall=0.3"])
+    assert overall.metrics["accuracy"] == pytest.approx(0.87)
+    assert overall.majority_rate == pytest.approx(0.87)
+    assert overall.metrics["balanced_accuracy_over_majority"] == pytest.approx(0.0)
+    assert overall.confusion[0][0] == 87 and sum(r[0] for r in overall.confusion) == 100
+    checks = {(c["metric"], c["value"]) for c in failed_checks(str(tmp_path), DDSM)}
+    assert ("balanced_accuracy_over_majority", 0.0) in checks
+    assert {f"recall on class {c}" for c in DDSM.label.classes[1:]} <= {m for m, _ in checks}
+    assert ("recall on class normal", 1.0) not in checks
+
+
+def test_multiclass_rates_curves_and_the_urgent_rule_come_from_tfma(tmp_path):
+    """Accuracy, balanced accuracy, per-class recall and precision off the top-class
+    confusion matrix; a one-vs-rest AUC per class and their macro mean; and the urgent
+    classes' summed probability as a binary curve the packager picks a threshold on."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    labels = rng.choice(5, 400, p=[0.6, 0.1, 0.1, 0.1, 0.1])
+    logits = rng.normal(size=(400, 5))
+    logits[np.arange(400), labels] += 1.5
+    probabilities = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    overall = analyze_multiclass(tmp_path, labels, probabilities)
+
+    top = probabilities.argmax(1)
+    counts = np.zeros((5, 5))
+    np.add.at(counts, (labels, top), 1)
+    assert np.array_equal(overall.confusion, counts)
+    recalls = np.diag(counts) / counts.sum(1)
+    assert overall.metrics["accuracy"] == pytest.approx((top == labels).mean())
+    assert overall.metrics["balanced_accuracy"] == pytest.approx(recalls.mean())
+    for k, name in enumerate(DDSM.label.classes):
+        assert overall.metrics[f"recall/{name}"] == pytest.approx(recalls[k])
+        assert overall.metrics[f"precision/{name}"] == pytest.approx(
+            counts[k, k] / counts[:, k].sum())
+        assert 0.5 < overall.metrics[f"auc/{name}"] <= 1 and overall.class_curves[name]
+    assert overall.metrics["auc"] == pytest.approx(np.mean(
+        [overall.metrics[f"auc/{name}"] for name in DDSM.label.classes]))
+    urgent = np.isin(labels, [3, 4])
+    score = probabilities[:, [3, 4]].sum(1)
+    threshold = operating_threshold(overall.curve, 0.9)
+    at = overall.at(threshold)
+    assert at.tp == (score[urgent] > threshold).sum() and at.tp + at.fn == urgent.sum()
+    assert at.fp == (score[~urgent] > threshold).sum() and at.sensitivity >= 0.9
+
+
+def test_multiclass_gate_bounds_macro_auc_balanced_accuracy_and_each_class_recall():
+    import os
+
+    from pipeline.config import CONFIG_DIR
+
+    loaded = load_config(os.path.join(CONFIG_DIR, "ddsm.yaml"), [
+        "min_class_recall=0.2", 'class_recall_floors={"malignant_mass": 0.4}',
+        "max_class_recall_drop=0.05", "auc_threshold=0.7"])
+    config = build_eval_config(loaded.evaluation, loaded.task)
+    names = loaded.task.label.classes
+    assert config.model_specs[0].prediction_key == "probabilities"
+    floors = {}
+    for spec in config.metrics_specs:
+        for metric in spec.metrics:
+            if '"rate": "recall"' in metric.config:
+                (check,) = metric.per_slice_thresholds
+                assert check.threshold.change_threshold.absolute.value == -0.05
+                for class_id in spec.binarize.class_ids.values:
+                    floors[names[class_id]] = check.threshold.value_threshold.lower_bound.value
+            if spec.aggregate.macro_average:
+                (check,) = metric.per_slice_thresholds
+                assert check.threshold.value_threshold.lower_bound.value == 0.7
+    assert floors == {"normal": 0.2, "benign_calcification": 0.2, "benign_mass": 0.2,
+                      "malignant_calcification": 0.2, "malignant_mass": 0.4}

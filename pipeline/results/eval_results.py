@@ -50,12 +50,23 @@ class SliceResult:
     positives: int = 0
     negatives: int = 0
     gated: bool = False  # enough examples of both classes for the slice gate
+    # Three or more classes: examples by actual (rows) and top predicted class (columns),
+    # and each class's one-vs-rest curve; `curve` is then the urgent classes' curve.
+    confusion: list[list[float]] = dataclasses.field(default_factory=list)
+    class_curves: dict[str, list[Matrix]] = dataclasses.field(default_factory=dict)
 
     @property
     def majority_rate(self) -> float | None:
         """The accuracy to beat: always answering the slice's commoner class."""
+        if self.confusion:
+            total = sum(map(sum, self.confusion))
+            return max(map(sum, self.confusion)) / total if total else None
         share = self.metrics.get("mean_label")
         return None if share is None else majority_class_rate(share)
+
+    @property
+    def class_counts(self) -> list[int]:
+        return [round(sum(row)) for row in self.confusion]
 
     def at(self, threshold: float) -> Matrix | None:
         """The confusion matrix at the curve threshold nearest `threshold`."""
@@ -83,6 +94,8 @@ def _records(pattern: str):
 
 
 SLICE_AND, SLICE_IS = " & ", " = "
+CLASS_OF = "/"  # a per-class metric's name in SliceResult: "recall/malignant_mass"
+MACRO = "macro "
 
 
 def slice_name(slice_key: metrics_for_slice_pb2.SliceKey, task: TaskSpec) -> str:
@@ -105,8 +118,11 @@ def load_evaluation(evaluation_uri: str, task: TaskSpec, min_positives: int,
         sliced = metrics_for_slice_pb2.MetricsForSlice.FromString(record)
         result = results.setdefault(slice_name(sliced.slice_key, task), SliceResult())
         for kv in sliced.metric_keys_and_values:
+            if kv.value.HasField("multi_class_confusion_matrix_at_thresholds"):
+                result.confusion = _confusion(kv.value, len(task.label.classes))
+                continue
             value = _metric(kv.value)
-            name = kv.key.name
+            name = _metric_name(kv.key, task)
             if kv.key.is_diff:
                 result.changes[name] = value
             elif kv.key.model_name == BASELINE_NAME:
@@ -125,7 +141,11 @@ def load_evaluation(evaluation_uri: str, task: TaskSpec, min_positives: int,
         for kv in sliced.plot_keys_and_values:
             baseline = kv.key.model_name == BASELINE_NAME
             matrices = curve_from_proto(kv.value.confusion_matrix_at_thresholds)
-            if matrices:
+            _, _, cls = _metric_name(kv.key, task).partition(CLASS_OF)
+            if matrices and cls:
+                if not baseline:
+                    result.class_curves[cls] = matrices
+            elif matrices:
                 setattr(result, "baseline_curve" if baseline else "curve", matrices)
             if kv.value.calibration_histogram_buckets.buckets and not baseline:
                 result.calibration = [
@@ -135,8 +155,28 @@ def load_evaluation(evaluation_uri: str, task: TaskSpec, min_positives: int,
                     for b in kv.value.calibration_histogram_buckets.buckets
                     if b.num_weighted_examples.value]
     for result in results.values():
-        _count_classes(result, min_positives, min_negatives)
+        if task.binary:
+            _count_classes(result, min_positives, min_negatives)
     return dict(sorted(results.items(), key=lambda kv: (kv[0] != "overall", kv[0])))
+
+
+def _metric_name(key, task: TaskSpec) -> str:
+    """`key.name`, or "NAME/CLASS" for a class's metric of a multi-class model (recall,
+    precision, one-vs-rest AUC). A macro-averaged AUC is the multi-class model's "auc"."""
+    if key.HasField("sub_key") and key.sub_key.HasField("class_id"):
+        return f"{key.name}{CLASS_OF}{task.label.classes[key.sub_key.class_id.value]}"
+    return key.name
+
+
+def _confusion(value: metrics_for_slice_pb2.MetricValue, classes: int) -> list[list[float]]:
+    """The K x K counts of the top class, from TFMA's matrix at threshold 0."""
+    counts = [[0.0] * classes for _ in range(classes)]
+    for matrix in value.multi_class_confusion_matrix_at_thresholds.matrices[:1]:
+        for entry in matrix.entries:
+            if 0 <= entry.predicted_class_id < classes:
+                counts[entry.actual_class_id][entry.predicted_class_id] += \
+                    entry.num_weighted_examples
+    return counts
 
 
 def _count_classes(result: SliceResult, min_positives: int, min_negatives: int) -> None:
@@ -182,8 +222,8 @@ def operating_threshold(curve: list[Matrix], target_sensitivity: float) -> float
 
 
 def failed_checks(evaluation_uri: str, task: TaskSpec) -> list[dict]:
-    """Every threshold the candidate missed: metric, slice, value and bound. The slice gate
-    is reported as the slice's AUC."""
+    """Every threshold the candidate missed: metric (with its class, for a class's recall),
+    slice, value and bound. The slice gate is reported as the slice's AUC."""
     failed = []
     for record in _records(f"{evaluation_uri}/validations*"):
         result = validation_result_pb2.ValidationResult.FromString(record)
@@ -194,8 +234,13 @@ def failed_checks(evaluation_uri: str, task: TaskSpec) -> list[dict]:
             where = slice_name(per_slice.slice_key, task)
             for failure in per_slice.failures:
                 threshold = failure.metric_threshold
-                name = failure.metric_key.name
-                metric = "auc" if name == GATED_AUC_NAME else name
+                key = failure.metric_key
+                metric, _, cls = _metric_name(key, task).partition(CLASS_OF)
+                metric = "auc" if metric == GATED_AUC_NAME else metric
+                if key.HasField("aggregation_type"):
+                    metric = MACRO + metric
+                if cls:
+                    metric += f" on class {cls}"
                 if failure.metric_key.is_diff:
                     metric += " change vs baseline"
                     bound = {"at_least": threshold.change_threshold.absolute.value}
