@@ -1,6 +1,7 @@
 """ModelPackager: turns a blessed model into the one that is pushed.
 
-It picks the operating threshold on the evaluation fold (among the thresholds that reach
+It picks the operating threshold (of a binary model, or of a multi-class model's urgent
+classes) on the evaluation fold (among the thresholds that reach
 the target sensitivity, the one with the best specificity), writes it into the copy's
 threshold asset so `serving_default` returns a decision with the score, and adds the model
 card. The Trainer's own model is left as it is: the resolver keeps offering it as the
@@ -28,7 +29,7 @@ Model = standard_artifacts.Model
 
 
 class NoOperatingPointError(MedtfxError):
-    """The evaluation fold has no malignant case to set a sensitivity on."""
+    """The evaluation fold has no positive (or urgent) case to set a sensitivity on."""
 
 
 @component
@@ -43,18 +44,21 @@ def ModelPackager(
         packaged_model.set_int_custom_property("packaged", 0)
         return
     config = json.loads(settings)
-    slices = load_evaluation(evaluation.uri, TaskSpec.model_validate(config["task"]),
-                             config["gate"]["min_slice_positives"],
+    task = TaskSpec.model_validate(config["task"])
+    slices = load_evaluation(evaluation.uri, task, config["gate"]["min_slice_positives"],
                              config["gate"]["min_slice_negatives"])
-    threshold = operating_threshold(slices["overall"].curve, config["target_sensitivity"])
-    if threshold is None:
-        raise NoOperatingPointError("the evaluation shards hold no malignant example: no "
-                                    "operating threshold can be chosen")
+    threshold = None
+    if task.binary or task.urgent_ids:  # a multi-class model without a rule has none
+        threshold = operating_threshold(slices["overall"].curve, config["target_sensitivity"])
+        if threshold is None:
+            raise NoOperatingPointError(f"the evaluation shards hold no {task.flagged} "
+                                        "example: no operating threshold can be chosen")
     source = path_utils.serving_model_path(model.uri)
     target = path_utils.serving_model_path(packaged_model.uri)
     io_utils.copy_dir(source, target)
-    with fileio.open(os.path.join(target, "assets", THRESHOLD_ASSET), "w") as f:
-        f.write(f"{threshold}\n")
+    if threshold is not None:
+        with fileio.open(os.path.join(target, "assets", THRESHOLD_ASSET), "w") as f:
+            f.write(f"{threshold}\n")
 
     splits = sorted({s for role in config["splits"].values() for s in role})
     card = build_card(config, slices, threshold, load_statistics(statistics.uri, splits))
@@ -66,4 +70,5 @@ def ModelPackager(
     with fileio.open(os.path.join(target, PACKAGE_FILE), "w") as f:
         json.dump({"trained_model": source, "operating_threshold": threshold}, f)
     packaged_model.set_int_custom_property("packaged", 1)
-    packaged_model.set_float_custom_property("operating_threshold", threshold)
+    if threshold is not None:
+        packaged_model.set_float_custom_property("operating_threshold", threshold)

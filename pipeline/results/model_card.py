@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 
 from modules.task import TaskSpec
+from pipeline.results.classes import balanced_majority, confusion_markdown, per_class
 from pipeline.results.eval_results import NOT_VERIFIED, SliceResult, unverified_slice
 from pipeline.results.statistics import SplitStats
 
@@ -14,19 +15,23 @@ def _share(part: float, whole: float) -> float | None:
     return round(part / whole, 4) if whole else None
 
 
-def build_card(settings: dict, slices: dict[str, SliceResult], threshold: float,
+def build_card(settings: dict, slices: dict[str, SliceResult], threshold: float | None,
                statistics: dict[str, SplitStats]) -> dict:
     """`settings`: pipeline name, task, trainer, splits by role, target sensitivity, the gate
-    and the configured intended use and limitations."""
+    and the configured intended use and limitations. `threshold`: None for a multi-class
+    model without an operating rule."""
     task = TaskSpec.model_validate(settings["task"])
     data = {}
     for role, splits in settings["splits"].items():
         examples = sum(statistics[s].examples for s in splits)
-        positives = sum(statistics[s].positives(task.label.key) for s in splits)
-        data[role] = {"shards": splits, "examples": examples, "positives": positives}
+        counts = [sum(statistics[s].positives(task.label.key, code) for s in splits)
+                  for code in range(len(task.label.classes))]
+        data[role] = {"shards": splits, "examples": examples, "positives": counts[-1]}
+        if not task.binary:
+            data[role]["classes"] = dict(zip(task.label.classes, counts))
     rows = []
     for name, result in slices.items():
-        matrix = result.at(threshold)
+        matrix = result.at(threshold) if threshold is not None else None
         rows.append({
             "slice": name, "examples": int(result.metrics.get("example_count") or 0),
             "positives": result.positives,
@@ -38,26 +43,38 @@ def build_card(settings: dict, slices: dict[str, SliceResult], threshold: float,
             "f1": matrix.f1 if matrix else None,
             "majority_rate": result.majority_rate,
             "gated": result.gated})
-    overall = slices["overall"].at(threshold)
-    return {
+    overall = slices["overall"].at(threshold) if threshold is not None else None
+    point = None if overall is None else {
+        "threshold": round(threshold, 4),
+        "target_sensitivity": settings["target_sensitivity"],
+        "sensitivity": overall.sensitivity, "specificity": overall.specificity,
+        "precision": overall.precision, "accuracy": overall.accuracy, "f1": overall.f1,
+        "majority_rate": slices["overall"].majority_rate,
+        "chosen_on": "the evaluation shards, which are also where the metrics come from"}
+    card = {
         "model": {"pipeline": settings["pipeline_name"], "backbone": settings["backbone"],
                   "image_size": settings["image_size"],
                   "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
                       timespec="seconds")},
         "intended_use": settings["intended_use"],
-        "classes": {"positive": task.label.positive, "negative": task.negative},
+        "classes": {"names": task.label.classes, "positive": task.flagged,
+                    "negative": task.negative if task.binary else "any other class"},
         "data": data,
-        "operating_point": {
-            "threshold": round(threshold, 4),
-            "target_sensitivity": settings["target_sensitivity"],
-            "sensitivity": overall.sensitivity, "specificity": overall.specificity,
-            "precision": overall.precision, "accuracy": overall.accuracy, "f1": overall.f1,
-            "majority_rate": slices["overall"].majority_rate,
-            "chosen_on": "the evaluation shards, which are also where the metrics come from"},
+        "operating_point": point,
         "gate": settings["gate"],
         "metrics": rows,
         "limitations": settings["limitations"] + _measured_limitations(rows, settings, task),
     }
+    if not task.binary:
+        result = slices["overall"]
+        card["per_class"] = per_class(result, task)
+        card["confusion"] = result.confusion
+        card["baseline"] = {"accuracy": result.metrics.get("accuracy"),
+                            "majority_rate": result.majority_rate,
+                            "balanced_accuracy": result.metrics.get("balanced_accuracy"),
+                            "balanced_majority_rate": balanced_majority(
+                                len(task.label.classes))}
+    return card
 
 
 def _measured_limitations(rows: list[dict], settings: dict, task: TaskSpec) -> list[str]:
@@ -85,6 +102,27 @@ def _ungated(rows: list[dict]) -> list[dict]:
     return [r for r in rows if not r["gated"] and r["slice"] != "overall"]
 
 
+def _classes_markdown(card: dict) -> list[str]:
+    """Three or more classes: the baseline line, each class's metrics, the confusion matrix."""
+    if "per_class" not in card:
+        return []
+    base = card["baseline"]
+    lines = ["", "## Classes", "",
+             f"Accuracy {_number(base['accuracy'])}, where always answering the majority class "
+             f"scores {_number(base['majority_rate'])}; balanced accuracy (mean recall) "
+             f"{_number(base['balanced_accuracy'])}, where it scores "
+             f"{_number(base['balanced_majority_rate'])}.", "",
+             "| class | examples | recall | recall interval | precision | AUC one vs rest |",
+             "|---|---|---|---|---|---|"]
+    for r in card["per_class"]:
+        ci = r.get("recall_ci")
+        lines.append(f"| {r['class']} | {r['examples']} | {_number(r['recall'])} | "
+                     f"{'n/a' if ci is None else f'{ci[0]:.3f}-{ci[1]:.3f}'} | "
+                     f"{_number(r['precision'])} | {_number(r['auc'])} |")
+    return lines + ["", "Confusion matrix of the top class:", "",
+                    *confusion_markdown(card["confusion"], card["classes"]["names"])]
+
+
 def _number(value, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
@@ -94,11 +132,21 @@ def render_markdown(card: dict) -> str:
     positive, negative = card["classes"]["positive"], card["classes"]["negative"]
     lines = [f"# Model card: {model['pipeline']}", "",
              f"{model['backbone']} at {model['image_size']} px, created {model['created']}.", "",
-             "## Intended use", "", card["intended_use"], "", "## Data", "",
-             f"| role | shards | examples | {positive} |", "|---|---|---|---|"]
+             "## Intended use", "", card["intended_use"], "", "## Data", ""]
+    shown = card["classes"]["names"] if "per_class" in card else [positive]
+    lines += ["| role | shards | examples | " + " | ".join(shown) + " |",
+              "|---" * (3 + len(shown)) + "|"]
     for role, d in card["data"].items():
-        lines.append(f"| {role} | {', '.join(d['shards'])} | {d['examples']} | {d['positives']} |")
-    lines += ["", "## Operating point", "",
+        counts = [d["classes"][c] for c in shown] if "per_class" in card else [d["positives"]]
+        lines.append(f"| {role} | {', '.join(d['shards'])} | {d['examples']} | "
+                     + " | ".join(map(str, counts)) + " |")
+    lines += _classes_markdown(card)
+    lines += ["", "## Operating point", ""]
+    if point is None:
+        lines += ["No operating rule: the model answers the class with the highest "
+                  "probability."]
+    else:
+        lines += [
               f"A case is called {positive} when its probability is at least "
               f"{point['threshold']}: "
               "the threshold with the best specificity among those reaching sensitivity "
@@ -106,8 +154,8 @@ def render_markdown(card: dict) -> str:
               f"{_number(point['sensitivity'])}, specificity {_number(point['specificity'])}, "
               f"precision {_number(point['precision'])}, F1 {_number(point['f1'])}; accuracy "
               f"{_number(point['accuracy'])}, where always answering the commoner class "
-              f"scores {_number(point['majority_rate'])}.",
-              "",
+              f"scores {_number(point['majority_rate'])}."]
+    lines += ["",
               "## Metrics per slice (95% intervals)", "",
               f"| slice | examples | {positive} | AUC | AUC interval | sensitivity | specificity "
               "| precision | accuracy | F1 | gated |", "|---" * 11 + "|"]

@@ -14,9 +14,11 @@ from modules.task import TaskSpec
 from pipeline.config import PipelineConfig, load_config_dict
 from pipeline.ops.workdir import WorkDir
 from pipeline.results.eval_results import (SLICE_AND, SLICE_IS, Matrix, SliceResult,
-                                           load_evaluation, shown)
+                                           load_evaluation)
+from pipeline.results.classes import balanced_majority, per_class
 from pipeline.results.mlmd import find_run, open_store, outputs_by_type
 from pipeline.results.statistics import SplitStats, load_statistics
+from pipeline.results.summary import failed_check
 from pipeline.results.svg import line_chart
 
 STYLE = """
@@ -66,9 +68,7 @@ def _verdict(summary: dict) -> str:
     if summary["blessed"]:
         return ('<p><span class="verdict blessed">BLESSED</span> pushed to '
                 f'<code>{html.escape(summary["pushed_model"] or "")}</code></p>')
-    checks = "".join(
-        f"<li>{html.escape(c['metric'])} on <b>{html.escape(c['slice'])}</b>: {shown(c['value'])}"
-        f" (must be at least {c['bound']['at_least']:g})</li>" for c in summary["failed_checks"])
+    checks = "".join(f"<li>{html.escape(failed_check(c))}</li>" for c in summary["failed_checks"])
     return ('<p><span class="verdict rejected">NOT BLESSED</span> nothing pushed; failed '
             f"checks:</p><ul>{checks}</ul>")
 
@@ -98,8 +98,9 @@ def _curves(slices: dict[str, SliceResult], task: TaskSpec) -> str:
     roc = [("this model", _roc(overall.curve))]
     if overall.baseline_curve:
         roc.append(("last blessed model", _roc(overall.baseline_curve)))
-    charts = [line_chart("ROC, overall", roc, "1 - specificity", "sensitivity", diagonal=True),
-              line_chart("Precision-recall, overall", [("this model", _pr(overall.curve))],
+    what = "overall" if task.binary else f"{task.flagged} against the rest"
+    charts = [line_chart(f"ROC, {what}", roc, "1 - specificity", "sensitivity", diagonal=True),
+              line_chart(f"Precision-recall, {what}", [("this model", _pr(overall.curve))],
                          "recall", "precision")]
     families: dict[str, list[str]] = collections.defaultdict(list)
     for name, result in slices.items():
@@ -113,6 +114,47 @@ def _curves(slices: dict[str, SliceResult], task: TaskSpec) -> str:
         charts.append(line_chart(f"ROC by {family} (gated slices)", series, "1 - specificity",
                                  "sensitivity", diagonal=True))
     return f'<div class="charts">{"".join(charts)}</div>'
+
+
+def _classes(slices: dict[str, SliceResult], task: TaskSpec) -> str:
+    """Three or more classes: each class's metrics with intervals, the confusion matrix as a
+    heat map (shaded by the share of the actual class), per-class ROC curves and a table
+    of the slices."""
+    overall = slices["overall"]
+    rows = [("", [r["class"], f"{r['examples']}"]
+             + [f"{_fmt(r[m])} {_span(r.get(m + '_ci'))}".strip() for m in ("recall",
+                                                                          "precision", "auc")]
+             + [_fmt(r.get("baseline_recall"))]) for r in per_class(overall, task)]
+    table = _table(["class", "examples", "recall (95% interval)", "precision", "AUC one vs rest",
+                    "baseline recall"], rows)
+    names = task.label.classes
+    cells = []
+    for name, row in zip(names, overall.confusion):
+        total = sum(row) or 1
+        cells.append(f"<tr><th>{html.escape(name)}</th>" + "".join(
+            f'<td style="background: rgba(42,125,58,{v / total:.2f})">{int(v)}</td>'
+            for v in row) + "</tr>")
+    heat = ("<table><tr><th>actual \\ predicted</th>"
+            + "".join(f"<th>{html.escape(n)}</th>" for n in names) + "</tr>"
+            + "".join(cells) + "</table>")
+    roc = line_chart("ROC per class, one vs rest",
+                     [(n, _roc(overall.class_curves.get(n, []))) for n in names],
+                     "1 - specificity", "sensitivity", diagonal=True)
+    slice_rows = [("", [name, f"{int(r.metrics.get('example_count') or 0)}",
+                        _fmt(r.metrics.get("auc")), _fmt(r.metrics.get("accuracy")),
+                        _fmt(r.majority_rate), _fmt(r.metrics.get("balanced_accuracy"))])
+                  for name, r in slices.items()]
+    return (f"<p>Accuracy {_fmt(overall.metrics.get('accuracy'))}; always answering the "
+            f"majority class scores {_fmt(overall.majority_rate)}. Balanced accuracy (mean "
+            f"recall) {_fmt(overall.metrics.get('balanced_accuracy'))}; the majority class "
+            f"scores {_fmt(balanced_majority(len(names)))}.</p>" + table
+            + f'<div class="charts">{heat}{roc}</div>'
+            + _table(["slice", "examples", "macro AUC", "accuracy", "majority class",
+                      "balanced accuracy"], slice_rows))
+
+
+def _span(ci: list[float] | None) -> str:
+    return f"({ci[0]:.3f}–{ci[1]:.3f})" if ci else ""
 
 
 def _calibration(overall: SliceResult, task: TaskSpec) -> str:
@@ -131,7 +173,10 @@ def _calibration(overall: SliceResult, task: TaskSpec) -> str:
 
 def _confusion(overall: SliceResult, threshold: float | None, task: TaskSpec) -> str:
     m = overall.at(threshold) if threshold is not None else None
-    positive, negative = task.label.positive, task.negative
+    positive = task.flagged
+    negative = task.negative if task.binary else "any other class"
+    if not task.binary and not task.urgent_ids:
+        return "<p>No operating rule: the model answers its top class (task label.urgent).</p>"
     if m is None:
         return (f"<p>No operating threshold: the evaluation shards hold no {positive} "
                 "case.</p>")
@@ -147,11 +192,15 @@ def _confusion(overall: SliceResult, threshold: float | None, task: TaskSpec) ->
 def _data(summary: dict, stats: dict[str, SplitStats], anomalies: list[str],
           task: TaskSpec) -> str:
     role_rows = []
+    counted = [1] if task.binary else range(len(task.label.classes))
     for role, splits in summary["splits"].items():
         examples = sum(stats[s].examples for s in splits)
-        positives = sum(stats[s].positives(task.label.key) for s in splits)
-        role_rows.append(("", [role, ", ".join(splits), f"{examples}", f"{positives}",
-                               _fmt(positives / examples if examples else None)]))
+        counts = [sum(stats[s].positives(task.label.key, code) for s in splits)
+                  for code in counted]
+        role_rows.append(("", [role, ", ".join(splits), f"{examples}", *map(str, counts)]
+                          + ([_fmt(counts[0] / examples if examples else None)]
+                             if task.binary else [])))
+    class_header = ([task.label.positive, "share"] if task.binary else task.label.classes)
     features: dict[str, list] = collections.defaultdict(list)
     for split_stats in stats.values():
         for name, feature in split_stats.features.items():
@@ -170,14 +219,14 @@ def _data(summary: dict, stats: dict[str, SplitStats], anomalies: list[str],
         feature_rows.append(("", [name, parts[0].kind, f"{missing}", detail]))
     found = ("".join(f"<li>{html.escape(a)}</li>" for a in anomalies)
              if anomalies else "<li>none: every shard matches the schema</li>")
-    return (_table(["role", "shards", "examples", task.label.positive, "share"], role_rows)
+    return (_table(["role", "shards", "examples", *class_header], role_rows)
             + _table(["feature", "kind", "missing", "values (all shards)"], feature_rows)
             + f"<h3>Anomalies against the schema</h3><ul>{found}</ul>")
 
 
 def render_report(summary: dict, config: PipelineConfig, slices: dict[str, SliceResult],
                   stats: dict[str, SplitStats], anomalies: list[str]) -> str:
-    overall = slices["overall"]
+    overall, task = slices["overall"], config.task
     components = _table(["component", "seconds"], [("", [n, f"{s:.1f}"])
                                                    for n, s in summary["components"].items()])
     baseline = ("<p>No earlier blessed model: this is the first, judged on the bounds alone.</p>"
@@ -192,25 +241,31 @@ def render_report(summary: dict, config: PipelineConfig, slices: dict[str, Slice
         f"<p>Run {html.escape(summary['run_id'])} on <code>"
         f"{html.escape(summary['data_root'])}</code>.</p>",
         _verdict(summary),
-        f"<p>AUC {_fmt(overall.metrics.get('auc'))} ({_interval(overall, 'auc')}) on "
-        f"{int(overall.metrics.get('example_count') or 0)} held-out examples; AUC-PR "
-        f"{_fmt(overall.metrics.get('auc_pr'))}.</p>",
-        "<h2>Slices</h2>",
-        f"<p>Gated slices (at least {config.evaluation.min_slice_positives} "
-        f"{config.task.label.positive} and {config.evaluation.min_slice_negatives} "
-        f"{config.task.negative}) need AUC at least "
-        f"{config.evaluation.slice_auc_threshold:g} (per family: "
-        f"{html.escape(json.dumps(config.evaluation.slice_auc_thresholds))}); smaller slices "
-        "are shown grey and do not gate.</p>",
-        _slice_rows(slices, summary, config.task),
-        "<h2>Comparison with the last blessed model</h2>", baseline,
-        "<h2>Curves</h2>", _curves(slices, config.task),
-        "<h2>Operating point</h2>", _confusion(overall, summary["operating_threshold"],
-                                               config.task),
-        "<h2>Calibration</h2>", _calibration(overall, config.task),
-        "<h2>Data</h2>", _data(summary, stats, anomalies, config.task),
-        "<h2>Components</h2>", components,
+        f"<p>{'' if task.binary else 'Macro '}AUC {_fmt(overall.metrics.get('auc'))} "
+        f"({_interval(overall, 'auc')}) on {int(overall.metrics.get('example_count') or 0)} "
+        "held-out examples"
+        + (f"; AUC-PR {_fmt(overall.metrics.get('auc_pr'))}" if task.binary else "") + ".</p>",
     ]
+    if task.binary:
+        sections += [
+            "<h2>Slices</h2>",
+            f"<p>Gated slices (at least {config.evaluation.min_slice_positives} "
+            f"{task.label.positive} and {config.evaluation.min_slice_negatives} "
+            f"{task.negative}) need AUC at least {config.evaluation.slice_auc_threshold:g} "
+            f"(per family: {html.escape(json.dumps(config.evaluation.slice_auc_thresholds))});"
+            " smaller slices are shown grey and do not gate.</p>",
+            _slice_rows(slices, summary, task)]
+    else:
+        sections += ["<h2>Classes</h2>", _classes(slices, task)]
+    sections += ["<h2>Comparison with the last blessed model</h2>", baseline]
+    if overall.curve:
+        sections += ["<h2>Curves</h2>", _curves(slices, task)]
+    sections += ["<h2>Operating point</h2>",
+                 _confusion(overall, summary["operating_threshold"], task)]
+    if task.binary:
+        sections += ["<h2>Calibration</h2>", _calibration(overall, config.task)]
+    sections += ["<h2>Data</h2>", _data(summary, stats, anomalies, config.task),
+                 "<h2>Components</h2>", components]
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>medtfx report: "
             f"{html.escape(summary['run_id'])}</title><style>{STYLE}</style></head><body>"
             + "\n".join(sections) + "</body></html>")

@@ -28,10 +28,10 @@ class SplitStats:
     examples: int
     features: dict[str, FeatureSummary]
 
-    def positives(self, label_key: str) -> int:
-        """Examples of class 1, the positive class of a binary task."""
+    def positives(self, label_key: str, code: int = 1) -> int:
+        """Examples of class `code`: by default 1, the positive class of a binary task."""
         label = self.features.get(label_key)
-        return label.values.get("1", 0) if label else 0
+        return label.values.get(str(code), 0) if label else 0
 
 
 def _summary(feature: statistics_pb2.FeatureNameStatistics) -> FeatureSummary:

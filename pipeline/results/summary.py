@@ -9,7 +9,9 @@ from modules.artifacts import VALIDATION_FILE
 from pipeline.config import PipelineConfig, to_dict
 from pipeline.files import write_json
 from pipeline.ops.workdir import WorkDir
-from pipeline.results.eval_results import (NOT_VERIFIED, SliceResult, failed_checks,
+from modules.task import TaskSpec
+from pipeline.results.classes import balanced_majority, per_class
+from pipeline.results.eval_results import (CLASS_OF, NOT_VERIFIED, SliceResult, failed_checks,
                                            load_evaluation, operating_threshold, shown,
                                            unverified_slice)
 from pipeline.results.mlmd import find_run, node_name, open_store, outputs_by_type
@@ -22,10 +24,13 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
 
 
-def slice_summary(result: SliceResult, threshold: float | None) -> dict:
+def slice_summary(result: SliceResult, threshold: float | None,
+                  task: TaskSpec | None = None) -> dict:
     """A slice's metrics, intervals, baseline, its rates at the operating threshold and the
-    majority-class rate, the accuracy to beat."""
-    out: dict = {name: _round(value) for name, value in result.metrics.items()}
+    majority-class rate, the accuracy to beat; for three or more classes, each class's
+    metrics and the confusion matrix of the top class."""
+    out: dict = {name: _round(value) for name, value in result.metrics.items()
+                 if CLASS_OF not in name}
     out.update(positives=result.positives, negatives=result.negatives, gated=result.gated,
                majority_rate=_round(result.majority_rate))
     for name in REPORTED_INTERVALS:
@@ -34,6 +39,12 @@ def slice_summary(result: SliceResult, threshold: float | None) -> dict:
     if "auc" in result.baseline:
         out["baseline_auc"] = _round(result.baseline["auc"])
         out["auc_change"] = _round(result.changes.get("auc"))
+    if result.confusion and task is not None:
+        out["classes"] = {row.pop("class"): {k: _round(v) if isinstance(v, float) else v
+                                             for k, v in row.items()}
+                          for row in per_class(result, task)}
+        out["confusion_matrix"] = [[int(v) for v in row] for row in result.confusion]
+        out["balanced_majority_rate"] = _round(balanced_majority(len(task.label.classes)))
     matrix = result.at(threshold) if threshold is not None else None
     if matrix is not None:
         out.update(sensitivity=_round(matrix.sensitivity), specificity=_round(matrix.specificity),
@@ -73,7 +84,9 @@ def summarize_run(metadata_path: str, config: PipelineConfig) -> dict:
         "operating_threshold": _round(threshold),
         "target_sensitivity": cfg.target_sensitivity,
         "classes": config.task.label.classes,
-        "metrics": {name: slice_summary(result, threshold) for name, result in slices.items()},
+        "urgent": config.task.label.urgent,
+        "metrics": {name: slice_summary(result, threshold, config.task)
+                    for name, result in slices.items()},
         "failed_checks": failed_checks(evaluations[0].uri, config.task)
         if evaluations else [],
         "components": components,
@@ -122,28 +135,34 @@ def summary_lines(summary: dict) -> list[str]:
     """A few lines: the headline metric, the operating point, the weakest slice, every slice
     too small to gate, the verdict and, when not blessed, every failed check."""
     overall = summary["metrics"].get("overall", {})
+    multiclass = "classes" in overall
     if overall.get("auc") is None:
         lines = ["medtfx: no evaluation metrics"]
     else:
-        lines = [f"medtfx: AUC {overall['auc']:.3f}{_interval(overall, 'auc')} overall on "
-                 f"{int(overall['example_count'])} held-out examples"]
+        lines = [f"medtfx: {'macro ' if multiclass else ''}AUC {overall['auc']:.3f}"
+                 f"{_interval(overall, 'auc')} overall on {int(overall['example_count'])} "
+                 "held-out examples"]
+    if multiclass:
+        lines += _class_lines(overall)
     if overall.get("sensitivity") is not None:
-        lines.append(f"        operating threshold {summary['operating_threshold']:.3f}: "
+        rule = (f" (flags {' or '.join(summary['urgent'])})" if multiclass else "")
+        lines.append(f"        operating threshold {summary['operating_threshold']:.3f}{rule}: "
                      f"sensitivity {overall['sensitivity']:.3f}, specificity "
                      f"{overall['specificity']:.3f}, precision {shown(overall['precision'])}, "
                      f"F1 {shown(overall['f1'])}")
-        lines.append(f"        accuracy there {shown(overall['accuracy'])}; always answering "
-                     f"the commoner class {shown(overall['majority_rate'])}")
+        if not multiclass:
+            lines.append(f"        accuracy there {shown(overall['accuracy'])}; always "
+                         f"answering the commoner class {shown(overall['majority_rate'])}")
     gated = [(name, m) for name, m in summary["metrics"].items()
              if name != "overall" and m.get("gated") and m.get("auc") is not None]
     if gated:
         name, m = min(gated, key=lambda s: s[1]["auc"])
         lines.append(f"        lowest gated slice: {name} AUC {m['auc']:.3f}"
                      f"{_interval(m, 'auc')} ({int(m['example_count'])} examples)")
-    ungated = [unverified_slice(name, int(m.get("example_count") or 0), m["positives"],
-                                summary["classes"][1], m.get("auc"), m.get("auc_ci"))
-               for name, m in summary["metrics"].items()
-               if name != "overall" and not m["gated"]]
+    ungated = [] if multiclass else [
+        unverified_slice(name, int(m.get("example_count") or 0), m["positives"],
+                         summary["classes"][1], m.get("auc"), m.get("auc_ci"))
+        for name, m in summary["metrics"].items() if name != "overall" and not m["gated"]]
     if ungated:
         lines.append(f"        {NOT_VERIFIED}, {len(ungated)} "
                      f"slice{'' if len(ungated) == 1 else 's'}:")
@@ -156,6 +175,23 @@ def summary_lines(summary: dict) -> list[str]:
     if summary["blessed"]:
         return [*lines, f"medtfx: BLESSED; serving model: {summary['pushed_model']}"]
     lines.append("medtfx: NOT BLESSED; nothing pushed. Failed checks:")
-    return lines + [f"        {c['metric']} on {c['slice']}: {shown(c['value'])} "
-                    f"(must be at least {c['bound']['at_least']:g})"
-                    for c in summary["failed_checks"]]
+    return lines + [f"        {failed_check(c)}" for c in summary["failed_checks"]]
+
+
+def failed_check(check: dict) -> str:
+    """'auc on sex = female: 0.612 (must be at least 0.65)', 'recall on class
+    malignant_mass (overall): 0.000 (must be at least 0.3)'."""
+    where = (f" ({check['slice']})" if " on class " in check["metric"]
+             else f" on {check['slice']}")
+    return (f"{check['metric']}{where}: {shown(check['value'])} "
+            f"(must be at least {check['bound']['at_least']:g})")
+
+
+def _class_lines(overall: dict) -> list[str]:
+    """Accuracy beside what answering the majority class scores, and recall per class."""
+    recalls = ", ".join(f"{name} {shown(m['recall'])}" for name, m in overall["classes"].items())
+    return [f"        accuracy {shown(overall.get('accuracy'))} (always answering the "
+            f"majority class: {shown(overall['majority_rate'])}); balanced accuracy "
+            f"{shown(overall.get('balanced_accuracy'))} (majority class: "
+            f"{shown(overall['balanced_majority_rate'])})",
+            f"        recall by class: {recalls}"]
