@@ -10,7 +10,6 @@ import json
 # training (imported where chosen).
 from tfx.components import (Evaluator, ExampleValidator, ImportExampleGen, Pusher, Trainer,
                             Transform)
-from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
 from tfx.dsl.components.base import executor_spec
 from tfx.dsl.components.base.base_node import BaseNode
 from tfx.dsl.components.common.resolver import Resolver
@@ -26,6 +25,7 @@ from components.data_gate import DataGate
 from components.ensemble import Ensemble
 from components.model_packager import ModelPackager
 from components.statistics_gen import StatisticsGen
+from components.task_schema import TaskSchema
 from modules.settings import RunSettings
 from pipeline.config import PipelineConfig
 from pipeline.data.shards import Shard, SplitPlan, ensemble_splits
@@ -93,7 +93,7 @@ def packager_settings(config: PipelineConfig) -> str:
 class _Data:
     """The data components: examples in, statistics checked against the schema."""
     example_gen: ImportExampleGen
-    schema_gen: ImportSchemaGen
+    schema_gen: BaseNode  # TaskSchema
     statistics_gen: StatisticsGen
     example_validator: ExampleValidator
     gate: BaseNode  # DataGate
@@ -112,7 +112,8 @@ def data_components(config: PipelineConfig, data_root: str | RuntimeParameter) -
         input_config=example_gen_pb2.Input(splits=[
             example_gen_pb2.Input.Split(name=f"train{i:02d}", pattern=shard_pattern(config, i))
             for i in range(config.data.train_shards)]))
-    schema_gen = ImportSchemaGen(schema_file=config.schema_path)
+    schema_gen = TaskSchema(schema_file=config.schema_path, label_key=config.task.label.key,
+                            classes=len(config.task.label.classes))
     statistics_gen = StatisticsGen(
         examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
         code=code_fingerprint("components.statistics_gen"))

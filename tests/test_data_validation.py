@@ -1,4 +1,4 @@
-"""StatisticsGen, ImportSchemaGen and ExampleValidator on the pinned TFDV 1.16.1 and
+"""StatisticsGen, the schema and ExampleValidator on the pinned TFDV 1.16.1 and
 ml-metadata 1.17.1, with Beam's multi-process runner (whose workers import TFDV before tfx),
 and the gate that stops the pipeline on anomalies."""
 

@@ -156,7 +156,7 @@ def test_user_code_is_referenced_by_dotted_path_and_paths_point_into_the_image(c
     assert callable(import_utils.import_func_from_module("modules.evaluation",
                                                          "custom_extractors"))
     assert not {p for _, p in constants if p == "module_file"}  # nothing to upload
-    assert constants[("ImportSchemaGen", "schema_file")] == "/medtfx/schema/melanoma.pbtxt"
+    assert constants[("TaskSchema", "schema_file")] == "/medtfx/schema/melanoma.pbtxt"
     destination = json.loads(constants[("Pusher", "push_destination")])
     assert destination["filesystem"]["base_directory"] == "gs://medtfx-test/serving"
 
@@ -232,7 +232,7 @@ def test_a_resources_key_names_a_component_or_every_component_of_a_class():
 
 @pytest.mark.parametrize("resources, message", [
     ("{Trainr: {cpu: 2}}", "kubeflow.resources: Trainr: no such component; components: "
-                           "ImportExampleGen, ImportSchemaGen"),
+                           "ImportExampleGen, TaskSchema"),
     ("{latest_blessed_model_resolver: {cpu: 2}}", "latest_blessed_model_resolver runs no "
                                                   "container"),
 ])

@@ -56,9 +56,14 @@ def test_example_gen_task_reads_the_data_root_given_for_the_run(examples, tiny_d
 def test_tasks_pass_artifacts_down_to_the_data_gate_which_stops_bad_data(launcher, examples):
     """Schema from the project directory, statistics, validation, then medtfx's own
     DataGate component, run from the spec like TFX's."""
-    schema = launcher.run("ImportSchemaGen")["schema"]
+    from google.protobuf import text_format
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    schema = launcher.run("TaskSchema")["schema"]
     with open(os.path.join(REPO, "schema", "melanoma.pbtxt")) as f:
-        assert tf.io.gfile.GFile(os.path.join(schema["uri"], "schema.pbtxt")).read() == f.read()
+        curated = text_format.Parse(f.read(), schema_pb2.Schema())
+    written = tf.io.gfile.GFile(os.path.join(schema["uri"], "schema.pbtxt")).read()
+    assert text_format.Parse(written, schema_pb2.Schema()) == curated
     launcher.run("StatisticsGen")
     anomalies = launcher.run("ExampleValidator")["anomalies"]
     launcher.run("DataGate")  # the synthetic data fits the schema

@@ -21,7 +21,7 @@ from tests.helpers import (BLESS_ANY, FAST_RUN, REPO, code_copy, medtfx, open_in
 
 pytestmark = pytest.mark.slow
 
-COMPONENTS = ["ImportExampleGen", "ImportSchemaGen", "latest_blessed_model_resolver",
+COMPONENTS = ["ImportExampleGen", "TaskSchema", "latest_blessed_model_resolver",
               "StatisticsGen", "ExampleValidator", "DataGate", "Transform", "Trainer",
               "Evaluator", "ModelPackager", "Pusher"]
 

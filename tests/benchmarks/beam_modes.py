@@ -2,7 +2,7 @@
 
     .venv/bin/python -m tests.benchmarks.beam_modes [--images N] [--size PX]
 
-Runs the pipeline's own ImportExampleGen, ImportSchemaGen, StatisticsGen, ExampleValidator
+Runs the pipeline's own ImportExampleGen, TaskSchema, StatisticsGen, ExampleValidator
 and DataGate (a partial run, as tests/benchmarks/runs.py runs pipelines) once per mode and
 prints each component's wall time from ML Metadata. Decides what pipeline/configs/*.yaml
 set for `beam`; bench.py compares 1 and 2 worker processes.
