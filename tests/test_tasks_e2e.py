@@ -107,3 +107,73 @@ def test_celeba_runs_from_the_attribute_tables_with_its_slices(tmp_path):
     with open(os.path.join(data, "list_eval_partition.csv")) as f:
         held_out = sum(line.rstrip().endswith(",2") for line in f)
     assert summary["metrics"]["overall"]["example_count"] == held_out
+
+
+@pytest.fixture(scope="module")
+def ddsm(tmp_path_factory):
+    """The DDSM notebook's CSVs and PNGs (87% normal); a trained five-class model, and one
+    that never learned (learning rate 0) from the same import."""
+    root = tmp_path_factory.mktemp("ddsm")
+    data = str(root / "data")
+    generate_layout(data, LayoutSpec("ddsm", images=500, size=48, seed=3))
+    runs = {}
+    for name, extra in (("trained", ["epochs=5", "learning_rate=0.005"]),
+                        ("untrained", ["epochs=1", "learning_rate=0", "lr_start=0",
+                                       "lr_min=0"])):
+        work = str(root / name)
+        result = run_task("ddsm", data, work, *extra)
+        runs[name] = (work, result, finished(result, work))
+    return data, runs
+
+
+def test_ddsm_five_classes_are_evaluated_class_by_class(ddsm):
+    data, runs = ddsm
+    work, result, summary = runs["trained"]
+    judged_by_its_gate(summary)
+    overall = summary["metrics"]["overall"]
+    classes = summary["classes"]
+    assert len(classes) == 5 and list(overall["classes"]) == classes
+    for metrics in overall["classes"].values():
+        assert {"recall", "precision", "auc", "examples"} <= set(metrics)
+    matrix = np.array(overall["confusion_matrix"])  # rows: actual class; columns: predicted
+    assert matrix.shape == (5, 5) and matrix.sum() == overall["example_count"]
+    assert [m["examples"] for m in overall["classes"].values()] == matrix.sum(1).tolist()
+    # The baseline: what always answering the majority class scores.
+    assert overall["majority_rate"] == pytest.approx(matrix.sum(1).max() / matrix.sum(),
+                                                     abs=1e-4)
+    assert overall["balanced_majority_rate"] == pytest.approx(0.2)
+    assert overall["auc"] is not None and overall["balanced_accuracy"] is not None
+    # The held-out set is the test CSV's images, whole.
+    with open(os.path.join(data, "data", "test_df_model_0.csv")) as f:
+        assert overall["example_count"] == len(f.readlines()) - 1
+    assert "macro AUC" in result.stdout and "recall by class" in result.stdout
+    # The urgent rule: malignant calcification or mass, at the target sensitivity.
+    assert summary["urgent"] == ["malignant_calcification", "malignant_mass"]
+    assert overall["sensitivity"] >= summary["target_sensitivity"]
+
+
+def test_a_ddsm_model_that_never_learned_is_refused_by_recall_and_the_baseline(ddsm):
+    _, runs = ddsm
+    _, result, summary = runs["untrained"]
+    assert not summary["blessed"] and summary["pushed_model"] is None
+    failed = {check["metric"] for check in summary["failed_checks"]}
+    assert "balanced_accuracy_over_majority" in failed
+    assert any(metric.startswith("recall on class ") for metric in failed)
+    assert "recall on class " in result.stdout and "NOT BLESSED" in result.stdout
+
+
+def test_a_ddsm_binary_variant_runs_by_changing_only_the_label_map(ddsm, tmp_path):
+    data, _ = ddsm
+    work = str(tmp_path / "work")
+    result = run_task(
+        "ddsm", data, work,
+        'label_values={"0": null, "1": null, "2": benign, "3": null, "4": malignant}',
+        "classes=[benign, malignant]", "positive=malignant", "urgent=[]")
+    summary = finished(result, work)
+    judged_by_its_gate(summary)
+    assert summary["classes"] == ["benign", "malignant"]
+    assert "classes" not in summary["metrics"]["overall"]  # the binary summary
+    assert "images of classes the label map drops left out" in result.stdout
+    with open(os.path.join(data, "data", "test_df_model_0.csv")) as f:
+        masses = sum(line.rstrip().split(",")[-1] in ("2", "4") for line in f)
+    assert summary["metrics"]["overall"]["example_count"] == masses

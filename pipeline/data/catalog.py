@@ -52,6 +52,10 @@ class Catalog:
     items: list[Item]
     problems: list[Problem]
     skipped: int  # files that are not data
+    dropped: int = 0  # labelled images of a class the label map drops
+
+
+DROPPED = -1  # _label: the row's class is one the label map leaves out
 
 
 def build_catalog(data_root: str, source: SourceConfig, task: TaskSpec) -> Catalog:
@@ -165,14 +169,19 @@ def _tables(data_root: str, source: SourceConfig, task: TaskSpec,
     problems: list[Problem] = []
     labels: dict[str, tuple[Table, int, dict[str, str]]] = {}
     for table in source.labels:
-        for path, (line, row) in _keyed(data_root, table, source.images, problems,
+        folder = source.images if table.images is None else table.images
+        for path, (line, row) in _keyed(data_root, table, folder, problems,
                                         [source.label_column]).items():
             if path in labels:
                 problems.append(Problem(f"{table.file}:{line}", f"{path} is labelled in "
                                         f"{labels[path][0].file} too"))
             else:
                 labels[path] = (table, line, row)
-    files, skipped = _listing(data_root, source.images, skip)
+    files, skipped = [], 0
+    for folder in sorted({source.images if t.images is None else t.images
+                          for t in source.labels}):
+        found, skipped_here = _listing(data_root, folder, skip)
+        files, skipped = files + found, skipped + skipped_here
     unrowed = [p for p in files if p not in labels]
     tables = ", ".join(t.file for t in source.labels)
     problems += [Problem(p, f"image without a row in {tables}") for p in unrowed
@@ -183,13 +192,16 @@ def _tables(data_root: str, source: SourceConfig, task: TaskSpec,
                         [source.partition_column]) if source.partition else {})
     extra = [(table, _keyed(data_root, table, source.images, problems, []))
              for table in source.tables]
-    items = []
+    items, dropped = [], 0
     for path, (table, line, row) in labels.items():
         where = f"{table.file}:{line}"
         if path not in existing:
             problems.append(Problem(where, f"no image {path} for id {row[table.id_column]!r}"))
             continue
         label = _label(row, source, task)
+        if label == DROPPED:
+            dropped += 1
+            continue
         if label is None:
             problems.append(Problem(where, f"{source.label_column} "
                                     f"{row.get(source.label_column)!r} is not one of "
@@ -218,16 +230,23 @@ def _tables(data_root: str, source: SourceConfig, task: TaskSpec,
         unlabelled, skipped_here = _listing(data_root, source.unlabelled, skip)
         skipped += skipped_here
         items += [Item(p, "unlabelled", None) for p in unlabelled]
-    return Catalog(items, problems, skipped)
+    return Catalog(items, problems, skipped, dropped)
 
 
 def _label(row: dict[str, str], source: SourceConfig, task: TaskSpec) -> int | None:
-    name = source.label_values.get(row.get(source.label_column, ""))
-    if name is None:  # "1.0" in a float column means "1"
+    """The row's class code; DROPPED for a value the map sends to null; None for a value
+    the map does not know."""
+    value = row.get(source.label_column, "")
+    if value not in source.label_values:  # "1.0" in a float column means "1"
         try:
-            name = source.label_values.get(str(int(float(row[source.label_column]))))
-        except (KeyError, ValueError):
+            value = str(int(float(value)))
+        except ValueError:
             return None
+    if value not in source.label_values:
+        return None
+    name = source.label_values[value]
+    if not name:
+        return DROPPED
     return task.label.classes.index(name) if name in task.label.classes else None
 
 

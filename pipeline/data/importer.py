@@ -172,6 +172,8 @@ def describe(manifest: dict, out_dir: str) -> str:
     line = (f"medtfx: imported {manifest['images']:,} images of {manifest['groups']:,} groups "
             f"into {len(manifest['shards'])} shards; {manifest['skipped']} non-image files "
             "skipped")
+    if manifest.get("dropped"):
+        line += f"; {manifest['dropped']:,} images of classes the label map drops left out"
     if manifest["quarantined"]:
         line += (f"; {manifest['quarantined']} problem(s) quarantined, listed in "
                  f"{os.path.join(out_dir, QUARANTINE)}")
@@ -209,4 +211,5 @@ def _manifest(catalog: Catalog, placed: list[Placed], written: dict[str, int],
     return {"shards": written, "images": sum(written.values()),
             "published_splits": dict(sorted(by_split.items())),
             "groups": len({p.item.group for p in placed}),
-            "skipped": catalog.skipped, "quarantined": len(problems)}
+            "skipped": catalog.skipped, "dropped": catalog.dropped,
+            "quarantined": len(problems)}

@@ -60,6 +60,9 @@ class Table(Settings):
     # A label table's published split, when no partition table says it per image
     # (DDSM's train_df_model_K.csv and test_df_model_K.csv).
     split: str = "train"
+    # A label table's own images folder, when its ids name files there rather than in the
+    # source's `images` (DDSM: train rows name files in images/, test rows in test_images/).
+    images: str | None = None
 
 
 class SourceConfig(Settings):
@@ -73,12 +76,14 @@ class SourceConfig(Settings):
     folder: str = ""
     class_folders: dict[str, str] = Field(default_factory=dict)
     # csv: the folder holding the labelled images (every image below it needs a row), the
-    # label tables and column, and what each label value means (CSV value -> class name,
-    # e.g. {"-1": female, "1": male}).
+    # label tables and column, and the label map: what each label value means (CSV value ->
+    # class name, e.g. {"-1": female, "1": male}). Values may share a class (merged) or map
+    # to null (dropped: their images are left out and counted): DDSM's six models are six
+    # maps over one release.
     images: str = ""
     labels: list[Table] = Field(default_factory=list)
     label_column: str = ""
-    label_values: dict[str, str] = Field(default_factory=dict)
+    label_values: dict[str, str | None] = Field(default_factory=dict)
     # csv: more tables joined on the id (metadata such as SPR's train_age.csv), and the
     # table whose `partition_column` names each image's published split (CelebA's
     # list_eval_partition.csv). Without one, every labelled image is in split "train".

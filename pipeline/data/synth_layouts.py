@@ -215,9 +215,9 @@ def _ddsm(root: str, spec: LayoutSpec, rng: np.random.Generator) -> dict:
         classes = _shuffled(rng, _allot(n, DDSM_SHARES))
         rows = []
         for number, finding in enumerate(classes):
-            filename = f"{folder}/{stem}{number}.png"
+            filename = f"{stem}{number}.png"  # relative to its folder, as the notebook reads
             picture = render_mammogram(int(rng.integers(2**31)), spec.side, int(finding))
-            _write(root, filename, encode(picture, "PNG", channels=channels))
+            _write(root, f"{folder}/{filename}", encode(picture, "PNG", channels=channels))
             rows.append([number, number, finding, filename, finding])
         _write_csv(root, f"data/{split}_df_model_0.csv", ["", "id", "class", "filename", "y"],
                    rows)
