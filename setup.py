@@ -20,6 +20,12 @@ setup(
         "tensorboard",
         "dill",
         "pillow",
+        # DICOM import: pydicom reads the files; pylibjpeg and its plugins decode the
+        # compressed transfer syntaxes (JPEG, JPEG-LS, JPEG 2000; pydicom decodes RLE itself).
+        "pydicom",
+        "pylibjpeg",
+        "pylibjpeg-libjpeg",
+        "pylibjpeg-openjpeg",
         "pyyaml",
     ],
     extras_require={"test": ["pytest", "pytest-timeout", "pytest-xdist", "selenium"]},

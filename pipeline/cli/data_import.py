@@ -1,5 +1,5 @@
-"""`medtfx data import`: a dataset in its published layout (class folders, or images and
-CSV tables) to the shards the pipeline reads."""
+"""`medtfx data import`: a dataset in its published layout (class folders, images and CSV
+tables, or DICOM files and a label CSV) to the shards the pipeline reads."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ def add_parser(data_commands: argparse._SubParsersAction) -> None:
     parser = data_commands.add_parser(
         "import", help="import a dataset in its published layout into TFRecord shards",
         description="Reads the dataset under --data-root as the config's source section "
-        "describes it (class folders, or images joined to CSV tables), and writes "
+        "describes it (class folders, images joined to CSV tables, or DICOM files joined "
+        "to a label CSV and stored as 8-bit PNGs), and writes "
         "trainNN-COUNT.tfrec shards (testNN-COUNT.tfrec for unlabelled images) to --out: "
         "whole patients per shard, each shard with the same label mix, the published test "
         "split in the evaluation fold. Deterministic: the same files give the same shards.")

@@ -1,9 +1,11 @@
 """What a dataset in its published layout holds, before any image is read: each image's
-file, published split, label, group and metadata, from the folder names and CSV tables.
+file, published split, label, group and metadata, from the folder names, CSV tables and
+DICOM headers (read without their pixel data).
 
 Every problem found here names the file or the CSV row (a row without its file, a file
-without a row, a label outside the classes, a duplicate id); the importer stops on them or
-quarantines them. Files that are not data (macOS and Finder litter) are skipped and counted.
+without a row, a label outside the classes, a duplicate id, an unreadable DICOM header);
+the importer stops on them or quarantines them. Files that are not data (macOS and Finder
+litter; in the dicom layout, files that are not DICOM) are skipped and counted.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import re
 
 from modules.errors import MedtfxError
 from modules.task import Categorical, TaskSpec
-from pipeline.data.sources import SourceConfig, Table
+from pipeline.data import dicom
+from pipeline.data.sources import Columns, SourceConfig, Table
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
@@ -137,67 +140,130 @@ def _rows(data_root: str, table: Table, needed: list[str]) -> list[tuple[int, di
                 for line, row in enumerate(reader, start=2)]
 
 
-def _file_of(table: Table, images: str, value: str) -> str:
-    """The image a CSV id names, relative to the data root."""
-    number = "d}" in table.id_format  # "{:06d}.png": the id is a number
-    name = table.id_format.format(int(float(value)) if number else value)
-    return os.path.normpath(os.path.join(images, name))
+@dataclasses.dataclass
+class _Images:
+    """The images a layout's tables name: the files below the images folder, and (dicom)
+    each instance's header and which instance has which SOPInstanceUID."""
+    folder: str
+    files: list[str]
+    headers: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
+    uids: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def file_of(self, table: Table, value: str) -> str | None:
+        """The image a CSV id names, relative to the data root (None: no instance has that
+        SOPInstanceUID)."""
+        if table.id_is == "SOPInstanceUID":
+            return self.uids.get(value)
+        number = "d}" in table.id_format  # "{:06d}.png": the id is a number
+        name = table.id_format.format(int(float(value)) if number else value)
+        folder = self.folder if table.images is None else table.images
+        return os.path.normpath(os.path.join(folder, name))
 
 
-def _keyed(data_root: str, table: Table, images: str, problems: list[Problem],
-           needed: list[str]) -> dict[str, tuple[int, dict[str, str]]]:
-    """A table's rows by the file each names; malformed and duplicate ids are problems."""
+def _keyed(data_root: str, table: Table, images: _Images, problems: list[Problem],
+           needed: list[str], complete: bool = False) -> dict[str, tuple[int, dict[str, str]]]:
+    """A table's rows by the file each names; malformed and duplicate ids are problems, and
+    so, in a `complete` table (labels), is a row without its image."""
     rows: dict[str, tuple[int, dict[str, str]]] = {}
+    existing = set(images.files)
     for line, row in _rows(data_root, table, needed):
-        where = f"{table.file}:{line}"
+        where, value = f"{table.file}:{line}", row[table.id_column]
         try:
-            path = _file_of(table, images, row[table.id_column])
+            path = images.file_of(table, value)
         except ValueError:
-            problems.append(Problem(where, f"id {row[table.id_column]!r} is not a number"))
+            problems.append(Problem(where, f"id {value!r} is not a number"))
+            continue
+        if complete and path not in existing:
+            problems.append(Problem(where, f"no image {path} for id {value!r}" if path else
+                                    f"no image below {images.folder} has SOPInstanceUID "
+                                    f"{value!r}"))
             continue
         if path in rows:
-            problems.append(Problem(where, f"duplicate id {row[table.id_column]!r} (first "
-                                    f"on line {rows[path][0]})"))
+            problems.append(Problem(where, f"duplicate id {value!r} (first on line "
+                                    f"{rows[path][0]})"))
             continue
-        rows[path] = (line, row)
+        if path:
+            rows[path] = (line, row)
     return rows
+
+
+def _images(data_root: str, folder: str, source: SourceConfig,
+            skip: list[re.Pattern]) -> tuple[list[str], int]:
+    """The files below `folder` that may be images, and how many others were skipped: every
+    file in the csv layout (a stray one is named if a row names it), DICOM files in the
+    dicom layout."""
+    files, skipped = _listing(data_root, folder, skip)
+    if source.layout != "dicom":
+        return files, skipped
+    instances = [p for p in files if dicom.is_instance(os.path.join(data_root, p))]
+    return instances, skipped + len(files) - len(instances)
+
+
+def _dicom_headers(data_root: str, images: _Images, unlabelled: list[str],
+                   source: SourceConfig, problems: list[Problem]) -> None:
+    """Each instance's header attributes that the config reads (metadata, group, UID), and
+    the instance each SOPInstanceUID names; an unreadable file is a problem."""
+    try:
+        keywords = dicom.header_keywords(list(source.dicom.columns), source.group.column)
+    except dicom.DicomError as err:
+        raise DataImportError(str(err)) from None
+    for path in images.files + unlabelled:
+        try:
+            images.headers[path] = dicom.header(os.path.join(data_root, path), keywords)
+        except dicom.DicomError as err:
+            problems.append(Problem(path, str(err)))
+            continue
+        uid = images.headers[path]["SOPInstanceUID"]
+        if uid in images.uids:
+            problems.append(Problem(path, f"SOPInstanceUID {uid} is also "
+                                    f"{images.uids[uid]}'s (the same image twice)"))
+            del images.headers[path]
+        elif uid:
+            images.uids[uid] = path
 
 
 def _tables(data_root: str, source: SourceConfig, task: TaskSpec,
             skip: list[re.Pattern]) -> Catalog:
-    """A folder of images and CSV tables joined on an id."""
+    """A folder of images and CSV tables joined on an id (csv), or of DICOM instances whose
+    headers are one more table (dicom)."""
     problems: list[Problem] = []
+    files, skipped = [], 0
+    for folder in sorted({source.images if t.images is None else t.images
+                          for t in source.labels}):
+        found, skipped_here = _images(data_root, folder, source, skip)
+        files, skipped = files + found, skipped + skipped_here
+    unlabelled, skipped_here = (_images(data_root, source.unlabelled, source, skip)
+                                if source.unlabelled else ([], 0))
+    skipped += skipped_here
+    images = _Images(source.images, files)
+    is_dicom = source.layout == "dicom"
+    if is_dicom:
+        _dicom_headers(data_root, images, unlabelled, source, problems)
     labels: dict[str, tuple[Table, int, dict[str, str]]] = {}
     for table in source.labels:
-        folder = source.images if table.images is None else table.images
-        for path, (line, row) in _keyed(data_root, table, folder, problems,
-                                        [source.label_column]).items():
+        for path, (line, row) in _keyed(data_root, table, images, problems,
+                                        [source.label_column], complete=True).items():
             if path in labels:
                 problems.append(Problem(f"{table.file}:{line}", f"{path} is labelled in "
                                         f"{labels[path][0].file} too"))
             else:
                 labels[path] = (table, line, row)
-    files, skipped = [], 0
-    for folder in sorted({source.images if t.images is None else t.images
-                          for t in source.labels}):
-        found, skipped_here = _listing(data_root, folder, skip)
-        files, skipped = files + found, skipped + skipped_here
-    unrowed = [p for p in files if p not in labels]
+    unrowed = [p for p in files if p not in labels and (not is_dicom or p in images.headers)]
     tables = ", ".join(t.file for t in source.labels)
     problems += [Problem(p, f"image without a row in {tables}") for p in unrowed
-                 if p.lower().endswith(IMAGE_SUFFIXES)]
-    skipped += sum(not p.lower().endswith(IMAGE_SUFFIXES) for p in unrowed)
-    existing = set(files)
-    partition = (_keyed(data_root, source.partition, source.images, problems,
+                 if is_dicom or p.lower().endswith(IMAGE_SUFFIXES)]
+    skipped += sum(not (is_dicom or p.lower().endswith(IMAGE_SUFFIXES)) for p in unrowed)
+    partition = (_keyed(data_root, source.partition, images, problems,
                         [source.partition_column]) if source.partition else {})
-    extra = [(table, _keyed(data_root, table, source.images, problems, []))
-             for table in source.tables]
+    joined: list[tuple[Columns, dict]] = [
+        (table, _keyed(data_root, table, images, problems, [])) for table in source.tables]
+    if is_dicom:
+        joined.append((source.dicom, {path: (0, row) for path, row in images.headers.items()}))
     items, dropped = [], 0
     for path, (table, line, row) in labels.items():
         where = f"{table.file}:{line}"
-        if path not in existing:
-            problems.append(Problem(where, f"no image {path} for id {row[table.id_column]!r}"))
-            continue
+        if is_dicom and path not in images.headers:
+            continue  # unreadable: named already
         label = _label(row, source, task)
         if label == DROPPED:
             dropped += 1
@@ -207,30 +273,43 @@ def _tables(data_root: str, source: SourceConfig, task: TaskSpec,
                                     f"{row.get(source.label_column)!r} is not one of "
                                     f"{', '.join(source.label_values)}"))
             continue
-        split = table.split
-        if source.partition:
-            if path not in partition:
-                problems.append(Problem(where, f"{path} has no row in {source.partition.file}"))
-                continue
-            partition_line, partition_row = partition[path]
-            split = partition_row[source.partition_column]
-            if source.splits and split not in source.splits:
-                problems.append(Problem(f"{source.partition.file}:{partition_line}", f"{path}: "
-                                        f"partition {split!r} is not one of "
-                                        f"{', '.join(source.splits)}"))
-                continue
-        item = Item(path, split, label)
-        for joined, found in [(table, row), *((t, rows.get(path, (0, {}))[1])
-                                              for t, rows in extra)]:
-            item.metadata.update(_metadata(found, joined, task))
-            if source.group.column and not item.group:
-                item.group = found.get(source.group.column, "")
-        items.append(item)
-    if source.unlabelled:
-        unlabelled, skipped_here = _listing(data_root, source.unlabelled, skip)
-        skipped += skipped_here
-        items += [Item(p, "unlabelled", None) for p in unlabelled]
+        split = _split(path, table, source, partition, problems, where)
+        if split is not None:
+            items.append(_joined(Item(path, split, label), [(table, {path: (line, row)}),
+                                                            *joined], source, task))
+    items += [_joined(Item(p, "unlabelled", None), joined, source, task) for p in unlabelled
+              if not is_dicom or p in images.headers]
     return Catalog(items, problems, skipped, dropped)
+
+
+def _split(path: str, table: Table, source: SourceConfig,
+           partition: dict[str, tuple[int, dict[str, str]]], problems: list[Problem],
+           where: str) -> str | None:
+    """A labelled image's published split: its label table's, or its partition row's (None:
+    a problem, recorded)."""
+    if not source.partition:
+        return table.split
+    if path not in partition:
+        problems.append(Problem(where, f"{path} has no row in {source.partition.file}"))
+        return None
+    line, row = partition[path]
+    split = row[source.partition_column]
+    if source.splits and split not in source.splits:
+        problems.append(Problem(f"{source.partition.file}:{line}", f"{path}: partition "
+                                f"{split!r} is not one of {', '.join(source.splits)}"))
+        return None
+    return split
+
+
+def _joined(item: Item, joined: list[tuple[Columns, dict]], source: SourceConfig,
+            task: TaskSpec) -> Item:
+    """The item with the metadata and group of its rows in the joined tables."""
+    for columns, rows in joined:
+        found = rows.get(item.path, (0, {}))[1]
+        item.metadata.update(_metadata(found, columns, task))
+        if source.group.column and not item.group:
+            item.group = found.get(source.group.column, "")
+    return item
 
 
 def _label(row: dict[str, str], source: SourceConfig, task: TaskSpec) -> int | None:
@@ -250,7 +329,7 @@ def _label(row: dict[str, str], source: SourceConfig, task: TaskSpec) -> int | N
     return task.label.classes.index(name) if name in task.label.classes else None
 
 
-def _metadata(row: dict[str, str], table: Table, task: TaskSpec) -> dict[str, int]:
+def _metadata(row: dict[str, str], table: Columns, task: TaskSpec) -> dict[str, int]:
     """The task's features among a row's mapped columns, as int64 codes; an empty cell or a
     value outside a categorical's names is missing (the schema then reports the share)."""
     values = {}

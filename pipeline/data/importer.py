@@ -5,9 +5,9 @@ The published split is honoured through the config's fold plan: what a release c
 fills the evaluation fold's shards, its validation set the validation fold's (a role the
 release lacks is carved from its training images). Within a role, whole groups are dealt
 to shards so that each has the same label mix and group-size mix (within one). Images keep
-their published bytes. The heavy part, reading and checking every image and writing the
-shards, is a Beam pipeline; the plan is made first from names alone, so the same files give
-the same shards.
+their published bytes (DICOM files become 8-bit PNGs). The heavy part, reading and checking
+every image and writing the shards, is a Beam pipeline; the plan is made first from names
+(and DICOM headers) alone, so the same files give the same shards.
 """
 
 from __future__ import annotations
@@ -128,7 +128,8 @@ def import_dataset(data_root: str, out_dir: str, source: SourceConfig, task: Tas
 
         elements = [(p.kind, p.index, p.item.path, p.item.label, group_id(p.item.group),
                      p.item.metadata) for p in placed]
-        written, bad = write_shards(elements, data_root, staging, task, limits, beam_args)
+        written, bad = write_shards(elements, data_root, staging, task, limits, beam_args,
+                                    source.dicom if source.layout == "dicom" else None)
         check_problems(bad, source.on_bad)
         if pinned is None:
             _check_complete(placed, written)
