@@ -14,9 +14,10 @@ from modules.task import TaskSpec
 from pipeline.config import PipelineConfig, load_config_dict
 from pipeline.ops.workdir import WorkDir
 from pipeline.results.eval_results import (SLICE_AND, SLICE_IS, Matrix, SliceResult,
-                                           load_evaluation, shown)
+                                           load_evaluation)
 from pipeline.results.mlmd import find_run, open_store, outputs_by_type
 from pipeline.results.statistics import SplitStats, load_statistics
+from pipeline.results.summary import failed_check_text
 from pipeline.results.svg import line_chart
 
 STYLE = """
@@ -63,18 +64,18 @@ def _table(header: list[str], rows: list[tuple[str, list[str]]]) -> str:
 
 
 def _verdict(summary: dict) -> str:
-    if summary["blessed"]:
+    if summary["blessed"] and summary["pushed_model"]:
         return ('<p><span class="verdict blessed">BLESSED</span> pushed to '
-                f'<code>{html.escape(summary["pushed_model"] or "")}</code></p>')
-    checks = "".join(
-        f"<li>{html.escape(c['metric'])} on <b>{html.escape(c['slice'])}</b>: {shown(c['value'])}"
-        f" (must be at least {c['bound']['at_least']:g})</li>" for c in summary["failed_checks"])
-    return ('<p><span class="verdict rejected">NOT BLESSED</span> nothing pushed; failed '
+                f'<code>{html.escape(summary["pushed_model"])}</code></p>')
+    checks = "".join(f"<li>{html.escape(failed_check_text(c))}</li>"
+                     for c in summary["failed_checks"])
+    verdict = "BLESSED, NOT PUSHED" if summary["blessed"] else "NOT BLESSED"
+    return (f'<p><span class="verdict rejected">{verdict}</span> nothing pushed; failed '
             f"checks:</p><ul>{checks}</ul>")
 
 
 def _slice_rows(slices: dict[str, SliceResult], summary: dict, task: TaskSpec) -> str:
-    failed = {c["slice"] for c in summary["failed_checks"]}
+    failed = {c.get("slice") for c in summary["failed_checks"]}
     threshold = summary["operating_threshold"]
     rows = []
     for name, r in slices.items():

@@ -13,6 +13,7 @@ from pipeline.results.eval_results import (NOT_VERIFIED, SliceResult, failed_che
                                            load_evaluation, operating_threshold, shown,
                                            unverified_slice)
 from pipeline.results.mlmd import find_run, node_name, open_store, outputs_by_type
+from pipeline.serving.load_check import FAILURE_PROPERTY
 
 REPORTED_INTERVALS = ("auc", "auc_pr", "specificity_at_sensitivity",
                       "sensitivity_at_specificity")
@@ -74,11 +75,19 @@ def summarize_run(metadata_path: str, config: PipelineConfig) -> dict:
         "target_sensitivity": cfg.target_sensitivity,
         "classes": config.task.label.classes,
         "metrics": {name: slice_summary(result, threshold) for name, result in slices.items()},
-        "failed_checks": failed_checks(evaluations[0].uri, config.task)
-        if evaluations else [],
+        "failed_checks": ((failed_checks(evaluations[0].uri, config.task)
+                           if evaluations else [])
+                          + load_check_failures(outputs.get("Model", []))),
         "components": components,
         "training": training_summary(outputs.get("Model", [])),
     }
+
+
+def load_check_failures(models: list) -> list[dict]:
+    """The failed load check of each model ModelPackager refused to package
+    (pipeline/serving/load_check.py): a blessed model that is not pushed says why."""
+    return [json.loads(m.custom_properties[FAILURE_PROPERTY].string_value)
+            for m in models if FAILURE_PROPERTY in m.custom_properties]
 
 
 def training_summary(models: list) -> dict:
@@ -118,6 +127,15 @@ def _interval(metrics: dict, name: str) -> str:
     return f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
 
 
+def failed_check_text(check: dict) -> str:
+    """A failed check in one line: a metric against its bound, or the load check's reason."""
+    if "reason" in check:
+        where = f" of {check['signature']}" if check["signature"] else ""
+        return f"{check['metric']}{where}: {check['reason']}"
+    return (f"{check['metric']} on {check['slice']}: {shown(check['value'])} "
+            f"(must be at least {check['bound']['at_least']:g})")
+
+
 def summary_lines(summary: dict) -> list[str]:
     """A few lines: the headline metric, the operating point, the weakest slice, every slice
     too small to gate, the verdict and, when not blessed, every failed check."""
@@ -153,9 +171,8 @@ def summary_lines(summary: dict) -> list[str]:
             lines.append(f"        {name}: out-of-fold AUC {recorded['oof_auc']:.3f} over "
                          f"{recorded['examples']} examples of {len(recorded['fold_aucs'])} "
                          "folds")
-    if summary["blessed"]:
+    if summary["blessed"] and summary.get("pushed_model"):
         return [*lines, f"medtfx: BLESSED; serving model: {summary['pushed_model']}"]
-    lines.append("medtfx: NOT BLESSED; nothing pushed. Failed checks:")
-    return lines + [f"        {c['metric']} on {c['slice']}: {shown(c['value'])} "
-                    f"(must be at least {c['bound']['at_least']:g})"
-                    for c in summary["failed_checks"]]
+    verdict = "BLESSED, but" if summary["blessed"] else "NOT BLESSED;"
+    lines.append(f"medtfx: {verdict} nothing pushed. Failed checks:")
+    return lines + [f"        {failed_check_text(c)}" for c in summary["failed_checks"]]
