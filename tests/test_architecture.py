@@ -15,7 +15,8 @@ from tests.helpers import REPO
 # the warm-up requests and load check of a packaged model, which import nothing of the
 # pipeline definition, its runners or the CLI.
 SHARED = ("pipeline.errors", "pipeline.files", "pipeline.results.eval_results",
-          "pipeline.results.statistics", "pipeline.results.model_card",
+          "pipeline.results.classes", "pipeline.results.statistics",
+          "pipeline.results.model_card",
           "pipeline.ops.serving_dir", "pipeline.serving.warmup",
           "pipeline.serving.load_check")
 # The definition, runners and CLI: nothing below them may import these.
