@@ -111,13 +111,14 @@ def test_celeba_runs_from_the_attribute_tables_with_its_slices(tmp_path):
 
 @pytest.fixture(scope="module")
 def ddsm(tmp_path_factory):
-    """The DDSM notebook's CSVs and PNGs (87% normal); a trained five-class model, and one
-    that never learned (learning rate 0) from the same import."""
+    """The DDSM notebook's CSVs and PNGs (87% normal); a trained five-class model (gated
+    without recall floors: the tiny evaluation fold holds two or three images of each rare
+    class), and one that never learned (learning rate 0) from the same import."""
     root = tmp_path_factory.mktemp("ddsm")
     data = str(root / "data")
     generate_layout(data, LayoutSpec("ddsm", images=500, size=48, seed=3))
     runs = {}
-    for name, extra in (("trained", ["epochs=5", "learning_rate=0.005"]),
+    for name, extra in (("trained", ["epochs=5", "learning_rate=0.005", "min_class_recall=0"]),
                         ("untrained", ["epochs=1", "learning_rate=0", "lr_start=0",
                                        "lr_min=0"])):
         work = str(root / name)
@@ -150,6 +151,30 @@ def test_ddsm_five_classes_are_evaluated_class_by_class(ddsm):
     # The urgent rule: malignant calcification or mass, at the target sensitivity.
     assert summary["urgent"] == ["malignant_calcification", "malignant_mass"]
     assert overall["sensitivity"] >= summary["target_sensitivity"]
+
+
+def test_the_pushed_ddsm_model_names_the_class_of_a_published_png(ddsm):
+    """Packaged with the urgent rule's threshold, warm-up requests and the load check; the
+    served model takes a PNG as published and answers with the class's name."""
+    data, runs = ddsm
+    _, _, summary = runs["trained"]
+    assert summary["blessed"] and summary["pushed_model"], summary["failed_checks"]
+    served = tf.saved_model.load(summary["pushed_model"])
+    with open(os.path.join(data, "data", "test_df_model_0.csv")) as f:
+        rows = [line.rstrip().split(",") for line in f.readlines()[1:6]]
+    images = [open(os.path.join(data, "test_images", row[3]), "rb").read() for row in rows]
+    out = served.signatures["serving_image"](image=tf.constant(images))
+    assert out["probabilities"].shape == (5, 5)
+    names = [n.decode() for n in out["class_name"].numpy()]
+    assert set(names) <= set(summary["classes"])
+    threshold = summary["operating_threshold"]
+    np.testing.assert_array_equal(out["decision"].numpy()[:, 0],
+                                  out["probability"].numpy()[:, 0] >= threshold)
+    with open(os.path.join(summary["pushed_model"], "assets.extra", "model_card.md")) as f:
+        card = f.read()
+    assert "## Classes" in card and "| actual \\ predicted |" in card
+    assert os.path.exists(os.path.join(summary["pushed_model"], "assets.extra",
+                                       "tf_serving_warmup_requests"))
 
 
 def test_the_ddsm_report_shows_classes_the_confusion_heat_map_and_per_class_roc(ddsm):

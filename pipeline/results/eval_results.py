@@ -157,6 +157,10 @@ def load_evaluation(evaluation_uri: str, task: TaskSpec, min_positives: int,
     for result in results.values():
         if task.binary:
             _count_classes(result, min_positives, min_negatives)
+        else:  # the urgent classes are the operating rule's positives
+            counts = result.class_counts
+            result.positives = sum(counts[k] for k in task.urgent_ids) if counts else 0
+            result.negatives = sum(counts) - result.positives
     return dict(sorted(results.items(), key=lambda kv: (kv[0] != "overall", kv[0])))
 
 
