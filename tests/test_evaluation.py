@@ -465,3 +465,17 @@ def test_the_ensemble_scores_k_class_outputs_by_the_mean_one_vs_rest_auc():
                         for k in range(3)])
     assert score_auc(labels, scores) == pytest.approx(expected)
     assert score_auc([0, 1, 1], [0.2, 0.9, 0.6]) == rank_auc([0, 1, 1], [0.2, 0.9, 0.6]) == 1.0
+
+
+def test_a_multiclass_slice_keeps_its_accuracy_apart_from_the_urgent_rules_rates():
+    result = SliceResult(metrics={"example_count": 10.0, "accuracy": 0.9},
+                         confusion=[[8, 0, 0], [0, 1, 0], [0, 1, 0]],
+                         curve=curve([(0.3, 1, 1, 8, 0)]))
+    task = TaskSpec(name="three", categorical=[], numeric=[], model_features=[],
+                    label={"classes": ["normal", "benign", "malignant"],
+                           "urgent": ["malignant"]})
+    out = slice_summary(result, 0.3, task)
+    assert out["accuracy"] == 0.9 and out["majority_rate"] == 0.8
+    assert out["urgent_rule"]["accuracy"] == 0.9 and out["urgent_rule"]["sensitivity"] == 1.0
+    assert out["confusion_matrix"] == [[8, 0, 0], [0, 1, 0], [0, 1, 0]]
+    assert out["classes"]["malignant"]["examples"] == 1

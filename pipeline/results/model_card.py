@@ -39,7 +39,9 @@ def build_card(settings: dict, slices: dict[str, SliceResult], threshold: float 
             "sensitivity": matrix.sensitivity if matrix else None,
             "specificity": matrix.specificity if matrix else None,
             "precision": matrix.precision if matrix else None,
-            "accuracy": matrix.accuracy if matrix else None,
+            # K classes: the top class's accuracy; the other rates are the urgent rule's
+            "accuracy": (result.metrics.get("accuracy") if not task.binary
+                         else matrix.accuracy if matrix else None),
             "f1": matrix.f1 if matrix else None,
             "majority_rate": result.majority_rate,
             "gated": result.gated})

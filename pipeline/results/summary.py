@@ -48,10 +48,16 @@ def slice_summary(result: SliceResult, threshold: float | None,
         out["balanced_majority_rate"] = _round(balanced_majority(len(task.label.classes)))
     matrix = result.at(threshold) if threshold is not None else None
     if matrix is not None:
-        out.update(sensitivity=_round(matrix.sensitivity), specificity=_round(matrix.specificity),
-                   precision=_round(matrix.precision), accuracy=_round(matrix.accuracy),
-                   f1=_round(matrix.f1),
-                   confusion={"tp": matrix.tp, "fp": matrix.fp, "tn": matrix.tn, "fn": matrix.fn})
+        rates = {"sensitivity": _round(matrix.sensitivity),
+                 "specificity": _round(matrix.specificity),
+                 "precision": _round(matrix.precision), "accuracy": _round(matrix.accuracy),
+                 "f1": _round(matrix.f1),
+                 "confusion": {"tp": matrix.tp, "fp": matrix.fp, "tn": matrix.tn,
+                               "fn": matrix.fn}}
+        if "classes" in out:  # the urgent rule's rates, beside the top class's accuracy
+            out["urgent_rule"] = rates
+        else:
+            out.update(rates)
     return out
 
 
@@ -153,12 +159,13 @@ def summary_lines(summary: dict) -> list[str]:
                  "held-out examples"]
     if multiclass:
         lines += _class_lines(overall)
-    if overall.get("sensitivity") is not None:
+    point = overall.get("urgent_rule", overall)
+    if point.get("sensitivity") is not None:
         rule = (f" (flags {' or '.join(summary['urgent'])})" if multiclass else "")
         lines.append(f"        operating threshold {summary['operating_threshold']:.3f}{rule}: "
-                     f"sensitivity {overall['sensitivity']:.3f}, specificity "
-                     f"{overall['specificity']:.3f}, precision {shown(overall['precision'])}, "
-                     f"F1 {shown(overall['f1'])}")
+                     f"sensitivity {point['sensitivity']:.3f}, specificity "
+                     f"{point['specificity']:.3f}, precision {shown(point['precision'])}, "
+                     f"F1 {shown(point['f1'])}")
         if not multiclass:
             lines.append(f"        accuracy there {shown(overall['accuracy'])}; always "
                          f"answering the commoner class {shown(overall['majority_rate'])}")
