@@ -92,5 +92,6 @@ def summary(records: list[dict], passed_over: int, model: ServedModel,
     failed = sum(1 for r in records if r["error"])
     line = f"medtfx: {len(records) - failed} scored, {failed} failed, by {model.path}"
     if passed_over:
-        line += f"; {passed_over} other files in the folders passed over"
+        line += (f"; {passed_over} other file{'s' if passed_over > 1 else ''} in the "
+                 "folders passed over")
     return line + (f"; written to {out}" if out else "")
