@@ -4,8 +4,9 @@ It picks the operating threshold (of a binary model, or of a multi-class model's
 classes) on the evaluation fold (among the thresholds that reach
 the target sensitivity, the one with the best specificity), writes it into the copy's
 threshold asset so `serving_default` returns a decision with the score, and adds the model
-card. The Trainer's own model is left as it is: the resolver keeps offering it as the
-baseline.
+card and TF Serving's warm-up requests; a copy that fails the load check (loaded in a fresh
+process, every client signature called) is not packaged, and the Pusher refuses it. The
+Trainer's own model is left as it is: the resolver keeps offering it as the baseline.
 """
 
 import json
@@ -24,6 +25,8 @@ from modules.task import TaskSpec
 from pipeline.results.eval_results import load_evaluation, operating_threshold
 from pipeline.results.model_card import build_card, render_markdown
 from pipeline.results.statistics import load_statistics
+from pipeline.serving.load_check import FAILURE_PROPERTY, check_model
+from pipeline.serving.warmup import build_requests, evaluation_records, write_requests
 
 Model = standard_artifacts.Model
 
@@ -38,6 +41,7 @@ def ModelPackager(
         evaluation: InputArtifact[standard_artifacts.ModelEvaluation],
         blessing: InputArtifact[standard_artifacts.ModelBlessing],
         statistics: InputArtifact[standard_artifacts.ExampleStatistics],
+        examples: InputArtifact[standard_artifacts.Examples],
         packaged_model: OutputArtifact[Model],
         settings: Parameter[str]) -> None:
     if blessing.get_int_custom_property("blessed") != 1:
@@ -67,6 +71,16 @@ def ModelPackager(
         json.dump(card, f, indent=2)
     with fileio.open(os.path.join(target, CARD_DIR, "model_card.md"), "w") as f:
         f.write(render_markdown(card))
+    serving = config["serving"]
+    write_requests(target, build_requests(target, evaluation_records(
+        examples, config["splits"]["evaluation"], serving["warmup_examples"]),
+        task))
+    failure = check_model(target, serving["load_check_timeout"])
+    if failure is not None:
+        packaged_model.set_int_custom_property("packaged", 0)
+        packaged_model.set_string_custom_property(FAILURE_PROPERTY,
+                                                  json.dumps(failure.as_check()))
+        return
     with fileio.open(os.path.join(target, PACKAGE_FILE), "w") as f:
         json.dump({"trained_model": source, "operating_threshold": threshold}, f)
     packaged_model.set_int_custom_property("packaged", 1)

@@ -7,7 +7,8 @@ push that dies half way leaves a version TF Serving may load, and two pushes in 
 share a number. A rerun re-evaluates the same trained model (the resolver now offers it as
 its own baseline) and packages it again with the same threshold; when that exact model is
 the highest version, the push records it instead of adding a duplicate. The model is not
-archived a second time in the PushedModel artifact: the version is the record.
+archived a second time in the PushedModel artifact: the version is the record. A model that
+ModelPackager did not package (it failed the load check) is not pushed, blessed or not.
 """
 
 from __future__ import annotations
@@ -35,7 +36,10 @@ class Executor(pusher_executor.Executor):
         self._log_startup(input_dict, output_dict, exec_properties)
         pushed = artifact_utils.get_single_instance(
             output_dict[standard_component_specs.PUSHED_MODEL_KEY])
-        if not self.CheckBlessing(input_dict):
+        model_artifact = artifact_utils.get_single_instance(
+            input_dict[standard_component_specs.MODEL_KEY])
+        if (not self.CheckBlessing(input_dict)
+                or model_artifact.get_int_custom_property("packaged") != 1):
             self._MarkNotPushed(pushed)
             return
         base = _base_directory(exec_properties)

@@ -107,6 +107,12 @@ class ServingConfig(Settings):
     # Pushed versions kept in the serving directory (the oldest go first); `medtfx
     # rollback` can return to any of them.
     keep_versions: int = 5
+    # Evaluation examples in each pushed model's TF Serving warm-up requests
+    # (assets.extra/tf_serving_warmup_requests): one request of this many per signature.
+    warmup_examples: int = 4
+    # The load check before push: seconds a fresh process may take to load the packaged
+    # model and answer every warm-up request; a model that does not is not pushed.
+    load_check_timeout: float = 300.0
 
 
 class RetrainConfig(Settings):
@@ -188,6 +194,9 @@ def load_config(path: str | None = None, overrides: list[str] = ()) -> PipelineC
     if config.serving.keep_versions < 1:
         raise ConfigError(f"{where}: serving.keep_versions {config.serving.keep_versions} "
                           "must be at least 1")
+    if not 1 <= config.serving.warmup_examples <= config.limits.batch:
+        raise ConfigError(f"{where}: serving.warmup_examples {config.serving.warmup_examples} "
+                          f"must be at least 1 and at most limits.batch ({config.limits.batch})")
     _check_slices(config, where)
     classes = config.task.label.classes
     mapped = {name for name in config.source.label_values.values() if name}

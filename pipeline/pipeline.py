@@ -85,6 +85,8 @@ def packager_settings(config: PipelineConfig) -> str:
                  "min_specificity": evaluation.min_specificity,
                  "min_accuracy_over_majority": evaluation.min_accuracy_over_majority},
         **config.model_card.model_dump(),
+        "serving": {"warmup_examples": config.serving.warmup_examples,
+                    "load_check_timeout": config.serving.load_check_timeout},
         "code": code_fingerprint("components.model_packager"),
     })
 
@@ -197,6 +199,7 @@ def release_components(config: PipelineConfig, data: _Data, model: Channel,
         evaluation=evaluator.outputs["evaluation"],
         blessing=evaluator.outputs["blessing"],
         statistics=data.statistics_gen.outputs["statistics"],
+        examples=data.example_gen.outputs["examples"],  # the warm-up requests' examples
         settings=packager_settings(config))
     pusher = Pusher(
         model=packager.outputs["packaged_model"],

@@ -11,11 +11,14 @@ import pytest
 from pipeline.fingerprint import code_fingerprint, imported_modules, project_closure
 from tests.helpers import REPO
 
-# What components/ may use of pipeline/: readers of results and the serving directory,
-# which import nothing of the pipeline definition, its runners or the CLI.
+# What components/ may use of pipeline/: readers of results, the serving directory, and
+# the warm-up requests and load check of a packaged model, which import nothing of the
+# pipeline definition, its runners or the CLI.
 SHARED = ("pipeline.errors", "pipeline.files", "pipeline.results.eval_results",
-          "pipeline.results.statistics", "pipeline.results.model_card",
-          "pipeline.ops.serving_dir")
+          "pipeline.results.classes", "pipeline.results.statistics",
+          "pipeline.results.model_card",
+          "pipeline.ops.serving_dir", "pipeline.serving.warmup",
+          "pipeline.serving.load_check")
 # The definition, runners and CLI: nothing below them may import these.
 TOP = ("pipeline.pipeline", "pipeline.local_runner", "pipeline.kubeflow_runner",
        "pipeline.cli")
@@ -109,6 +112,7 @@ def fingerprints(root: str) -> dict[str, str]:
     (("components", "model_packager.py"), {"components.model_packager"}),
     (("pipeline", "results", "model_card.py"), {"components.model_packager"}),
     (("pipeline", "ops", "serving_dir.py"), {"components.serving_pusher"}),
+    (("pipeline", "serving", "load_check.py"), {"components.model_packager"}),
     (("modules", "augment.py"), set(ENTRIES)),
     (("pipeline", "results", "report.py"), set()),
     (("pipeline", "cli", "run.py"), set()),

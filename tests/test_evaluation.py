@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from tensorflow_model_analysis.metrics import binary_confusion_matrices
 
@@ -96,7 +97,6 @@ def test_accuracy_over_majority_is_judged_at_the_shipped_threshold_and_fails_by_
     """TFMA computes the metric from its own confusion-matrix curve; it is the accuracy at
     the threshold the packager ships minus the majority-class rate, and a missed bound is
     a failed check with the metric, its value and the bound."""
-    import numpy as np
     import pandas as pd
     import tensorflow_model_analysis as tfma
 
@@ -297,7 +297,6 @@ def test_the_evaluator_reports_the_examples_scored_before_slicing(caplog):
     import logging
 
     import apache_beam as beam
-    import numpy as np
     from tensorflow_model_analysis import constants
     from tensorflow_model_analysis.extractors import unbatch_extractor
 
@@ -350,7 +349,6 @@ def test_answering_the_majority_class_is_refused_by_recall_and_the_baseline(tmp_
     """The DDSM notebook's trap: 87% normal, a model that always says normal is 87%
     accurate. Its balanced accuracy is the majority class's (1/K), and every other class's
     recall is 0: both are failed checks, named by class."""
-    import numpy as np
 
     labels = np.array([0] * 87 + [1, 2, 3, 4] * 3 + [4])
     always_normal = np.tile([0.9, 0.04, 0.03, 0.02, 0.01], (len(labels), 1))
@@ -369,7 +367,6 @@ def test_multiclass_rates_curves_and_the_urgent_rule_come_from_tfma(tmp_path):
     """Accuracy, balanced accuracy, per-class recall and precision off the top-class
     confusion matrix; a one-vs-rest AUC per class and their macro mean; and the urgent
     classes' summed probability as a binary curve the packager picks a threshold on."""
-    import numpy as np
 
     rng = np.random.default_rng(0)
     labels = rng.choice(5, 400, p=[0.6, 0.1, 0.1, 0.1, 0.1])
@@ -424,3 +421,47 @@ def test_multiclass_gate_bounds_macro_auc_balanced_accuracy_and_each_class_recal
                 assert check.threshold.value_threshold.lower_bound.value == 0.7
     assert floors == {"normal": 0.2, "benign_calcification": 0.2, "benign_mass": 0.2,
                       "malignant_calcification": 0.2, "malignant_mass": 0.4}
+
+
+def test_the_multiclass_model_card_shows_classes_the_confusion_matrix_and_the_baseline():
+    """No operating rule (no urgent classes): no threshold, the top class answers."""
+    task = TaskSpec(name="three", categorical=[], numeric=[], model_features=[],
+                    label={"classes": ["normal", "benign", "malignant"]})
+    overall = SliceResult(
+        metrics={"example_count": 20.0, "auc": 0.8, "accuracy": 0.8,
+                 "balanced_accuracy": 0.6, "recall/normal": 1.0, "recall/benign": 0.5,
+                 "recall/malignant": 0.3, "auc/normal": 0.9},
+        intervals={"recall/malignant": (0.1, 0.5)},
+        confusion=[[14, 0, 0], [1, 1, 0], [2, 1, 1]])
+    stats = {s: SplitStats(20, {"target": FeatureSummary(0, "categorical",
+                                                         {"0": 14, "1": 2, "2": 4})})
+             for s in ("train00", "train01", "train02")}
+    settings = {"pipeline_name": "p", "backbone": "resnet50", "image_size": 64,
+                "splits": {"train": ["train00"], "validation": ["train01"],
+                           "evaluation": ["train02"]},
+                "target_sensitivity": 0.9, "gate": {}, "intended_use": "Research.",
+                "limitations": [], "task": task.model_dump()}
+    card = build_card(settings, {"overall": overall}, None, stats)
+    assert card["operating_point"] is None
+    assert card["data"]["train"]["classes"] == {"normal": 14, "benign": 2, "malignant": 4}
+    assert card["baseline"]["majority_rate"] == pytest.approx(0.7)
+    assert card["baseline"]["balanced_majority_rate"] == pytest.approx(1 / 3)
+    markdown = render_markdown(card)
+    assert "| role | shards | examples | normal | benign | malignant |" in markdown
+    assert "| malignant | 4 | 0.300 | 0.100-0.500 | n/a | n/a |" in markdown
+    assert "| actual \\ predicted | normal | benign | malignant |" in markdown
+    assert "| malignant | 2 | 1 | 1 |" in markdown
+    assert "always answering the majority class scores 0.700" in markdown
+    assert "No operating rule" in markdown
+
+
+def test_the_ensemble_scores_k_class_outputs_by_the_mean_one_vs_rest_auc():
+    from components.ensemble import rank_auc, score_auc
+
+    labels = [0, 0, 1, 1, 2, 2]
+    scores = [[0.8, 0.1, 0.1], [0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.5, 0.4, 0.1],
+              [0.1, 0.2, 0.7], [0.3, 0.3, 0.4]]
+    expected = np.mean([rank_auc([int(y == k) for y in labels], [s[k] for s in scores])
+                        for k in range(3)])
+    assert score_auc(labels, scores) == pytest.approx(expected)
+    assert score_auc([0, 1, 1], [0.2, 0.9, 0.6]) == rank_auc([0, 1, 1], [0.2, 0.9, 0.6]) == 1.0

@@ -51,7 +51,9 @@ def offline() -> tuple[str, ...]:
 def compiled(tmp_path_factory) -> dict:
     """`medtfx compile-kfp` run without network and without any credentials."""
     out = tmp_path_factory.mktemp("kfp")
-    env = {"PATH": os.environ["PATH"], "HOME": str(out), "TMPDIR": str(out)}
+    env = {"PATH": os.environ["PATH"], "HOME": str(out), "TMPDIR": str(out),
+           # the code under test when it is not the installed copy (a git worktree)
+           **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"}}
     result = medtfx("compile-kfp", "--output", str(out / "pipeline.yaml"),
                     *set_args(COMPILE_SET), wrapper=offline(), env=env)
     assert result.returncode == 0, result.stdout + result.stderr

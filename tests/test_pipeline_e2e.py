@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from pipeline.data.synth import SynthSpec, generate
 from pipeline.results.mlmd import find_run, node_name, open_store
+from pipeline.serving.warmup import CLIENT_SIGNATURES, read_requests, request_inputs
 from tests.helpers import (BLESS_ANY, FAST_RUN, REPO, code_copy, medtfx, open_in_chromium,
                            shard_records)
 
@@ -232,6 +233,46 @@ def test_pushed_model_decides_at_the_threshold_and_carries_its_model_card(first_
                     "## Metrics per slice (95% intervals)", "## Limitations"):
         assert section in card
     assert "| overall |" in card and "anatomic site = " in card
+
+
+def test_pushed_model_carries_warm_up_requests_that_replay(first_run, tiny_data):
+    """TF Serving's warm-up file: the first evaluation examples, one request per client
+    signature, each answered by the SavedModel with a row per example."""
+    pushed = first_run["summary"]["pushed_model"]
+    requests = read_requests(pushed)
+    assert [r.model_spec.signature_name for r in requests] == list(CLIENT_SIGNATURES)
+    records = list(request_inputs(requests[0])["examples"])
+    assert len(records) == 4  # serving.warmup_examples
+
+    def names(serialized: list[bytes]) -> set[bytes]:
+        return {tf.train.Example.FromString(r).features.feature["image_name"].bytes_list.value[0]
+                for r in serialized}
+
+    # ImportExampleGen re-serializes the examples: the same images, not the same bytes
+    assert names(records) <= names(shard_records(tiny_data, "train12-*.tfrec"))
+    model = tf.saved_model.load(pushed)
+    for request in requests:
+        inputs = request_inputs(request)
+        out = model.signatures[request.model_spec.signature_name](
+            **{key: tf.constant(value) for key, value in inputs.items()})
+        assert out["probability"].shape == out["decision"].shape == (len(records), 1)
+
+
+def test_a_model_that_fails_the_load_check_is_not_pushed_and_the_summary_says_why(
+        first_run, tiny_data, code):
+    """A load check that cannot finish in time stands for any model that does not load
+    or answer: only ModelPackager and the Pusher run again, and nothing is pushed."""
+    before = versions(first_run["work"])
+    failed = run(tiny_data, first_run["work"], *BLESS_ANY, "--set",
+                 "load_check_timeout=0.01", "--strict", env=code["env"], status=3)
+    summary = failed["summary"]
+    assert summary["blessed"] is True and summary["pushed_model"] is None
+    reason = "the model did not load and answer within 0.01 s (serving.load_check_timeout)"
+    assert summary["failed_checks"] == [
+        {"metric": "load check", "signature": None, "reason": reason}]
+    assert "medtfx: BLESSED, but nothing pushed. Failed checks:" in failed["stdout"]
+    assert f"load check: {reason}" in failed["stdout"]
+    assert versions(first_run["work"]) == before
 
 
 def test_other_releases_run_through_unchanged(tmp_path):

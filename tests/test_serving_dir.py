@@ -151,3 +151,38 @@ def test_keep_versions_must_be_positive():
 
     with pytest.raises(ConfigError, match="serving.keep_versions 0 must be at least 1"):
         load_config(None, ["keep_versions=0"])
+
+
+@pytest.mark.parametrize("count", [0, 1025])
+def test_warm_up_requests_hold_at_least_one_example_and_no_more_than_a_request_may(count):
+    from pipeline.config import load_config
+    from pipeline.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"serving.warmup_examples {count} must be at least 1 "
+                       r"and at most limits.batch \(1024\)"):
+        load_config(None, [f"warmup_examples={count}"])
+
+
+@pytest.mark.parametrize("packaged", [1, 0])
+def test_the_pusher_pushes_only_a_model_that_was_packaged(packaged, tmp_path):
+    """A blessed model that failed the load check is left unpackaged; the Pusher refuses it."""
+    from tfx.proto import pusher_pb2
+    from tfx.types import standard_artifacts
+    from tfx.utils import proto_utils
+
+    from components.serving_pusher import Executor
+
+    model = standard_artifacts.Model()
+    model.uri = str(tmp_path / "packaged")
+    write_model(tmp_path / "packaged" / "Format-Serving", "new")
+    model.set_int_custom_property("packaged", packaged)
+    blessing = standard_artifacts.ModelBlessing()
+    blessing.set_int_custom_property("blessed", 1)
+    pushed = standard_artifacts.PushedModel()
+    pushed.uri = str(tmp_path / "pushed")
+    destination = pusher_pb2.PushDestination(
+        filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=str(tmp_path / "srv")))
+    Executor().Do({"model": [model], "model_blessing": [blessing]}, {"pushed_model": [pushed]},
+                  {"push_destination": proto_utils.proto_to_json(destination)})
+    assert pushed.get_int_custom_property("pushed") == packaged
+    assert len(serving_dir.serving_versions(str(tmp_path / "srv"))) == packaged

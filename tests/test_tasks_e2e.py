@@ -152,6 +152,20 @@ def test_ddsm_five_classes_are_evaluated_class_by_class(ddsm):
     assert overall["sensitivity"] >= summary["target_sensitivity"]
 
 
+def test_the_ddsm_report_shows_classes_the_confusion_heat_map_and_per_class_roc(ddsm):
+    _, runs = ddsm
+    work, _, summary = runs["trained"]
+    result = medtfx("report", "--work-dir", work)
+    assert result.returncode == 0, result.stdout + result.stderr
+    with open(os.path.join(work, "report.html")) as f:
+        page = f.read()
+    assert "<h2>Classes</h2>" in page and "ROC per class, one vs rest" in page
+    assert "actual \\ predicted" in page and "rgba(42,125,58," in page  # the heat map
+    for name in summary["classes"]:
+        assert f"<td>{name}</td>" in page or f"<th>{name}</th>" in page
+    assert "always answering the majority class" in page
+
+
 def test_a_ddsm_model_that_never_learned_is_refused_by_recall_and_the_baseline(ddsm):
     _, runs = ddsm
     _, result, summary = runs["untrained"]

@@ -21,14 +21,17 @@ if TYPE_CHECKING:  # hints only: the config module is cheap, but commands load i
 
 EXIT_FAILED = 1  # the run or the data failed
 EXIT_USAGE = 2  # the command line or the config is wrong
-EXIT_NOT_BLESSED = 3  # with --strict: the run finished; its model was not blessed
+# With --strict: the run finished and pushed nothing (its model was not blessed, or failed
+# the load check).
+EXIT_NOT_PUSHED = 3
 SHOWN_DETAILS = 10  # lines of an error's details on the terminal; all go to the log
 
 
 def add_strict(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strict", action="store_true",
-                        help=f"exit {EXIT_NOT_BLESSED} when the run finishes without "
-                        "blessing its model (default: 0, as for a blessed one)")
+                        help=f"exit {EXIT_NOT_PUSHED} when the run finishes without "
+                        "pushing its model: not blessed, or failed the load check "
+                        "(default: 0, as for a pushed one)")
 
 
 def add_verbose(parser: argparse.ArgumentParser) -> None:

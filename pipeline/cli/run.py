@@ -54,7 +54,7 @@ def run_pipeline(config: PipelineConfig, data_root: str, work: WorkDir, console:
                  strict: bool = False) -> int:
     """Checks the backbone and the data (the newest span, with spans), runs every
     component, and writes and prints the summary; returns 0, or with `strict`
-    EXIT_NOT_BLESSED when the model was not blessed. A second run on the same work dir is
+    EXIT_NOT_PUSHED when no model was pushed. A second run on the same work dir is
     refused while one is running."""
     with FolderLock(work.path(), RUN_LOCK, "run"):  # one run per work dir
         return _checked_run(config, data_root, work, console, strict)
@@ -82,7 +82,7 @@ def _checked_run(config: PipelineConfig, data_root: str, work: WorkDir, console:
     for line in summary_lines(summary):
         console.say(line)
     console.say(f"medtfx: summary in {work.summary}")
-    return common.EXIT_NOT_BLESSED if strict and not summary["blessed"] else 0
+    return common.EXIT_NOT_PUSHED if strict and not summary["pushed_model"] else 0
 
 
 def sample_data(work: WorkDir, console: Console, config: PipelineConfig) -> str:

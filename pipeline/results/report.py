@@ -65,16 +65,18 @@ def _table(header: list[str], rows: list[tuple[str, list[str]]]) -> str:
 
 
 def _verdict(summary: dict) -> str:
-    if summary["blessed"]:
+    if summary["blessed"] and summary["pushed_model"]:
         return ('<p><span class="verdict blessed">BLESSED</span> pushed to '
-                f'<code>{html.escape(summary["pushed_model"] or "")}</code></p>')
-    checks = "".join(f"<li>{html.escape(failed_check(c))}</li>" for c in summary["failed_checks"])
-    return ('<p><span class="verdict rejected">NOT BLESSED</span> nothing pushed; failed '
+                f'<code>{html.escape(summary["pushed_model"])}</code></p>')
+    checks = "".join(f"<li>{html.escape(failed_check(c))}</li>"
+                     for c in summary["failed_checks"])
+    verdict = "BLESSED, NOT PUSHED" if summary["blessed"] else "NOT BLESSED"
+    return (f'<p><span class="verdict rejected">{verdict}</span> nothing pushed; failed '
             f"checks:</p><ul>{checks}</ul>")
 
 
 def _slice_rows(slices: dict[str, SliceResult], summary: dict, task: TaskSpec) -> str:
-    failed = {c["slice"] for c in summary["failed_checks"]}
+    failed = {c.get("slice") for c in summary["failed_checks"]}
     threshold = summary["operating_threshold"]
     rows = []
     for name, r in slices.items():

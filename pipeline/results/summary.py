@@ -15,6 +15,7 @@ from pipeline.results.eval_results import (CLASS_OF, NOT_VERIFIED, SliceResult, 
                                            load_evaluation, operating_threshold, shown,
                                            unverified_slice)
 from pipeline.results.mlmd import find_run, node_name, open_store, outputs_by_type
+from pipeline.serving.load_check import FAILURE_PROPERTY
 
 REPORTED_INTERVALS = ("auc", "auc_pr", "specificity_at_sensitivity",
                       "sensitivity_at_specificity")
@@ -87,11 +88,19 @@ def summarize_run(metadata_path: str, config: PipelineConfig) -> dict:
         "urgent": config.task.label.urgent,
         "metrics": {name: slice_summary(result, threshold, config.task)
                     for name, result in slices.items()},
-        "failed_checks": failed_checks(evaluations[0].uri, config.task)
-        if evaluations else [],
+        "failed_checks": ((failed_checks(evaluations[0].uri, config.task)
+                           if evaluations else [])
+                          + load_check_failures(outputs.get("Model", []))),
         "components": components,
         "training": training_summary(outputs.get("Model", [])),
     }
+
+
+def load_check_failures(models: list) -> list[dict]:
+    """The failed load check of each model ModelPackager refused to package
+    (pipeline/serving/load_check.py): a blessed model that is not pushed says why."""
+    return [json.loads(m.custom_properties[FAILURE_PROPERTY].string_value)
+            for m in models if FAILURE_PROPERTY in m.custom_properties]
 
 
 def training_summary(models: list) -> dict:
@@ -172,15 +181,20 @@ def summary_lines(summary: dict) -> list[str]:
             lines.append(f"        {name}: out-of-fold AUC {recorded['oof_auc']:.3f} over "
                          f"{recorded['examples']} examples of {len(recorded['fold_aucs'])} "
                          "folds")
-    if summary["blessed"]:
+    if summary["blessed"] and summary.get("pushed_model"):
         return [*lines, f"medtfx: BLESSED; serving model: {summary['pushed_model']}"]
-    lines.append("medtfx: NOT BLESSED; nothing pushed. Failed checks:")
+    verdict = "BLESSED, but" if summary["blessed"] else "NOT BLESSED;"
+    lines.append(f"medtfx: {verdict} nothing pushed. Failed checks:")
     return lines + [f"        {failed_check(c)}" for c in summary["failed_checks"]]
 
 
 def failed_check(check: dict) -> str:
-    """'auc on sex = female: 0.612 (must be at least 0.65)', 'recall on class
+    """A failed check in one line: the load check's reason, or a metric against its bound:
+    'auc on sex = female: 0.612 (must be at least 0.65)', 'recall on class
     malignant_mass (overall): 0.000 (must be at least 0.3)'."""
+    if "reason" in check:
+        where = f" of {check['signature']}" if check["signature"] else ""
+        return f"{check['metric']}{where}: {check['reason']}"
     where = (f" ({check['slice']})" if " on class " in check["metric"]
              else f" on {check['slice']}")
     return (f"{check['metric']}{where}: {shown(check['value'])} "
