@@ -22,10 +22,8 @@ from modules.signatures import (CLASS_NAME_KEY, DECISION_KEY, PREDICTION_KEY,
 from pipeline.data import dicom
 from pipeline.data.catalog import IMAGE_SUFFIXES, list_files
 from pipeline.data.sources import DicomSettings
+from pipeline.serving.load_check import complaint
 from pipeline.serving.model import ServedModel
-
-# The lines of a TensorFlow error that are not its reason.
-_NOT_REASON = re.compile(r"^(Graph execution error|Detected at node|<stack traces|\[\[)")
 
 
 class NothingToScoreError(MedtfxError):
@@ -127,9 +125,7 @@ def _answer(path: str, outputs: dict, i: int, model: ServedModel) -> Prediction:
 
 
 def _reason(err: tf.errors.OpError) -> str:
-    """The line of a TensorFlow error that says what is wrong with the image, e.g. "Unknown
-    image file format..." or "image of N bytes, above limits.image_bytes (M)"."""
-    lines = [line.strip() for line in err.message.splitlines()]
-    reason = next((line for line in lines if line and not _NOT_REASON.match(line)),
-                  type(err).__name__)
-    return reason.removeprefix("assertion failed: [").removesuffix("]")
+    """What the served graph says is wrong with the image, e.g. "Unknown image file
+    format..." or, from a check of the image limits, "image of N bytes, above
+    limits.image_bytes (M)"."""
+    return complaint(err).removeprefix("assertion failed: [").removesuffix("]")
