@@ -23,13 +23,18 @@ def _hidden(target: str) -> str:
     return os.path.join(parent, f".{name}.tmp")
 
 
-def write_json(path: str, content: dict, indent: int | None = 2) -> None:
+def write_text(path: str, text: str) -> None:
     """Written whole or not at all."""
     fileio.makedirs(os.path.dirname(path))
     tmp = _hidden(path)
     with fileio.open(tmp, "w") as f:
-        f.write(json.dumps(content, indent=indent))
+        f.write(text)
     fileio.rename(tmp, path, overwrite=True)
+
+
+def write_json(path: str, content: dict, indent: int | None = 2) -> None:
+    """Written whole or not at all."""
+    write_text(path, json.dumps(content, indent=indent))
 
 
 @contextlib.contextmanager

@@ -72,7 +72,7 @@ def build_catalog(data_root: str, source: SourceConfig, task: TaskSpec) -> Catal
     return catalog
 
 
-def _listing(data_root: str, folder: str, skip: list[re.Pattern]) -> tuple[list[str], int]:
+def list_files(data_root: str, folder: str, skip: list[re.Pattern]) -> tuple[list[str], int]:
     """Files under `folder` (relative to the data root, sorted) that are not skipped; and
     how many were skipped."""
     files, skipped = [], 0
@@ -106,7 +106,7 @@ def _folders(data_root: str, source: SourceConfig, task: TaskSpec,
     for split in sorted(os.listdir(base)):
         if not os.path.isdir(os.path.join(base, split)) or split not in source.splits:
             continue  # e.g. Kermany's nested duplicate chest_xray/chest_xray
-        files, skipped_here = _listing(data_root, os.path.join(release, split), skip)
+        files, skipped_here = list_files(data_root, os.path.join(release, split), skip)
         skipped += skipped_here
         for path in files:
             parts = path.split(os.sep)
@@ -192,7 +192,7 @@ def _images(data_root: str, folder: str, source: SourceConfig,
     """The files below `folder` that may be images, and how many others were skipped: every
     file in the csv layout (a stray one is named if a row names it), DICOM files in the
     dicom layout."""
-    files, skipped = _listing(data_root, folder, skip)
+    files, skipped = list_files(data_root, folder, skip)
     if source.layout != "dicom":
         return files, skipped
     instances = [p for p in files if dicom.is_instance(os.path.join(data_root, p))]

@@ -42,14 +42,19 @@ class FailedLoad:
         return {"metric": "load check", "signature": self.signature, "reason": self.reason}
 
 
-def _one_line(err: BaseException) -> str:
-    """An exception in one line: its type and what it says. A TensorFlow op error's message
-    ends with the op's own complaint, under the trace of the node (`.message` leaves out the
-    Python trace that str() adds); other errors say it first."""
+def complaint(err: BaseException) -> str:
+    """What an exception says, in one line. A TensorFlow op error's message ends with the
+    op's own complaint, under the trace of the node (`.message` leaves out the Python trace
+    that str() adds); other errors say it first."""
     op_message = getattr(err, "message", None)
     lines = [line for line in str(op_message or err).splitlines()
              if line.strip() and not line[0].isspace()] or [""]
-    return f"{type(err).__name__}: {(lines[-1] if op_message else lines[0])[:300]}"
+    return lines[-1] if op_message else lines[0]
+
+
+def _one_line(err: BaseException) -> str:
+    """An exception in one line: its type and what it says."""
+    return f"{type(err).__name__}: {complaint(err)[:300]}"
 
 
 def check_model(model_dir: str, timeout: float) -> FailedLoad | None:

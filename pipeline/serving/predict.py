@@ -1,0 +1,131 @@
+"""`medtfx predict`: image files and folders scored by a served model, one answer per file.
+
+JPEG and PNG (8- or 16-bit) go to the model as their file bytes, which the served Transform
+graph decodes; a DICOM instance is first converted to the 8-bit PNG that `medtfx data import`
+stores, with the same settings, so the model sees what it was trained and evaluated on. A
+file that cannot be read, converted or decoded gets its own error and the others are still
+scored: a request that fails is split until the failing file stands alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from typing import Iterator
+
+import tensorflow as tf
+
+from modules.errors import MedtfxError
+from modules.signatures import (CLASS_NAME_KEY, DECISION_KEY, PREDICTION_KEY,
+                                PROBABILITIES_KEY)
+from pipeline.data import dicom
+from pipeline.data.catalog import IMAGE_SUFFIXES, list_files
+from pipeline.data.sources import DicomSettings
+from pipeline.serving.load_check import complaint
+from pipeline.serving.model import ServedModel
+
+
+class NothingToScoreError(MedtfxError):
+    """The paths given hold no image."""
+
+
+@dataclasses.dataclass
+class Prediction:
+    file: str
+    error: str = ""  # why the file has no answer
+    # A model of K classes: each class's probability, and the most probable class.
+    probabilities: list[float] = dataclasses.field(default_factory=list)
+    class_name: str = ""
+    # The probability of the flagged class (binary) or of the urgent classes, and the
+    # decision taken on it at the threshold (1: refer); None when the model takes none.
+    probability: float | None = None
+    decision: int | None = None
+
+
+def find_images(paths: list[str], skip: list[str]) -> tuple[list[str], int]:
+    """The files to score: each file named, and below each folder named the images (by
+    suffix) and DICOM instances (by suffix or content), sorted, except the names `skip`
+    matches (macOS and Finder litter); and how many files in the folders were passed over.
+    A path that does not exist is kept, to be reported as such; no file at all is an
+    error."""
+    patterns = [re.compile(p) for p in skip]
+    files, passed_over = [], 0
+    for path in paths:
+        if not os.path.isdir(path):
+            files.append(path)
+            continue
+        listed, skipped = list_files(path, "", patterns)
+        found = [os.path.join(path, name) for name in listed]
+        images = [f for f in found if f.lower().endswith(IMAGE_SUFFIXES) or _is_dicom(f)]
+        files += images
+        passed_over += skipped + len(found) - len(images)
+    if not files:
+        raise NothingToScoreError(f"no image files in {', '.join(paths)}")
+    return files, passed_over
+
+
+def _is_dicom(path: str) -> bool:
+    try:
+        return dicom.is_instance(path)
+    except OSError:
+        return False
+
+
+def read_image(path: str, settings: DicomSettings) -> bytes:
+    """What the model is given for a file: its bytes, or a DICOM instance's pixels as the
+    PNG that import stores. Raises OSError or DicomError."""
+    with open(path, "rb") as f:
+        data = f.read()
+    return dicom.to_png(data, settings) if dicom.is_instance(path) else data
+
+
+def predict(model: ServedModel, files: list[str], settings: DicomSettings,
+            batch: int) -> Iterator[Prediction]:
+    """One prediction per file, in order, in requests of at most `batch` images (and never
+    more than the model accepts); files are read one request at a time."""
+    size = min(batch, model.batch_limit or batch)
+    for start in range(0, len(files), size):
+        answers, readable = {}, []
+        for path in files[start:start + size]:
+            try:
+                readable.append((path, read_image(path, settings)))
+            except OSError as err:
+                answers[path] = Prediction(path, error=f"cannot read: {err.strerror}")
+            except dicom.DicomError as err:
+                answers[path] = Prediction(path, error=str(err))
+        answers.update((p.file, p) for p in _score(model, readable))
+        yield from (answers[path] for path in files[start:start + size])
+
+
+def _score(model: ServedModel, images: list[tuple[str, bytes]]) -> list[Prediction]:
+    """Predictions for one request; when the model refuses it (an image that does not decode
+    or is beyond the image limits), each half is asked again, down to the file at fault."""
+    if not images:
+        return []
+    try:
+        outputs = model([data for _, data in images])
+    except tf.errors.InvalidArgumentError as err:
+        if len(images) == 1:
+            return [Prediction(images[0][0], error=_reason(err))]
+        half = len(images) // 2
+        return _score(model, images[:half]) + _score(model, images[half:])
+    return [_answer(path, outputs, i, model) for i, (path, _) in enumerate(images)]
+
+
+def _answer(path: str, outputs: dict, i: int, model: ServedModel) -> Prediction:
+    answer = Prediction(path)
+    if not model.binary:
+        answer.probabilities = outputs[PROBABILITIES_KEY][i].tolist()
+        answer.class_name = outputs[CLASS_NAME_KEY][i].decode()
+    if PREDICTION_KEY in outputs:
+        answer.probability = float(outputs[PREDICTION_KEY][i, 0])
+        answer.decision = int(outputs[DECISION_KEY][i, 0])
+    return answer
+
+
+def _reason(err: tf.errors.OpError) -> str:
+    """What the served graph says is wrong with the image, e.g. "Unknown image file
+    format..." or, from a check of the image limits, "image of N bytes, above
+    limits.image_bytes (M)"."""
+    return complaint(err).removeprefix("assertion failed: [").removesuffix("]")
