@@ -7,3 +7,5 @@ VALIDATION_FILE = "medtfx-validation.json"  # in a Model: validation labels, sco
 THRESHOLD_ASSET = "operating_threshold.txt"  # in a SavedModel's assets: the decision threshold
 PACKAGE_FILE = "medtfx-package.json"  # in a packaged model: what was packaged
 CARD_DIR = "assets.extra"  # copied with the model; TF Serving reads only warm-up files there
+SUBMISSION_FILE = "submission.csv"  # in a Submission: image name and scores of each test image
+SUBMISSION_TYPE = "medtfx.Submission"  # the artifact type (KFP: a namespaced schema title)

@@ -11,7 +11,7 @@ import functools
 import os
 import typing
 import warnings
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError
@@ -115,6 +115,21 @@ class ServingConfig(Settings):
     load_check_timeout: float = 300.0
 
 
+class ScoringConfig(Settings):
+    """Batch scoring of the release's unlabelled test shards (testNN-COUNT.tfrec, at the
+    data root, also with spans) by the model just blessed: TFX's BulkInferrer writes
+    PredictionLogs, SubmissionWriter the submission CSV the run summary names."""
+
+    # auto: on when the data root holds test shards, which `medtfx run` looks for; a
+    # compiled Kubeflow pipeline cannot look into its runtime data root, so there auto is
+    # off and a release with test shards sets true.
+    test_shards: bool | Literal["auto"] = "auto"
+    # Examples per model call. Beam would grow batches towards 10,000 (a 512 px batch of
+    # 1,000 is 3 GB of pixels before the network), and serving refuses more than
+    # limits.batch.
+    max_batch: int = Field(default=64, ge=1)
+
+
 class RetrainConfig(Settings):
     """`medtfx retrain`: checks of incoming files before they become a span."""
     # Per-file drift bound against the previous span, per feature: Jensen-Shannon
@@ -155,6 +170,7 @@ with warnings.catch_warnings():
         model_card: ModelCardConfig = Field(default_factory=ModelCardConfig)
         beam: BeamConfig = Field(default_factory=BeamConfig)
         serving: ServingConfig = Field(default_factory=ServingConfig)
+        scoring: ScoringConfig = Field(default_factory=ScoringConfig)
         limits: ImageLimits = Field(default_factory=ImageLimits)
         retrain: RetrainConfig = Field(default_factory=RetrainConfig)
         kubeflow: KubeflowConfig = Field(default_factory=KubeflowConfig)
@@ -198,6 +214,10 @@ def load_config(path: str | None = None, overrides: list[str] = ()) -> PipelineC
         raise ConfigError(f"{where}: serving.warmup_examples {config.serving.warmup_examples} "
                           f"must be at least 1 and at most limits.batch ({config.limits.batch})")
     _check_slices(config, where)
+    if config.scoring.max_batch > config.limits.batch:
+        raise ConfigError(f"{where}: scoring.max_batch {config.scoring.max_batch} is above "
+                          f"limits.batch ({config.limits.batch}), the most a model call "
+                          "takes")
     classes = config.task.label.classes
     mapped = {name for name in config.source.label_values.values() if name}
     if config.source.label_values and mapped != set(classes):
@@ -213,6 +233,18 @@ def load_config(path: str | None = None, overrides: list[str] = ()) -> PipelineC
         raise ConfigError(f"{where}: data.window {window!r} must be \"latest\", \"all\" or "
                           "a number of arrivals (at least 1)")
     return config
+
+
+def with_scoring_resolved(config: PipelineConfig, test_shards: int) -> PipelineConfig:
+    """The config with scoring.test_shards true or false, given how many test shards the
+    data root holds; true with none is refused, since the run could not score anything."""
+    setting = config.scoring.test_shards
+    if setting is True and not test_shards:
+        raise ConfigError("scoring.test_shards is true, but the data root holds no test "
+                          "shards (testNN-COUNT.tfrec)")
+    scoring = config.scoring.model_copy(
+        update={"test_shards": test_shards > 0 if setting == "auto" else setting})
+    return config.model_copy(update={"scoring": scoring})
 
 
 def _check_slices(config: PipelineConfig, where: str) -> None:

@@ -17,18 +17,23 @@ from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import (
     LatestBlessedModelStrategy)
 from tfx.orchestration.data_types import RuntimeParameter
 from tfx.orchestration.pipeline import Pipeline
-from tfx.proto import example_gen_pb2, pusher_pb2, trainer_pb2, transform_pb2
+from tfx.proto import (bulk_inferrer_pb2, example_gen_pb2, pusher_pb2, trainer_pb2,
+                       transform_pb2)
 from tfx.types import Channel, standard_artifacts
 
 from components import serving_pusher
+from components.bulk_inferrer import BulkInferrer
 from components.data_gate import DataGate
 from components.ensemble import Ensemble
 from components.model_packager import ModelPackager
+from components.serving_validator import ServingExampleValidator
 from components.statistics_gen import StatisticsGen
+from components.submission_writer import SubmissionWriter
 from components.task_schema import TaskSchema
 from modules.settings import RunSettings
 from pipeline.config import PipelineConfig
-from pipeline.data.shards import Shard, SplitPlan, ensemble_splits
+from pipeline.data.shards import (TEST_SHARDS_PATTERN, TEST_SPLIT, Shard, SplitPlan,
+                                  ensemble_splits)
 from pipeline.data.spans import span_pattern
 from pipeline.eval_config import build_eval_config
 from pipeline.fingerprint import code_fingerprint
@@ -38,6 +43,7 @@ TRAINER_MODULE = "modules.trainer"
 EVALUATION_MODULE = "modules.evaluation"
 PREPROCESSING_FN = f"{PREPROCESSING_MODULE}.preprocessing_fn"
 RUN_FN = f"{TRAINER_MODULE}.run_fn"
+SERVING_SIGNATURE = "serving_default"  # serialized tf.Examples in, as the test shards hold
 
 
 def shard_pattern(config: PipelineConfig, index: int) -> str:
@@ -116,14 +122,24 @@ def data_components(config: PipelineConfig, data_root: str | RuntimeParameter) -
             for i in range(config.data.train_shards)]))
     schema_gen = TaskSchema(schema_file=config.schema_path, label_key=config.task.label.key,
                             classes=len(config.task.label.classes))
+    return _Data(example_gen, schema_gen,
+                 *validation_components(example_gen, schema_gen, ExampleValidator))
+
+
+def validation_components(example_gen: ImportExampleGen, schema_gen: BaseNode,
+                          validator_class: type[ExampleValidator],
+                          prefix: str = "") -> tuple[StatisticsGen, ExampleValidator, BaseNode]:
+    """Statistics of every split, checked against the schema by `validator_class`, and the
+    gate that stops the run on an anomaly; ids start with `prefix`."""
     statistics_gen = StatisticsGen(
         examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
-        code=code_fingerprint("components.statistics_gen"))
-    example_validator = ExampleValidator(
-        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
+        code=code_fingerprint("components.statistics_gen")).with_id(f"{prefix}StatisticsGen")
+    example_validator = validator_class(
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"],
+    ).with_id(f"{prefix}ExampleValidator")
     gate = DataGate(anomalies=example_validator.outputs["anomalies"],
-                    code=code_fingerprint("components.data_gate"))
-    return _Data(example_gen, schema_gen, statistics_gen, example_validator, gate)
+                    code=code_fingerprint("components.data_gate")).with_id(f"{prefix}DataGate")
+    return statistics_gen, example_validator, gate
 
 
 def transform_component(config: PipelineConfig, data: _Data) -> Transform:
@@ -212,6 +228,33 @@ def release_components(config: PipelineConfig, data: _Data, model: Channel,
     return [evaluator, packager, pusher]
 
 
+def scoring_components(config: PipelineConfig, data_root: str | RuntimeParameter,
+                       schema_gen: BaseNode, model: Channel, blessing: Channel) -> list:
+    """The test shards, read apart from the training data (new test shards do not retrain
+    the model) and validated as unlabelled data; their PredictionLogs from the blessed
+    model; and the submission CSV."""
+    example_gen = ImportExampleGen(
+        input_base=data_root,
+        input_config=example_gen_pb2.Input(splits=[example_gen_pb2.Input.Split(
+            name=TEST_SPLIT, pattern=TEST_SHARDS_PATTERN)]),
+        # One input split is otherwise hashed into `train` and `eval` (2:1).
+        output_config=example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(
+            splits=[example_gen_pb2.SplitConfig.Split(name=TEST_SPLIT, hash_buckets=1)])),
+    ).with_id("TestExampleGen")
+    validation = validation_components(example_gen, schema_gen, ServingExampleValidator,
+                                       prefix="Test")
+    inferrer = BulkInferrer(
+        examples=example_gen.outputs["examples"], model=model, model_blessing=blessing,
+        data_spec=bulk_inferrer_pb2.DataSpec(example_splits=[TEST_SPLIT]),
+        model_spec=bulk_inferrer_pb2.ModelSpec(model_signature_name=[SERVING_SIGNATURE]),
+        max_batch=config.scoring.max_batch, code=code_fingerprint("components.bulk_inferrer"))
+    inferrer.add_upstream_node(validation[-1])  # the test data's gate
+    writer = SubmissionWriter(inference_result=inferrer.outputs["inference_result"],
+                              blessing=blessing, task=config.task.model_dump_json(),
+                              code=code_fingerprint("components.submission_writer"))
+    return [example_gen, *validation, inferrer, writer]
+
+
 def create_pipeline(config: PipelineConfig, *, data_root: str | RuntimeParameter,
                     pipeline_root: str, serving_dir: str, metadata_connection_config=None,
                     beam_pipeline_args: list[str] | None = None,
@@ -222,6 +265,8 @@ def create_pipeline(config: PipelineConfig, *, data_root: str | RuntimeParameter
     Orchestrators that take values per run pass RuntimeParameters for `data_root` and
     `train_args` (TrainArgs as JSON). `vertex_training`, custom_config entries for
     tfx.extensions.google_cloud_ai_platform, makes the Trainer a Vertex AI custom job.
+    The test shards are scored when scoring.test_shards is true: `auto` is for a runner that
+    can look into the data root to decide (config.with_scoring_resolved), and off here.
     """
     data = data_components(config, data_root)
     transform = transform_component(config, data)
@@ -232,11 +277,16 @@ def create_pipeline(config: PipelineConfig, *, data_root: str | RuntimeParameter
     ).with_id("latest_blessed_model_resolver")
     trained, model = training_components(config, data, transform, resolver, train_args,
                                          vertex_training)
+    released = release_components(config, data, model, resolver, serving_dir)
+    evaluator, packager, _ = released
+    scoring = (scoring_components(config, data_root, data.schema_gen,
+                                  packager.outputs["packaged_model"],
+                                  evaluator.outputs["blessing"])
+               if config.scoring.test_shards is True else [])
     return Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=pipeline_root,
-        components=[*data.components, transform, resolver, *trained,
-                    *release_components(config, data, model, resolver, serving_dir)],
+        components=[*data.components, transform, resolver, *trained, *released, *scoring],
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=beam_pipeline_args or config.beam.pipeline_args())

@@ -101,7 +101,8 @@ def repo_copy(tmp_path) -> str:
 
 ENTRIES = ("modules.preprocessing", "modules.trainer", "modules.evaluation",
            "components.data_gate", "components.model_packager", "components.serving_pusher",
-           "components.ensemble", "components.statistics_gen")
+           "components.ensemble", "components.statistics_gen", "components.bulk_inferrer",
+           "components.submission_writer")
 
 
 def fingerprints(root: str) -> dict[str, str]:

@@ -28,7 +28,8 @@ GOLDEN = os.path.join(REPO, "tests", "golden", "kubeflow-pipeline.yaml")
 # The golden file outlives edits to the code these fingerprint (pipeline/fingerprint.py).
 FINGERPRINTED = ("modules.preprocessing", "modules.trainer", "modules.evaluation",
                  "components.data_gate", "components.model_packager",
-                 "components.serving_pusher", "components.statistics_gen")
+                 "components.serving_pusher", "components.statistics_gen",
+                 "components.bulk_inferrer", "components.submission_writer")
 ENTRYPOINT = ["python", "-m", "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"]
 DATAFLOW = ["--runner=DataflowRunner", "--project=medtfx-test", "--region=europe-west4",
             "--temp_location=gs://medtfx-test/tmp",
@@ -37,6 +38,7 @@ COMPILE_SET = KUBEFLOW_SET + [
     f"kubeflow.beam_args={json.dumps(DATAFLOW)}",
     "kubeflow.resources={Trainer: {cpu: 8, memory: 30Gi, accelerator_type: NVIDIA_TESLA_T4, "
     "accelerator_count: 1}, Transform: {cpu: 4, memory: 16G}, ImportExampleGen: {memory: 8Gi}}",
+    "scoring.test_shards=true",  # auto is off where the data root is a runtime parameter
 ]
 
 
@@ -115,6 +117,8 @@ def test_tasks_and_dependencies_are_those_of_the_local_pipeline(compiled, local_
             as_dependency(upstream) for upstream in node.upstream_nodes), node.id
     assert "DataGate" in compiled_tasks["Transform"]["dependentTasks"]  # the data gate holds
     assert "Evaluator" in compiled_tasks["Pusher"]["dependentTasks"]
+    assert {"TestDataGate", "ModelPackager", "Evaluator"} <= set(
+        compiled_tasks["BulkInferrer"]["dependentTasks"])  # a blessed model, checked data
 
 
 def test_every_container_runs_the_image_with_tfx_entrypoint_and_importable_code(
@@ -136,6 +140,8 @@ def test_every_container_runs_the_image_with_tfx_entrypoint_and_importable_code(
     assert containers["Pusher"]["args"][1] == "components.serving_pusher.Executor"
     assert containers["ModelPackager"]["args"][1] == \
         "components.model_packager.ModelPackager_Executor"
+    assert containers["TestExampleValidator"]["args"][1] == "components.serving_validator.Executor"
+    assert containers["BulkInferrer"]["args"][1] == "components.bulk_inferrer.Executor"
     driver = containers["ImportExampleGen"]["lifecycle"]["preCacheCheck"]
     assert driver["args"][-len(DATAFLOW):] == DATAFLOW
 
@@ -179,6 +185,7 @@ def test_data_root_and_train_args_are_runtime_parameters_with_defaults(compiled,
                  for parameter, source in task.get("inputs", {}).get("parameters", {}).items()
                  if "componentInputParameter" in source}
     assert consumers == {("ImportExampleGen", "input_base"): "data_root",
+                         ("TestExampleGen", "input_base"): "data_root",
                          ("Trainer", "train_args"): "train_args"}
 
 
@@ -202,8 +209,10 @@ def test_resources_are_set_per_task_from_the_config(compiled):
     assert resources.pop("Transform") == {"cpuLimit": 4.0, "resourceCpuLimit": "4",
                                           "memoryLimit": 16.0, "resourceMemoryLimit": "16G"}
     # TFX's own compiler would drop these (platform_config of a file-based ExampleGen).
-    assert resources.pop("ImportExampleGen") == {"memoryLimit": pytest.approx(8.589934592),
-                                                 "resourceMemoryLimit": "8Gi"}
+    # The key is also the class name of the TestExampleGen, which gets them too.
+    for example_gen in ("ImportExampleGen", "TestExampleGen"):
+        assert resources.pop(example_gen) == {"memoryLimit": pytest.approx(8.589934592),
+                                              "resourceMemoryLimit": "8Gi"}
     assert set(resources.values()) == {None}
 
 

@@ -7,6 +7,7 @@ can edit it as a developer would."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 
@@ -24,7 +25,10 @@ pytestmark = pytest.mark.slow
 
 COMPONENTS = ["ImportExampleGen", "TaskSchema", "latest_blessed_model_resolver",
               "StatisticsGen", "ExampleValidator", "DataGate", "Transform", "Trainer",
-              "Evaluator", "ModelPackager", "Pusher"]
+              "Evaluator", "ModelPackager", "Pusher",
+              # the sample's test shards, validated and scored (scoring.test_shards: auto)
+              "TestExampleGen", "TestStatisticsGen", "TestExampleValidator", "TestDataGate",
+              "BulkInferrer", "SubmissionWriter"]
 
 
 WITH_INTERVALS = ["--set", "confidence_intervals=true"]  # for the report and the model card
@@ -101,6 +105,32 @@ def test_pushed_model_scores_serialized_examples_from_a_test_shard(first_run, ti
     assert np.all((scores.numpy() >= 0) & (scores.numpy() <= 1))
 
 
+def test_a_submission_csv_scores_every_test_image_and_the_summary_names_it(first_run,
+                                                                          tiny_data):
+    summary = first_run["summary"]
+    path = summary["submission"]
+    assert path.startswith(str(first_run["work"] / "pipeline" / "SubmissionWriter"))
+    with open(path, newline="") as f:
+        header, *rows = list(csv.reader(f))
+    assert header == ["image_name", "target"]
+    names = [tf.train.Example.FromString(r).features.feature["image_name"]
+             .bytes_list.value[0].decode() for r in shard_records(tiny_data, "test*.tfrec")]
+    assert len(rows) == len(names) == summary["scored"]
+    assert [name for name, _ in rows] == sorted(names)
+    scores = np.array([float(score) for _, score in rows])
+    assert np.all((scores >= 0) & (scores <= 1)) and scores.std() > 0
+    assert f"medtfx: scored {len(rows)} test images: {path}" in first_run["stdout"]
+    # The same scores as the pushed model gives those examples itself.
+    model = tf.saved_model.load(summary["pushed_model"])
+    records = shard_records(tiny_data, "test00-*.tfrec")
+    served = model.signatures["serving_default"](examples=tf.constant(records))["probability"]
+    by_name = dict(rows)
+    for record, score in zip(records, served.numpy()[:, 0]):
+        name = tf.train.Example.FromString(record).features.feature["image_name"]
+        assert float(by_name[name.bytes_list.value[0].decode()]) == pytest.approx(score,
+                                                                                   abs=1e-5)
+
+
 def test_rerun_reuses_finished_work_and_pushes_nothing_new(first_run, tiny_data, code):
     """An edit no component runs (the report) leaves the cache alone."""
     before = versions(first_run["work"])
@@ -171,6 +201,7 @@ def test_a_model_below_the_bar_is_not_pushed_and_the_failed_check_is_named(first
         overall["accuracy"] - overall["majority_rate"], abs=2e-4)
     assert "NOT BLESSED" in strict["stdout"] and "auc on overall" in strict["stdout"]
     assert versions(first_run["work"]) == before
+    assert summary["submission"] is None and "medtfx: scored" not in strict["stdout"]
 
 
 def test_report_renders_in_chromium_and_names_failed_checks(first_run):
@@ -205,13 +236,15 @@ def test_report_renders_in_chromium_and_names_failed_checks(first_run):
 def test_an_edited_component_reruns_with_what_follows_it_and_nothing_before(first_run,
                                                                           tiny_data, code):
     """Runs after the strict run: with the second run's settings again, only the edited
-    ModelPackager and the Pusher after it run; the same model keeps serving."""
+    ModelPackager and what takes its model (the Pusher, and the test shards' scoring) run;
+    the same model keeps serving."""
     before = versions(first_run["work"])
     edit(code, "components", "model_packager.py")
     again = run(tiny_data, first_run["work"], *BLESS_ANY, env=code["env"])
     lines = progress_lines(again["stdout"])
     rerun = {name for name, line in lines.items() if "(cached)" not in line}
-    assert rerun == {"latest_blessed_model_resolver", "ModelPackager", "Pusher"}, lines
+    assert rerun == {"latest_blessed_model_resolver", "ModelPackager", "Pusher",
+                     "BulkInferrer", "SubmissionWriter"}, lines
     assert again["summary"]["pushed_model"] == first_run["summary"]["pushed_model"]
     assert versions(first_run["work"]) == before
 

@@ -63,7 +63,8 @@ def run_pipeline(config: PipelineConfig, data_root: str, work: WorkDir, console:
 def _checked_run(config: PipelineConfig, data_root: str, work: WorkDir, console: Console,
                  strict: bool) -> int:
     from modules.model import validate_backbone
-    from pipeline.data.input_checks import check_data_root
+    from pipeline.config import with_scoring_resolved
+    from pipeline.data.input_checks import check_data_root, check_test_shards
     from pipeline.data.spans import latest_span_dir
 
     validate_backbone(config.trainer.backbone, config.trainer.weights)
@@ -73,6 +74,12 @@ def _checked_run(config: PipelineConfig, data_root: str, work: WorkDir, console:
     console.say(f"medtfx: {len(data.shards)} train shards, {data.examples} examples in "
                 f"{data.data_root}")
     console.say(f"medtfx: {config.split_plan.describe()}")
+    tests = (check_test_shards(data_root, config.limits, work.input_check_cache)
+             if config.scoring.test_shards is not False else ())
+    config = with_scoring_resolved(config, len(tests))
+    if config.scoring.test_shards:
+        console.say(f"medtfx: a blessed model scores {len(tests)} test shards, "
+                    f"{sum(s.count for s in tests)} examples")
 
     from pipeline.local_runner import run_local  # imports TFX: only for good input
     from pipeline.results.summary import record_run, summary_lines

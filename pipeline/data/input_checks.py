@@ -60,6 +60,25 @@ def check_data_root(data_root: str, train_shards: int, limits: ImageLimits,
         raise InputError(
             f"{data_root}: expected train shards train00..train{train_shards - 1:02d}, found "
             f"{', '.join(f'train{i:02d}' for i in found)} (set data.train_shards to match)")
+    _check_cached(shards, limits, cache_file, workers)
+    return DataSummary(data_root, tuple(shards))
+
+
+def check_test_shards(data_root: str, limits: ImageLimits, cache_file: str | None = None,
+                      workers: int | None = None) -> tuple[Shard, ...]:
+    """The unlabelled test shards under `data_root`, checked as the train shards are: an
+    image that does not decode would otherwise fail the BulkInferrer after training."""
+    try:
+        shards = list_shards(data_root, kind="test")
+    except DataLayoutError as err:
+        raise InputError(str(err)) from err
+    _check_cached(shards, limits, cache_file, workers)
+    return tuple(shards)
+
+
+def _check_cached(shards: list[Shard], limits: ImageLimits, cache_file: str | None,
+                  workers: int | None) -> None:
+    """Raises InputError on the first problem among the shards not checked before."""
     cache = _load_cache(cache_file)
     stale = [s for s in shards if cache.get(s.path) != _stamp(s.path, limits)]
     for problem in _check_all(stale, limits, workers):
@@ -67,7 +86,6 @@ def check_data_root(data_root: str, train_shards: int, limits: ImageLimits,
             raise InputError(problem)
     cache.update({s.path: _stamp(s.path, limits) for s in stale})
     _save_cache(cache_file, cache)
-    return DataSummary(data_root, tuple(shards))
 
 
 def _check_all(shards: list[Shard], limits: ImageLimits, workers: int | None):

@@ -15,6 +15,10 @@ from modules.errors import MedtfxError
 from pipeline.errors import ConfigError
 
 SHARD_RE = re.compile(r"^(?P<kind>train|test)(?P<index>\d{2,})-(?P<count>\d+)\.tfrec$")
+# Every test shard, as a glob relative to the data root (ImportExampleGen reads them as one
+# split: they are scored, never split into folds).
+TEST_SHARDS_PATTERN = "test[0-9][0-9]*-[0-9]*.tfrec"
+TEST_SPLIT = "test"
 
 
 class DataLayoutError(MedtfxError):

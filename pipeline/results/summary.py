@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from modules.artifacts import VALIDATION_FILE
+from modules.artifacts import SUBMISSION_FILE, SUBMISSION_TYPE, VALIDATION_FILE
 from pipeline.config import PipelineConfig, to_dict
 from pipeline.files import write_json
 from pipeline.ops.workdir import WorkDir
@@ -99,6 +99,7 @@ def summarize_run(metadata_path: str, config: PipelineConfig) -> dict:
                           + load_check_failures(outputs.get("Model", []))),
         "components": components,
         "training": training_summary(outputs.get("Model", [])),
+        **submission_summary(outputs.get(SUBMISSION_TYPE, [])),
     }
 
 
@@ -107,6 +108,16 @@ def load_check_failures(models: list) -> list[dict]:
     (pipeline/serving/load_check.py): a blessed model that is not pushed says why."""
     return [json.loads(m.custom_properties[FAILURE_PROPERTY].string_value)
             for m in models if FAILURE_PROPERTY in m.custom_properties]
+
+
+def submission_summary(submissions: list) -> dict:
+    """`submission`: the path of the run's submission CSV (None when the run scored no test
+    shards), and `scored`: its rows."""
+    written = [a for a in submissions if "examples" in a.custom_properties]
+    if not written:
+        return {"submission": None, "scored": 0}
+    return {"submission": os.path.join(written[0].uri, SUBMISSION_FILE),
+            "scored": written[0].custom_properties["examples"].int_value}
 
 
 def training_summary(models: list) -> dict:
@@ -189,7 +200,11 @@ def summary_lines(summary: dict) -> list[str]:
                          f"{recorded['examples']} examples of {len(recorded['fold_aucs'])} "
                          "folds")
     if summary["blessed"] and summary.get("pushed_model"):
-        return [*lines, f"medtfx: BLESSED; serving model: {summary['pushed_model']}"]
+        lines.append(f"medtfx: BLESSED; serving model: {summary['pushed_model']}")
+        if summary.get("submission"):
+            lines.append(f"medtfx: scored {summary['scored']} test images: "
+                         f"{summary['submission']}")
+        return lines
     verdict = "BLESSED, but" if summary["blessed"] else "NOT BLESSED;"
     lines.append(f"medtfx: {verdict} nothing pushed. Failed checks:")
     return lines + [f"        {failed_check(c)}" for c in summary["failed_checks"]]
