@@ -69,11 +69,11 @@ def test_a_ct_is_rescaled_then_windowed_by_its_file_or_the_configured_window():
     # 693_J2KI.dcm: a JPEG 2000 CT slice, intercept -1024, window 40/100 (a brain window).
     hu = modality("693_J2KI.dcm")
     assert_close(png_of("693_J2KI.dcm"), linear_window(hu, 40, 100))
-    assert_close(png_of("693_J2KI.dcm", window=(400, 2000)), linear_window(hu, 400, 2000))
+    assert_close(png_of("693_J2KI.dcm", voi_window=(400, 2000)), linear_window(hu, 400, 2000))
     # CT_small.dcm: uncompressed, no window: the slice's own range.
     hu = modality("CT_small.dcm")
     assert_close(png_of("CT_small.dcm"), (hu - hu.min()) * 255 / (hu.max() - hu.min()))
-    assert_close(png_of("CT_small.dcm", window="minmax"), png_of("CT_small.dcm"))
+    assert_close(png_of("CT_small.dcm", voi_window="minmax"), png_of("CT_small.dcm"))
 
 
 def test_a_multi_valued_window_uses_its_first_pair():

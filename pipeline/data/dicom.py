@@ -103,7 +103,7 @@ def to_png(data: bytes, settings: DicomSettings) -> bytes:
     ds = _dataset(data)
     pixels = _first_frame(ds, settings.frames)
     try:
-        eight = _eight_bits(pixels, ds, settings.window)
+        eight = _eight_bits(pixels, ds, settings.voi_window)
     except Exception as err:  # a malformed LUT, window or photometric interpretation
         raise DicomError(f"pixels do not convert to 8 bits ({_reason(err)})") from None
     buffer = io.BytesIO()

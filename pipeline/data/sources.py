@@ -12,7 +12,7 @@ The dicom layout is the csv layout with DICOM instances for images: the same `im
 (its path below `images`) or on the SOPInstanceUID (`id_is: SOPInstanceUID`), and each
 file's header as one more table, whose attributes `dicom.columns` reads as metadata. The
 group is PatientID unless `group` says otherwise. Pixels become 8-bit PNGs at import
-(pipeline/data/dicom.py), as `dicom.window` and `dicom.frames` say.
+(pipeline/data/dicom.py), as `dicom.voi_window` and `dicom.frames` say.
 """
 
 from __future__ import annotations
@@ -99,18 +99,18 @@ class DicomSettings(Columns):
     # first Window Center/Width; the image's own range when it has none), "minmax" (the
     # image's own range), or [center, width] for every file, e.g. [40, 400] for CT soft
     # tissue. MONOCHROME1 is inverted after the window; colour is kept as RGB.
-    window: str | tuple[float, float] = "file"
+    voi_window: str | tuple[float, float] = "file"
     # A multi-frame instance (cine, volume, tomosynthesis): "refuse" names it as a problem,
     # "first" imports its first frame.
     frames: str = "refuse"
 
     @model_validator(mode="after")
     def _known(self) -> DicomSettings:
-        if isinstance(self.window, str) and self.window not in WINDOWS:
-            raise ValueError(f"window {self.window!r} is not one of {', '.join(WINDOWS)} or "
-                             "[center, width]")
-        if isinstance(self.window, tuple) and self.window[1] < 1:
-            raise ValueError(f"window width {self.window[1]:g} must be at least 1")
+        if isinstance(self.voi_window, str) and self.voi_window not in WINDOWS:
+            raise ValueError(f"voi_window {self.voi_window!r} is not one of "
+                             f"{', '.join(WINDOWS)} or [center, width]")
+        if isinstance(self.voi_window, tuple) and self.voi_window[1] < 1:
+            raise ValueError(f"voi_window width {self.voi_window[1]:g} must be at least 1")
         if self.frames not in FRAMES:
             raise ValueError(f"frames {self.frames!r} is not one of {', '.join(FRAMES)}")
         return self
