@@ -94,5 +94,12 @@ def input_fn(file_pattern: list[str], data_accessor: DataAccessor,
             return features, target
         return features, target, tf.gather(tf.constant(weights), code)
 
+    # Several workers (MultiWorkerMirroredStrategy) split each global batch among them:
+    # every worker reads and decodes all examples and keeps its share, so batches, their
+    # order and their augmentation are those of one worker (sharding by file would save
+    # the decoding, but each worker would then draw batches of its own).
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = \
+        tf.data.experimental.AutoShardPolicy.DATA
     return dataset.enumerate().map(prepare, num_parallel_calls=tf.data.AUTOTUNE) \
-        .prefetch(tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE).with_options(options)

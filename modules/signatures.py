@@ -143,11 +143,10 @@ def make_signatures(model, tf_transform_output: tft.TFTransformOutput, task: Tas
     def transform_features(examples):
         return transform_examples(model.tft_layer, examples, task)
 
-    signatures = {
-        "serving_default": serve_examples.get_concrete_function(),
-        "serving_image": serve_images.get_concrete_function(),
-        "transform_features": transform_features.get_concrete_function(),
-    }
+    # The functions, not their concrete functions: a concrete function traced over a
+    # multi-worker model's distributed variables cannot be saved.
+    signatures = {"serving_default": serve_examples, "serving_image": serve_images,
+                  "transform_features": transform_features}
     if bucketed_spec:
         @tf.function(input_signature=[EXAMPLES])
         def slicing_features(examples):
@@ -155,5 +154,5 @@ def make_signatures(model, tf_transform_output: tft.TFTransformOutput, task: Tas
             return {n.slice_key: bucket(values[n.key], n.buckets, task.missing)
                     for n in task.bucketed}
 
-        signatures[SLICING_FEATURES] = slicing_features.get_concrete_function()
+        signatures[SLICING_FEATURES] = slicing_features
     return signatures

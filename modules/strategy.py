@@ -49,3 +49,10 @@ def choose_strategy(mixed_precision: bool = True) -> tuple[tf.distribute.Strateg
     logging.info("Training with %s on %d replica(s), precision %s", name,
                  strategy.num_replicas_in_sync, policy)
     return strategy, name
+
+
+def wait_for_workers(strategy: tf.distribute.Strategy) -> None:
+    """Returns once every worker has got here: one all-reduce of a number, which a worker
+    can finish only when all have contributed (at once with a single worker)."""
+    strategy.reduce(tf.distribute.ReduceOp.SUM,
+                    strategy.run(lambda: tf.constant(1.0)), axis=None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 
 import numpy as np
 import tensorflow as tf
@@ -25,7 +26,7 @@ from modules.inputs import class_weights, count_labels, input_fn
 from modules.model import ModelConfigError, build_model, load_weights, set_backbone_trainable
 from modules.schedule import RampSustainDecay
 from modules.settings import RunSettings, TrainerSettings
-from modules.strategy import choose_strategy
+from modules.strategy import choose_strategy, wait_for_workers
 
 
 def schedule_steps(train_steps: int | None, train_examples: int, batch_size: int,
@@ -152,11 +153,21 @@ def run_fn(fn_args: FnArgs) -> None:
         done += stage_epochs
     best.restore()
 
-    export_model(model, tf_transform_output, cfg, fn_args.serving_model_dir)
+    # Every worker exports and scores: under MultiWorkerMirroredStrategy reading a synced
+    # variable (BatchNorm statistics, in a save or a forward pass) is a collective that all
+    # workers must join. Only the chief writes the Trainer's outputs; the others export
+    # into a local directory deleted at once.
+    chief = strategy.extended.should_checkpoint
+    with tempfile.TemporaryDirectory() as scratch:
+        export_model(model, tf_transform_output, cfg, fn_args.serving_model_dir if chief
+                     else os.path.join(scratch, "Format-Serving"))
     scores = validation_scores(model, validation.take(validation_steps or -1))
-    scores.update(best_epoch=best.best_epoch, epochs_run=best.epochs_seen,
-                  best_val_auc=best.best, strategy=strategy_name, replicas=replicas,
-                  warm_start_from=warm_start_from)
-    model_dir = os.path.dirname(fn_args.serving_model_dir.rstrip("/"))
-    with tf.io.gfile.GFile(os.path.join(model_dir, VALIDATION_FILE), "w") as f:
-        json.dump(scores, f)
+    if chief:
+        scores.update(best_epoch=best.best_epoch, epochs_run=best.epochs_seen,
+                      best_val_auc=best.best, strategy=strategy_name, replicas=replicas,
+                      warm_start_from=warm_start_from)
+        model_dir = os.path.dirname(fn_args.serving_model_dir.rstrip("/"))
+        with tf.io.gfile.GFile(os.path.join(model_dir, VALIDATION_FILE), "w") as f:
+            json.dump(scores, f)
+    # TFX's executor checks on every worker that the model exists: none returns before it.
+    wait_for_workers(strategy)

@@ -39,6 +39,9 @@ class VertexTrainingConfig(Settings):
     machine_type: str = "n1-standard-8"  # "cloud-tpu" with a TPU accelerator
     accelerator_type: str | None = None  # NVIDIA_TESLA_T4, NVIDIA_L4, TPU_V2, TPU_V3, ...
     accelerator_count: int = 0
+    # Machines training together (MultiWorkerMirroredStrategy), the chief included, each
+    # with the machine and accelerators above; trainer.batch_size is per replica.
+    workers: int = 1
 
 
 class KubeflowConfig(Settings):
@@ -86,6 +89,12 @@ def check_kubeflow_config(config: PipelineConfig) -> None:
         if vertex.accelerator_count and not vertex.accelerator_type:
             raise ConfigError("kubeflow.vertex_training: accelerator_count needs an "
                               "accelerator_type")
+        if vertex.workers < 1:
+            raise ConfigError(f"kubeflow.vertex_training: workers {vertex.workers} must be "
+                              "at least 1")
+        if vertex.workers > 1 and (vertex.accelerator_type or "").startswith("TPU"):
+            raise ConfigError("kubeflow.vertex_training: workers > 1 with a TPU: the Trainer "
+                              "trains on one TPU host (TPUStrategy); set workers: 1")
 
 
 def check_resources(limits: ResourcesConfig, where: str) -> None:

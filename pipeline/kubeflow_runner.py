@@ -99,7 +99,9 @@ def in_image(config: PipelineConfig) -> PipelineConfig:
 
 def vertex_training_config(kubeflow: KubeflowConfig) -> dict | None:
     """Trainer custom_config entries that make it launch a Vertex AI custom job running
-    the same image (tfx.extensions.google_cloud_ai_platform)."""
+    the same image (tfx.extensions.google_cloud_ai_platform). With several workers, a
+    second pool holds all but the chief: Vertex AI gives pool 0 the chief's TF_CONFIG and
+    pool 1 the workers', and every replica runs the Trainer executor."""
     vertex = kubeflow.vertex_training
     if vertex is None:
         return None
@@ -107,16 +109,16 @@ def vertex_training_config(kubeflow: KubeflowConfig) -> dict | None:
     if vertex.accelerator_count:
         machine.update(accelerator_type=vertex.accelerator_type,
                        accelerator_count=vertex.accelerator_count)
+    pool = {"machine_spec": machine, "container_spec": {"image_uri": kubeflow.image}}
+    pools = [{**pool, "replica_count": 1}]
+    if vertex.workers > 1:
+        pools.append({**pool, "replica_count": vertex.workers - 1})
     cloud = tfx.extensions.google_cloud_ai_platform
     return {
         cloud.ENABLE_VERTEX_KEY: True,
         cloud.VERTEX_REGION_KEY: vertex.region,
-        cloud.TRAINING_ARGS_KEY: {
-            "project": vertex.project,
-            "job_spec": {"worker_pool_specs": [{
-                "machine_spec": machine, "replica_count": 1,
-                "container_spec": {"image_uri": kubeflow.image}}]},
-        },
+        cloud.TRAINING_ARGS_KEY: {"project": vertex.project,
+                                  "job_spec": {"worker_pool_specs": pools}},
     }
 
 

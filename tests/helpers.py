@@ -97,6 +97,75 @@ def run_transform(records: list[bytes], image_size: int, out_dir: str) -> np.nda
     return np.load(images_file).reshape(-1, image_size, image_size, 3)
 
 
+TRAIN_SPLITS = [f"train{i:02d}" for i in range(9)]
+VALIDATION_SPLITS = ["train09", "train10", "train11"]
+ALL_SPLITS = [f"train{i:02d}" for i in range(15)]
+
+
+def write_trainer_inputs(data_root: str, root) -> None:
+    """The Trainer's inputs under `root` as TFX lays them out: the shards as ImportExampleGen
+    writes them (one gzipped split directory per shard), the 32 px transform graph of the
+    training shards, the schema."""
+    import tensorflow as tf
+
+    for split in ALL_SPLITS:
+        os.makedirs(os.path.join(root, "examples", f"Split-{split}"))
+        path = os.path.join(root, "examples", f"Split-{split}",
+                            "data_tfrecord-00000-of-00001.gz")
+        with tf.io.TFRecordWriter(path, options="GZIP") as writer:
+            for record in shard_records(data_root, f"{split}-*.tfrec"):
+                writer.write(record)
+    run_transform(shard_records(data_root, "train0[0-8]-*.tfrec"), 32,
+                  os.path.join(root, "transform"))
+    os.makedirs(os.path.join(root, "schema"))
+    shutil.copy(os.path.join(REPO, "schema", "melanoma.pbtxt"), os.path.join(root, "schema"))
+
+
+def trainer_fn_args(root, overrides: list[str], base_model: str | None = None,
+                    out=None):
+    """(FnArgs, config) for run_fn on what write_trainer_inputs wrote under `root`, with
+    its outputs under `out` (default `root`), built as the Trainer executor builds them:
+    the small X-ray CNN at 32 px, 2 epochs of 2 steps of 8, then `overrides`. What the
+    Trainer tests check does not depend on the backbone, and EfficientNet's build and
+    export would be most of their time (every backbone is built in tests/test_model.py and
+    trained through the pipeline in tests/test_trainer_e2e.py)."""
+    from google.protobuf import json_format
+    from tfx.components.trainer import fn_args_utils
+    from tfx.proto import trainer_pb2
+    from tfx.types import artifact_utils, standard_artifacts
+
+    from pipeline.config import load_config
+    from pipeline.pipeline import run_settings
+
+    def artifact(cls, uri: str):
+        made = cls()
+        made.uri = uri
+        return made
+
+    examples = artifact(standard_artifacts.Examples, os.path.join(root, "examples"))
+    examples.split_names = artifact_utils.encode_split_names(ALL_SPLITS)
+    config = load_config(None, ["image_size=32", "batch_size=8", "epochs=2", "train_steps=4",
+                                "backbone=pneumonia_cnn", *overrides])
+    exec_properties = {
+        "train_args": json_format.MessageToJson(
+            trainer_pb2.TrainArgs(splits=TRAIN_SPLITS, num_steps=config.trainer.train_steps)),
+        "eval_args": json_format.MessageToJson(trainer_pb2.EvalArgs(splits=VALIDATION_SPLITS)),
+        "custom_config": run_settings(config).model_dump_json(),
+    }
+    inputs = {"examples": [examples],
+              "transform_graph": [artifact(standard_artifacts.TransformGraph,
+                                           os.path.join(root, "transform"))],
+              "schema": [artifact(standard_artifacts.Schema, os.path.join(root, "schema"))]}
+    if base_model:
+        inputs["base_model"] = [artifact(standard_artifacts.Model, base_model)]
+    out = root if out is None else out
+    fn_args = fn_args_utils.get_common_fn_args(inputs, exec_properties,
+                                               working_dir=os.path.join(out, "work"))
+    fn_args.serving_model_dir = os.path.join(out, "model", "Format-Serving")
+    fn_args.model_run_dir = os.path.join(out, "model_run")
+    return fn_args, config
+
+
 def open_in_chromium(url: str, screenshot: str, width: int = 1200):
     """Loads `url` in Debian's headless Chromium through ChromeDriver, saves a full-page
     screenshot, and returns the live driver (the caller quits it)."""

@@ -310,7 +310,7 @@ def test_vertex_training_makes_the_trainer_a_custom_job_on_the_same_image(tmp_pa
     assert trainer["args"][1] == "tfx.extensions.google_cloud_ai_platform.trainer.executor." \
                                  "GenericExecutor"
     inputs = tasks(compiled.spec)["Trainer"]["inputs"]["parameters"]
-    custom_config = json.loads(inputs["custom_config"]["runtimeValue"]["constant"])
+    custom_config = trainer_custom_config(compiled.spec)
     assert custom_config[cloud.ENABLE_VERTEX_KEY] is True
     assert custom_config[cloud.VERTEX_REGION_KEY] == "us-central1"
     assert custom_config[cloud.TRAINING_ARGS_KEY] == {
@@ -322,6 +322,31 @@ def test_vertex_training_makes_the_trainer_a_custom_job_on_the_same_image(tmp_pa
             "container_spec": {"image_uri": "registry.example/medtfx:test"}}]}}
     assert custom_config["backbone"] == "pneumonia_cnn"  # run_fn's settings still there
     assert inputs["run_fn"]["runtimeValue"]["constant"] == "modules.trainer.run_fn"
+
+
+def test_vertex_training_on_two_workers_adds_a_worker_pool_of_the_same_machine(tmp_path):
+    """Vertex AI gives pool 0 the chief's TF_CONFIG and pool 1 the workers': with it, the
+    Trainer trains with MultiWorkerMirroredStrategy (tests/test_multiworker.py)."""
+    from tfx.v1.extensions import google_cloud_ai_platform as cloud
+
+    from pipeline.kubeflow_runner import compile_pipeline
+
+    vertex = ("kubeflow.vertex_training={project: medtfx-test, region: us-central1, "
+              "accelerator_type: NVIDIA_TESLA_T4, accelerator_count: 1, workers: 2}")
+    compiled = compile_pipeline(load_config(None, KUBEFLOW_SET + [vertex]),
+                                str(tmp_path / "p.yaml"))
+    pools = trainer_custom_config(compiled.spec)[cloud.TRAINING_ARGS_KEY]["job_spec"][
+        "worker_pool_specs"]
+    machine = {"machine_type": "n1-standard-8", "accelerator_type": "NVIDIA_TESLA_T4",
+               "accelerator_count": 1}
+    image = {"image_uri": "registry.example/medtfx:test"}
+    assert pools == [{"machine_spec": machine, "replica_count": 1, "container_spec": image},
+                     {"machine_spec": machine, "replica_count": 1, "container_spec": image}]
+
+
+def trainer_custom_config(spec: dict) -> dict:
+    parameters = tasks(spec)["Trainer"]["inputs"]["parameters"]
+    return json.loads(parameters["custom_config"]["runtimeValue"]["constant"])
 
 
 def test_vertex_ai_sdk_accepts_the_file_and_a_per_run_parameter(compiled, tmp_path):
@@ -379,6 +404,12 @@ def test_golden_file(compiled):
      "accelerator_count needs an accelerator_type"),
     (KUBEFLOW_SET + ["kubeflow.vertex_training={project: p}"],
      "kubeflow.vertex_training needs project and region"),
+    (KUBEFLOW_SET + ["kubeflow.vertex_training={project: p, region: r, workers: 0}"],
+     "kubeflow.vertex_training: workers 0 must be at least 1"),
+    (KUBEFLOW_SET + ["kubeflow.vertex_training={project: p, region: r, workers: 2, "
+                     "machine_type: cloud-tpu, accelerator_type: TPU_V3, "
+                     "accelerator_count: 8}"],
+     "workers > 1 with a TPU"),
 ])
 def test_settings_it_cannot_compile_with_are_one_line_usage_errors(tmp_path, overrides,
                                                                    message):

@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 
 import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras as keras
-from google.protobuf import json_format
-from tfx.components.trainer import fn_args_utils
-from tfx.proto import trainer_pb2
-from tfx.types import artifact_utils, standard_artifacts
 
 from modules import features as F
 from modules.artifacts import VALIDATION_FILE
@@ -30,61 +25,12 @@ from modules.task import METADATA_KEY
 from modules.trainer import build, run_fn, schedule_steps, stages, warm_start
 from pipeline.config import load_config
 from pipeline.pipeline import run_settings
-from tests.helpers import REPO, run_transform, shard_records
-
-TRAIN = [f"train{i:02d}" for i in range(9)]
-VALIDATION = ["train09", "train10", "train11"]
-
-
-def examples_artifact(data_root: str, uri: str) -> standard_artifacts.Examples:
-    """The shards as ImportExampleGen writes them: one gzipped split directory per shard."""
-    splits = [f"train{i:02d}" for i in range(15)]
-    for split in splits:
-        os.makedirs(os.path.join(uri, f"Split-{split}"))
-        path = os.path.join(uri, f"Split-{split}", "data_tfrecord-00000-of-00001.gz")
-        with tf.io.TFRecordWriter(path, options="GZIP") as writer:
-            for record in shard_records(data_root, f"{split}-*.tfrec"):
-                writer.write(record)
-    artifact = standard_artifacts.Examples()
-    artifact.uri = uri
-    artifact.split_names = artifact_utils.encode_split_names(splits)
-    return artifact
-
-
-def artifact_at(cls, uri: str):
-    artifact = cls()
-    artifact.uri = uri
-    return artifact
-
+from tests.helpers import shard_records, trainer_fn_args, write_trainer_inputs
 
 def train(data: str, root, overrides: list[str], base_model: str | None = None) -> dict:
     """run_fn on the tiny dataset as the Trainer executor calls it; returns its outputs."""
-    examples = examples_artifact(data, str(root / "examples"))
-    transform_dir = str(root / "transform")
-    run_transform(shard_records(data, "train0[0-8]-*.tfrec"), 32, transform_dir)
-    os.makedirs(root / "schema")
-    shutil.copy(os.path.join(REPO, "schema", "melanoma.pbtxt"), root / "schema")
-
-    # The small X-ray CNN: what these tests check does not depend on the backbone, and
-    # EfficientNet's build and export would be most of their time (every backbone is built
-    # in tests/test_model.py and trained through the pipeline in tests/test_trainer_e2e.py).
-    config = load_config(None, ["image_size=32", "batch_size=8", "epochs=2", "train_steps=4",
-                                "backbone=pneumonia_cnn", *overrides])
-    exec_properties = {
-        "train_args": json_format.MessageToJson(trainer_pb2.TrainArgs(splits=TRAIN,
-                                                                      num_steps=4)),
-        "eval_args": json_format.MessageToJson(trainer_pb2.EvalArgs(splits=VALIDATION)),
-        "custom_config": run_settings(config).model_dump_json(),
-    }
-    inputs = {"examples": [examples],
-              "transform_graph": [artifact_at(standard_artifacts.TransformGraph, transform_dir)],
-              "schema": [artifact_at(standard_artifacts.Schema, str(root / "schema"))]}
-    if base_model:
-        inputs["base_model"] = [artifact_at(standard_artifacts.Model, base_model)]
-    fn_args = fn_args_utils.get_common_fn_args(inputs, exec_properties,
-                                               working_dir=str(root / "work"))
-    fn_args.serving_model_dir = str(root / "model" / "Format-Serving")
-    fn_args.model_run_dir = str(root / "model_run")
+    write_trainer_inputs(data, root)
+    fn_args, config = trainer_fn_args(root, overrides, base_model)
     run_fn(fn_args)
     return {"model": fn_args.serving_model_dir, "run": fn_args.model_run_dir,
             "artifact": str(root / "model"), "config": config}
