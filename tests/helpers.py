@@ -102,11 +102,11 @@ VALIDATION_SPLITS = ["train09", "train10", "train11"]
 ALL_SPLITS = [f"train{i:02d}" for i in range(15)]
 
 
-def write_trainer_inputs(data_root: str, root) -> None:
-    """The Trainer's inputs under `root` as TFX lays them out: the shards as ImportExampleGen
-    writes them (one gzipped split directory per shard), the 32 px transform graph of the
-    training shards, the schema."""
+def write_examples(data_root: str, root):
+    """The shards as ImportExampleGen writes them under `root`/examples (one gzipped split
+    directory per shard); returns that Examples artifact."""
     import tensorflow as tf
+    from tfx.types import artifact_utils, standard_artifacts
 
     for split in ALL_SPLITS:
         os.makedirs(os.path.join(root, "examples", f"Split-{split}"))
@@ -115,6 +115,16 @@ def write_trainer_inputs(data_root: str, root) -> None:
         with tf.io.TFRecordWriter(path, options="GZIP") as writer:
             for record in shard_records(data_root, f"{split}-*.tfrec"):
                 writer.write(record)
+    examples = standard_artifacts.Examples()
+    examples.uri = os.path.join(root, "examples")
+    examples.split_names = artifact_utils.encode_split_names(ALL_SPLITS)
+    return examples
+
+
+def write_trainer_inputs(data_root: str, root) -> None:
+    """The Trainer's inputs under `root` as TFX lays them out: the shards as ImportExampleGen
+    writes them, the 32 px transform graph of the training shards, the schema."""
+    write_examples(data_root, root)
     run_transform(shard_records(data_root, "train0[0-8]-*.tfrec"), 32,
                   os.path.join(root, "transform"))
     os.makedirs(os.path.join(root, "schema"))

@@ -18,7 +18,8 @@ from pipeline.serving.load_check import FailedLoad, check_model, run_requests
 from pipeline.serving.warmup import (CLIENT_SIGNATURES, WARMUP_FILE, build_requests,
                                      evaluation_records, read_requests, request_inputs,
                                      write_requests)
-from tests.test_trainer import examples_artifact, train
+from tests.helpers import write_examples
+from tests.test_trainer import train
 
 EVALUATION = ["train12", "train13", "train14"]
 
@@ -26,7 +27,7 @@ EVALUATION = ["train12", "train13", "train14"]
 @pytest.fixture(scope="module")
 def records(tiny_data, tmp_path_factory) -> list[bytes]:
     """Four evaluation examples, read from an Examples artifact as ExampleGen writes it."""
-    examples = examples_artifact(tiny_data, str(tmp_path_factory.mktemp("examples")))
+    examples = write_examples(tiny_data, tmp_path_factory.mktemp("examples"))
     return evaluation_records(examples, EVALUATION, 4)
 
 
