@@ -27,6 +27,7 @@ from components.model_packager import ModelPackager
 from components.statistics_gen import StatisticsGen
 from components.task_schema import TaskSchema
 from modules.settings import RunSettings
+from pipeline.beam_config import PIPELINE_STAGES
 from pipeline.config import PipelineConfig
 from pipeline.data.shards import Shard, SplitPlan, ensemble_splits
 from pipeline.data.spans import span_pattern
@@ -236,4 +237,4 @@ def create_pipeline(config: PipelineConfig, *, data_root: str | RuntimeParameter
                     *release_components(config, data, model, resolver, serving_dir)],
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata_connection_config,
-        beam_pipeline_args=beam_pipeline_args or config.beam.pipeline_args())
+        beam_pipeline_args=beam_pipeline_args or config.beam.pipeline_args(*PIPELINE_STAGES))
