@@ -28,14 +28,20 @@ Runner = Literal["direct", "portable", "dask", "dataflow", "flink", "spark"]
 # Beam 2.77 does not register DaskRunner by its short name.
 DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
 
-# Stage and runner pairs that fail, with what fails (tests/test_beam_runners.py runs them).
-# Beam's DaskRunner translates only Create, ParDo, GroupByKey and Flatten to dask bags:
-# beam.io.Read (ReadFromTFRecord, every tfx-bsl reader) becomes an empty step, and the
-# first ParDo after it fails with "AttributeError: 'NoneType' object has no attribute 'map'".
-_DASK_READS = ("Beam's DaskRunner (2.77) does not translate beam.io.Read, so reading "
-               "TFRecords fails (AttributeError: 'NoneType' object has no attribute 'map')")
+# Stage and runner pairs that do not run, with what was found (tests/test_beam_runners.py).
+# Beam 2.77's DaskRunner translates only Create, ParDo, GroupByKey and Flatten to dask bags:
+# beam.io.Read, which ImportExampleGen and every tfx-bsl reader use, becomes an empty step.
+_DASK_READ = "Beam's DaskRunner (2.77) does not translate beam.io.Read, so "
 UNSUPPORTED: dict[tuple[str, str], str] = {
-    ("dask", stage): _DASK_READS for stage in PIPELINE_STAGES}
+    ("dask", IMPORT_EXAMPLE_GEN): _DASK_READ + "reading the input TFRecords fails "
+                                  "(AttributeError: 'NoneType' object has no attribute 'map')",
+    ("dask", STATISTICS_GEN): _DASK_READ + "reading the splits fails (AttributeError: "
+                              "'NoneType' object has no attribute '__dask_keys__')",
+    ("dask", TRANSFORM): _DASK_READ + "the examples it analyzes are never read (it ends "
+                         "without error, its analysis unchecked)",
+    ("dask", EVALUATOR): _DASK_READ + "the examples it evaluates cannot be read (the "
+                         "tfx-bsl reader StatisticsGen fails in)",
+}
 
 
 class BeamConfig(Settings):
