@@ -64,7 +64,7 @@ lock:
 	@test -x $(UV) || { $(PYTHON) -m venv $(VENV) && $(PY) -m pip install --quiet --target $(VENV)/uv uv==$(UV_VERSION); }
 	printf '%s\n' $(OVERRIDES) > $(VENV)/overrides.txt
 	printf 'pip\n' > $(VENV)/extra.in
-	$(UV) pip compile setup.py $(VENV)/extra.in --extra test --override $(VENV)/overrides.txt \
+	$(UV) pip compile setup.py $(VENV)/extra.in --extra test --extra dask --override $(VENV)/overrides.txt \
 	  --python-version 3.11 --python-platform x86_64-manylinux_2_28 --generate-hashes \
 	  --no-header --annotation-style line -o $(VENV)/compiled.lock
 	{ echo '# Exact environment of medtfx (Python 3.11, linux x86_64). Regenerate with `make lock`;'; \

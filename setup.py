@@ -28,6 +28,8 @@ setup(
         "pylibjpeg-openjpeg",
         "pyyaml",
     ],
-    extras_require={"test": ["pytest", "pytest-timeout", "pytest-xdist", "selenium"]},
+    # dask: Beam's DaskRunner (beam.runner=dask) and the dask.distributed cluster it submits to.
+    extras_require={"test": ["pytest", "pytest-timeout", "pytest-xdist", "selenium"],
+                    "dask": ["apache-beam[dask]"]},
     entry_points={"console_scripts": ["medtfx=pipeline.cli:entry"]},
 )

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field, ValidationError
 from modules.section import Settings
 from modules.settings import ImageLimits, TrainerSettings
 from modules.task import TaskSpec
+from pipeline.beam_config import BeamConfig
 from pipeline.data.shards import SplitPlan, ensemble_splits, plan_splits
 from pipeline.data.sources import SourceConfig
 from pipeline.errors import ConfigError
@@ -141,17 +142,6 @@ class RetrainConfig(Settings):
         "target": 0.4})
     poll_seconds: float = 30.0  # --watch: how often the incoming folder is listed
     settle_seconds: float = 60.0  # --watch: files unchanged this long are complete
-
-
-class BeamConfig(Settings):
-    # multi_processing uses every core for Beam components; in_memory starts faster on
-    # small data.
-    direct_running_mode: str = "multi_processing"
-    direct_num_workers: int = 0  # 0: one per core
-
-    def pipeline_args(self) -> list[str]:
-        return [f"--direct_running_mode={self.direct_running_mode}",
-                f"--direct_num_workers={self.direct_num_workers}"]
 
 
 with warnings.catch_warnings():

@@ -51,9 +51,8 @@ class KubeflowConfig(Settings):
     pipeline_root: str = ""  # gs://BUCKET/PATH: artifacts of every run
     data_root: str = ""  # gs://...: the default of the data_root runtime parameter
     serving_dir: str = ""  # gs://...: where the Pusher puts blessed models
-    # Beam arguments of every Beam component, e.g. --runner=DataflowRunner --project=...
-    # --region=... --temp_location=gs://... --sdk_container_image=IMAGE; empty: the
-    # `beam:` section's DirectRunner settings, inside each task's container.
+    # Raw Beam arguments of every Beam component; empty (the usual): the ones the `beam:`
+    # section builds for its runner (kubeflow/README.md: Dataflow, Flink, Spark, Dask).
     beam_args: list[str] = Field(default_factory=list)
     # By component id (ImportExampleGen, Transform, Trainer, ...) or by component class
     # name, which covers every component of that class (e.g. several Trainers).

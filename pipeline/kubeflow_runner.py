@@ -19,6 +19,7 @@ from tfx import version as tfx_version
 from tfx.orchestration.data_types import RuntimeParameter
 from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
 
+from pipeline.beam_config import PIPELINE_STAGES
 from pipeline.config import PipelineConfig
 from pipeline.errors import ConfigError
 from pipeline.kubeflow_config import (
@@ -51,7 +52,8 @@ def compile_pipeline(config: PipelineConfig, output: str) -> CompiledPipeline:
     pipeline = create_pipeline(
         in_image(config), data_root=parameters[DATA_ROOT_PARAMETER],
         pipeline_root=kubeflow.pipeline_root, serving_dir=kubeflow.serving_dir,
-        beam_pipeline_args=kubeflow.beam_args or None,
+        beam_pipeline_args=kubeflow.beam_args or config.beam.pipeline_args(
+            *PIPELINE_STAGES, root=kubeflow.project_dir),
         train_args=parameters.get(TRAIN_ARGS_PARAMETER),
         vertex_training=vertex_training_config(kubeflow))
     runner = kubeflow_v2_dag_runner.KubeflowV2DagRunner(

@@ -31,6 +31,7 @@ from components.statistics_gen import StatisticsGen
 from components.submission_writer import SubmissionWriter
 from components.task_schema import TaskSchema
 from modules.settings import RunSettings
+from pipeline.beam_config import PIPELINE_STAGES
 from pipeline.config import PipelineConfig
 from pipeline.data.shards import (TEST_SHARDS_PATTERN, TEST_SPLIT, Shard, SplitPlan,
                                   ensemble_splits)
@@ -289,4 +290,4 @@ def create_pipeline(config: PipelineConfig, *, data_root: str | RuntimeParameter
         components=[*data.components, transform, resolver, *trained, *released, *scoring],
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata_connection_config,
-        beam_pipeline_args=beam_pipeline_args or config.beam.pipeline_args())
+        beam_pipeline_args=beam_pipeline_args or config.beam.pipeline_args(*PIPELINE_STAGES))

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 
@@ -174,6 +177,50 @@ def trainer_fn_args(root, overrides: list[str], base_model: str | None = None,
     fn_args.serving_model_dir = os.path.join(out, "model", "Format-Serving")
     fn_args.model_run_dir = os.path.join(out, "model_run")
     return fn_args, config
+
+
+@contextlib.contextmanager
+def local_job_service():
+    """Beam's pure-Python job service in a process of its own, with the project importable;
+    yields its endpoint. A LOOPBACK job runs its workers in the submitting process."""
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    service = subprocess.Popen(
+        [sys.executable, "-m", "apache_beam.runners.portability.local_job_service_main",
+         "--port", str(port)], env={**os.environ, "PYTHONPATH": REPO},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while socket.socket().connect_ex(("localhost", port)):
+            if service.poll() is not None or time.time() > deadline:
+                raise RuntimeError("Beam's job service did not start")
+            time.sleep(0.5)
+        yield f"localhost:{port}"
+    finally:
+        service.terminate()
+        service.wait(30)
+
+
+@contextlib.contextmanager
+def dask_cluster(workers: int = 2):
+    """A dask.distributed cluster of single-threaded worker processes; yields the
+    scheduler's address."""
+    from dask.distributed import LocalCluster
+
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster:
+        yield cluster.scheduler_address
+
+
+def portable_settings(endpoint: str) -> list[str]:
+    """Config overrides that run the Beam stages on the job service at `endpoint`."""
+    return ["beam.runner=portable", f"beam.job_endpoint={endpoint}"]
+
+
+def dask_settings(address: str) -> list[str]:
+    """Config overrides that run the Beam stages on the Dask scheduler at `address`."""
+    return ["beam.runner=dask", f"beam.dask_client_address={address}"]
 
 
 def open_in_chromium(url: str, screenshot: str, width: int = 1200):

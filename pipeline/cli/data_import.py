@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pipeline.beam_config import DATA_IMPORT
 from pipeline.cli import common
 from pipeline.data.sources import ON_BAD
 from pipeline.ops.console import Console
@@ -45,7 +46,7 @@ def command(args: argparse.Namespace) -> int:
 
         manifest = import_dataset(args.data_root, args.out, config.source, config.task,
                                   config.split_plan, config.limits,
-                                  config.beam.pipeline_args())
+                                  config.beam.pipeline_args(DATA_IMPORT))
         console.say(describe(manifest, args.out))
         return 0
 

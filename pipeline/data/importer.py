@@ -20,6 +20,7 @@ import os
 
 from modules.settings import ImageLimits
 from modules.task import TaskSpec
+from pipeline.beam_config import DATA_IMPORT
 from pipeline.data.catalog import Catalog, DataImportError, Item, Problem, build_catalog
 from pipeline.data.shards import SplitPlan
 from pipeline.data.sources import SourceConfig
@@ -163,8 +164,8 @@ def imported(data_root: str, imports_dir: str, config, say,
         return out_dir
     say(f"medtfx: importing {data_root} ({config.source.layout} layout) into {out_dir}")
     manifest = import_dataset(data_root, out_dir, config.source, config.task,
-                              config.split_plan, config.limits, config.beam.pipeline_args(),
-                              pinned)
+                              config.split_plan, config.limits,
+                              config.beam.pipeline_args(DATA_IMPORT), pinned)
     say(describe(manifest, out_dir))
     return out_dir
 

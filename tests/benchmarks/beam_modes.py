@@ -1,24 +1,45 @@
-"""Seconds per Beam component in each DirectRunner mode, on a generated dataset.
+"""Seconds per Beam stage on each Beam runner, on one generated dataset.
 
     .venv/bin/python -m tests.benchmarks.beam_modes [--images N] [--size PX]
 
-Runs the pipeline's own ImportExampleGen, TaskSchema, StatisticsGen, ExampleValidator
-and DataGate (a partial run, as tests/benchmarks/runs.py runs pipelines) once per mode and
-prints each component's wall time from ML Metadata. Decides what pipeline/configs/*.yaml
-set for `beam`; bench.py compares 1 and 2 worker processes.
+Runs the pipeline's own ImportExampleGen, TaskSchema, StatisticsGen, ExampleValidator,
+DataGate and Transform (a partial run, as tests/benchmarks/runs.py runs pipelines), and
+`medtfx data import` of the same number of images in the Kermany layout, once per runner:
+the DirectRunner in one process and in two worker processes, Beam's portable job service
+(LOOPBACK) and Dask on two worker processes, the last two started here. Prints each stage's
+wall time (the pipeline's from ML Metadata). The pipeline stages do not run on Dask
+(pipeline/beam_config.py says why): its column holds the import alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import tempfile
+import time
 
+from pipeline.beam_config import DATA_IMPORT
+from pipeline.config import CONFIG_DIR, load_config
+from pipeline.data.importer import import_dataset
+from pipeline.data.synth_layouts import LayoutSpec, generate_layout
 from tests.benchmarks.runs import make_data, run_pipeline
+from tests.helpers import dask_cluster, dask_settings, local_job_service, portable_settings
 
-MODES = {"in_memory x1": ["direct_running_mode=in_memory", "direct_num_workers=1"],
-         "multi_processing x all cores": ["direct_running_mode=multi_processing",
-                                          "direct_num_workers=0"]}
+DIRECT = {"direct x1": ["beam.direct_running_mode=in_memory", "beam.direct_num_workers=1"],
+          "direct x2": ["beam.direct_running_mode=multi_processing",
+                        "beam.direct_num_workers=2"]}
+IMPORT_SETTINGS = ["train_shards=5", "folds=5", "eval_fold=4", "validation_fold=3"]
+
+
+def import_seconds(root: str, out: str, overrides: list[str]) -> float:
+    """Wall time of `medtfx data import` of the Kermany-layout release at `root`."""
+    config = load_config(os.path.join(CONFIG_DIR, "pneumonia.yaml"),
+                         [*IMPORT_SETTINGS, *overrides])
+    start = time.time()
+    import_dataset(root, out, config.source, config.task, config.split_plan, config.limits,
+                   config.beam.pipeline_args(DATA_IMPORT))
+    return time.time() - start
 
 
 def main() -> None:
@@ -26,16 +47,26 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=4000)
     parser.add_argument("--size", type=int, default=64)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    results: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as services:
         data = make_data(tmp, args.images, args.size)
-        results = {mode: run_pipeline(data, os.path.join(tmp, str(i)), overrides,
-                                      to_nodes=["DataGate"]).seconds
-                   for i, (mode, overrides) in enumerate(MODES.items())}
+        release = os.path.join(tmp, "kermany")
+        generate_layout(release, LayoutSpec("pneumonia", images=args.images, size=args.size))
+        runners = {**DIRECT, "portable": portable_settings(
+            services.enter_context(local_job_service()))}
+        dask = dask_settings(services.enter_context(dask_cluster(workers=2)))
+        for i, (runner, overrides) in enumerate(runners.items()):
+            results[runner] = run_pipeline(data, os.path.join(tmp, str(i)), overrides,
+                                           to_nodes=["Transform"]).seconds
+        for i, (runner, overrides) in enumerate({**runners, "dask x2": dask}.items()):
+            results.setdefault(runner, {})[DATA_IMPORT] = import_seconds(
+                release, os.path.join(tmp, f"import{i}"), overrides)
     print(f"{args.images} images of {args.size} px, {os.cpu_count()} cores; seconds:")
-    components = list(next(iter(results.values())))
-    print(f"{'component':<20}" + "".join(f"{mode:>30}" for mode in results))
-    for name in components:
-        print(f"{name:<20}" + "".join(f"{r.get(name, 0):>30.1f}" for r in results.values()))
+    stages = list(results["direct x1"])
+    print(f"{'stage':<20}" + "".join(f"{runner:>12}" for runner in results))
+    for name in stages:
+        print(f"{name:<20}" + "".join(f"{r[name]:>12.1f}" if name in r else f"{'-':>12}"
+                                      for r in results.values()))
 
 
 if __name__ == "__main__":
