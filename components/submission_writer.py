@@ -73,6 +73,7 @@ def read_prediction_logs(inference_uri: str) -> Iterable[prediction_log_pb2.Pred
 
 
 def write_submission(rows: list[list], task: TaskSpec, path: str) -> None:
+    fileio.makedirs(os.path.dirname(path))  # a Kubeflow launcher leaves it to the executor
     with fileio.open(path, "w") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(submission_header(task))

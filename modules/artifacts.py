@@ -8,4 +8,6 @@ THRESHOLD_ASSET = "operating_threshold.txt"  # in a SavedModel's assets: the dec
 PACKAGE_FILE = "medtfx-package.json"  # in a packaged model: what was packaged
 CARD_DIR = "assets.extra"  # copied with the model; TF Serving reads only warm-up files there
 SUBMISSION_FILE = "submission.csv"  # in a Submission: image name and scores of each test image
-SUBMISSION_TYPE = "medtfx.Submission"  # the artifact type (KFP: a namespaced schema title)
+# The artifact type's name, which KFP makes its schema title (`package.Class`, one module):
+# TFX's container entrypoint imports a custom type's class by that title.
+SUBMISSION_TYPE = "components.Submission"
