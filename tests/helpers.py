@@ -223,6 +223,25 @@ def dask_settings(address: str) -> list[str]:
     return ["beam.runner=dask", f"beam.dask_client_address={address}"]
 
 
+def serve_both_ways(model_dir: str, records: list[bytes], metadata: bool) -> tuple:
+    """Scores of the same examples through serving_default and serving_image."""
+    import tensorflow as tf
+
+    from modules import features as F
+    from modules.task import TaskSpec
+
+    model = tf.saved_model.load(model_dir)
+    examples = [tf.train.Example.FromString(r).features.feature for r in records]
+    image_inputs = {F.IMAGE_KEY: tf.constant([e[F.IMAGE_KEY].bytes_list.value[0]
+                                              for e in examples])}
+    if metadata:
+        image_inputs.update({key: tf.constant([e[key].int64_list.value[0] for e in examples],
+                                              tf.int64) for key in TaskSpec().model_features})
+    by_example = model.signatures["serving_default"](examples=tf.constant(records))
+    by_image = model.signatures["serving_image"](**image_inputs)
+    return by_example["probability"].numpy(), by_image["probability"].numpy()
+
+
 def open_in_chromium(url: str, screenshot: str, width: int = 1200):
     """Loads `url` in Debian's headless Chromium through ChromeDriver, saves a full-page
     screenshot, and returns the live driver (the caller quits it)."""

@@ -1,27 +1,23 @@
-"""The Beam stages off the DirectRunner: on Beam's portable job service (the path of the
-Flink and Spark job servers) and on Beam's DaskRunner over a two-process dask.distributed
-cluster, each started here; their outputs must equal the DirectRunner's. Also the
-beam.runner presets' arguments, and the refusals of what cannot run."""
+"""The Beam stages off the DirectRunner: `medtfx data import` on Beam's portable job service
+(the path of the Flink and Spark job servers) and on Beam's DaskRunner over a two-process
+dask.distributed cluster, each started here, must write the DirectRunner's bytes. Also the
+beam.runner presets' arguments, and the refusals of what cannot run. The pipeline's own Beam
+stages run on the portable job service in tests/test_kubeflow_tasks.py, as tasks of the
+compiled Kubeflow pipeline."""
 
 from __future__ import annotations
 
 import glob
 import hashlib
 import os
-import sys
 
 import pytest
 import tensorflow as tf
-import tensorflow_data_validation as tfdv
 
 from pipeline.beam_config import DATA_IMPORT, PIPELINE_STAGES
 from pipeline.config import CONFIG_DIR, load_config
 from pipeline.errors import ConfigError
-from pipeline.ops.workdir import WorkDir
-from pipeline.results.eval_results import load_evaluation
-from pipeline.results.statistics import STATS_FILE
-from tests.helpers import (BLESS_ANY, FAST_RUN, REPO, dask_cluster, dask_settings,
-                           local_job_service, medtfx, portable_settings)
+from tests.helpers import REPO, dask_cluster, dask_settings, local_job_service, portable_settings
 
 IMPORT_SETTINGS = ["train_shards=5", "folds=5", "eval_fold=4", "validation_fold=3",
                    "source.on_bad=quarantine"]
@@ -156,78 +152,3 @@ def test_dask_still_cannot_read_the_examples_the_pipeline_stages_read(dask_addre
     with pytest.raises(AttributeError, match="'NoneType' object has no attribute 'map'"):
         with beam.Pipeline(options=options) as pipeline:
             _ = pipeline | beam.io.ReadFromTFRecord(path) | beam.Map(len)
-
-
-# ---------------------------------------------------------------- the pipeline
-
-
-@pytest.fixture(scope="module")
-def portable_run(tiny_data, job_endpoint, tmp_path_factory) -> dict:
-    """The whole pipeline, as a user runs it, with every Beam stage on the job service."""
-    work = tmp_path_factory.mktemp("portable") / "work"
-    overrides = [arg for o in portable_settings(job_endpoint) for arg in ("--set", o)]
-    result = medtfx("run", "--data-root", tiny_data, "--work-dir", str(work), *FAST_RUN,
-                    *BLESS_ANY, *overrides)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return {"work": WorkDir(str(work)), "stdout": result.stdout}
-
-
-def outputs(work: WorkDir, component: str, name: str) -> list[str]:
-    """The output folders of a component's executions, oldest first."""
-    return sorted(glob.glob(os.path.join(work.pipeline_root, component, name, "*")),
-                  key=lambda path: int(os.path.basename(path)))
-
-
-def shard_counts(data_root: str) -> dict[str, int]:
-    """Records per labelled shard, from the file names (trainNN-COUNT.tfrec)."""
-    return {name.split("-")[0]: int(name.split("-")[1].split(".")[0])
-            for name in os.listdir(data_root) if name.startswith("train")}
-
-
-@pytest.mark.slow
-def test_pipeline_on_the_portable_job_service_is_blessed_and_pushed(portable_run):
-    assert "BLESSED" in portable_run["stdout"]
-    assert os.listdir(portable_run["work"].serving)
-
-
-@pytest.mark.slow
-def test_portable_import_and_statistics_count_every_record_of_every_split(portable_run,
-                                                                          tiny_data):
-    work, expected = portable_run["work"], shard_counts(tiny_data)
-    (examples,) = outputs(work, "ImportExampleGen", "examples")
-    (statistics,) = outputs(work, "StatisticsGen", "statistics")
-    for split, count in expected.items():
-        records = tf.data.TFRecordDataset(
-            glob.glob(os.path.join(examples, f"Split-{split}", "*")), compression_type="GZIP")
-        assert sum(1 for _ in records) == count, split
-        stats = tfdv.load_stats_binary(os.path.join(statistics, f"Split-{split}", STATS_FILE))
-        assert stats.datasets[0].num_examples == count, split
-    (graph,) = outputs(work, "Transform", "transform_graph")
-    assert os.path.isdir(os.path.join(graph, "transform_fn"))
-
-
-@pytest.mark.slow
-def test_portable_evaluation_equals_the_direct_runners_on_the_same_model(portable_run,
-                                                                         tiny_data, monkeypatch):
-    """The Evaluator again, alone and on the DirectRunner, over the portable run's model."""
-    # TFX's Beam executors parse sys.argv and the Beam arguments as absl flags: pytest's own
-    # arguments (-v) must not be among them.
-    monkeypatch.setattr(sys, "argv", sys.argv[:1])
-    from tfx.orchestration.local.local_dag_runner import LocalDagRunner
-    from tfx.orchestration.pipeline import RunOptions
-
-    from pipeline.local_runner import build_local_pipeline
-
-    work = portable_run["work"]
-    settings = [arg for arg in FAST_RUN + BLESS_ANY if arg != "--set"]
-    config = load_config(None, [*settings, "enable_cache=false"])
-    LocalDagRunner().run(build_local_pipeline(config, tiny_data, work),
-                         run_options=RunOptions(from_nodes=["Evaluator"], to_nodes=["Evaluator"]))
-    on_portable, on_direct = (load_evaluation(uri, config.task, 1, 1)
-                              for uri in outputs(work, "Evaluator", "evaluation"))
-    held_out = sum(count for split, count in shard_counts(tiny_data).items()
-                   if split in ("train12", "train13", "train14"))
-    assert on_portable["overall"].metrics["example_count"] == held_out
-    assert list(on_portable) == list(on_direct)
-    for name, result in on_direct.items():
-        assert on_portable[name].metrics == pytest.approx(result.metrics), name

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline.data.synth import SynthSpec, generate
 from pipeline.results.mlmd import find_run, node_name, open_store
 from pipeline.serving.warmup import CLIENT_SIGNATURES, read_requests, request_inputs
 from tests.helpers import (BLESS_ANY, FAST_RUN, REPO, code_copy, medtfx, open_in_chromium,
@@ -306,19 +305,3 @@ def test_a_model_that_fails_the_load_check_is_not_pushed_and_the_summary_says_wh
     assert "medtfx: BLESSED, but nothing pushed. Failed checks:" in failed["stdout"]
     assert f"load check: {reason}" in failed["stdout"]
     assert versions(first_run["work"]) == before
-
-
-def test_other_releases_run_through_unchanged(tmp_path):
-    """The 70k release (source, no diagnosis), 48 px shards, and grayscale JPEGs."""
-    data = str(tmp_path / "data")
-    generate(data, SynthSpec(images=300, size=48, seed=9, release="70k",
-                             grayscale_share=0.3, malignant_share=0.3))
-    outcome = run(data, tmp_path / "work", *BLESS_ANY, "--set",
-                  "slices=[[sex], [source], [sex, anatom_site_general_challenge]]")
-    assert outcome["summary"]["blessed"] is True
-    assert {"source = ISIC20", "source = ISIC19", "source = ISIC18"} <= set(
-        outcome["summary"]["metrics"])
-    model = tf.saved_model.load(outcome["summary"]["pushed_model"])
-    records = shard_records(data, "test00-*.tfrec")
-    scores = model.signatures["serving_default"](examples=tf.constant(records))["probability"]
-    assert scores.shape == (len(records), 1)
