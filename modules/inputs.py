@@ -71,13 +71,13 @@ def input_fn(file_pattern: list[str], data_accessor: DataAccessor,
     dataset = data_accessor.tf_dataset_factory(
         file_pattern,
         tfxio.TensorFlowDatasetOptions(
-            batch_size=batch_size, label_key=settings.task.label.key, shuffle=training,
+            batch_size=batch_size, label_key=task.label.key, shuffle=training,
             shuffle_seed=seed, shuffle_buffer_size=settings.shuffle_buffer,
             num_epochs=None if training else 1,
             drop_final_batch=training or drop_remainder),
         tf_transform_output.raw_metadata.schema)
     if sampling:
-        dataset = balanced_batches(dataset, batch_size, seed, len(settings.task.label.classes))
+        dataset = balanced_batches(dataset, batch_size, seed, len(task.label.classes))
     transform = tf_transform_output.transform_features_layer()
     augment = settings.augment if training else None
 
