@@ -10,7 +10,6 @@ import json
 import os
 import re
 import subprocess
-import time
 
 # What `medtfx compile-kfp` needs beyond the default config, as --set overrides.
 BUCKET = "gs://medtfx-test"
@@ -68,7 +67,6 @@ class Run:
         self.outputs: dict[str, dict[str, list[dict]]] = {}
         self.executed: list[str] = []
         self.logs: dict[str, str] = {}  # task: what its container printed to stderr
-        self.seconds: dict[str, float] = {}  # task: wall time of its container(s)
 
     @property
     def tasks(self) -> dict:
@@ -135,7 +133,7 @@ class Run:
                 value = self.parameter_values.get(parameter, declared[parameter]["defaultValue"])
             else:
                 value = source["runtimeValue"]["constant"]
-            parameters[name] = (json.loads(self.backend.local(json.dumps(value))))
+            parameters[name] = json.loads(self.backend.local(json.dumps(value)))
         artifacts = {
             name: {"artifacts": replaced.get(name) or self.outputs[
                 source["taskOutputArtifact"]["producerTask"]][
@@ -155,10 +153,8 @@ class Run:
         unresolved = [arg for arg in argv if "{{$" in arg and arg != serialized]
         assert not unresolved, f"{task}: placeholders this launcher cannot fill: {unresolved}"
         os.makedirs(os.path.join(self.root, task), exist_ok=True)
-        start = time.time()
         done = subprocess.run(argv, env=self.backend.env, cwd=self.root, capture_output=True,
                               text=True, timeout=900)
-        self.seconds[task] = self.seconds.get(task, 0) + time.time() - start
         self.logs[task] = self.logs.get(task, "") + done.stderr
         if done.returncode:
             log = os.path.join(self.root, task, "stderr.log")
