@@ -43,7 +43,8 @@ def test_each_runner_preset_gives_the_arguments_its_runner_needs():
         return load_config(None, list(overrides)).beam.pipeline_args(*PIPELINE_STAGES)
 
     setup = f"--setup_file={os.path.join(REPO, 'setup.py')}"
-    assert args() == ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
+    assert args() == ["--direct_running_mode=in_memory", "--direct_num_workers=1",
+                      "--sdk_container_image=this-interpreter"]
     assert args(*portable_settings("localhost:8099")) == [
         "--runner=PortableRunner", "--job_endpoint=localhost:8099",
         "--environment_type=LOOPBACK", setup]
