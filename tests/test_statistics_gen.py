@@ -13,6 +13,7 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils, standard_artifacts
 
 from components.statistics_gen import Executor
+from pipeline.config import load_config
 from pipeline.results.statistics import STATS_FILE
 from tests.helpers import REPO, load_schema
 
@@ -45,7 +46,8 @@ def test_each_split_gets_the_statistics_tfdv_computes_for_it_alone(tiny_data, tm
     statistics = standard_artifacts.ExampleStatistics()
     statistics.uri = str(tmp_path / "statistics")
     context = base_beam_executor.BaseBeamExecutor.Context(
-        beam_pipeline_args=["--direct_running_mode=in_memory", "--direct_num_workers=1"],
+        beam_pipeline_args=load_config(None, ["direct_running_mode=in_memory",
+                                              "direct_num_workers=1"]).beam.pipeline_args(),
         tmp_dir=str(tmp_path / "tmp"), unique_id="1")
 
     Executor(context).Do({"examples": [examples], "schema": [schema]},
