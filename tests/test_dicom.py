@@ -83,6 +83,24 @@ def test_a_multi_valued_window_uses_its_first_pair():
                  linear_window(ds.pixel_array.astype(float), 450, 790))
 
 
+def test_without_a_window_the_files_voi_lut_maps_the_image_by_the_bits_its_entries_use():
+    """CR, DX and mammograms often carry a VOI LUT table instead of a window. Here: a falling
+    ramp over CT_small's range, its descriptor saying 16 bits for 12-bit entries."""
+    ds = pydicom.dcmread(wheel_file("CT_small.dcm"))
+    assert "WindowCenter" not in ds
+    hu = np.rint(modality("CT_small.dcm")).astype(int)
+    first, entries = int(hu.min()), int(hu.max() - hu.min()) + 1
+    table = np.rint(np.linspace(4095, 0, entries)).astype(int)
+    lut = Dataset()
+    lut.add_new("LUTDescriptor", "SS" if first < 0 else "US", [entries, first, 16])
+    lut.add_new("LUTData", "US", table.tolist())
+    ds.VOILUTSequence = [lut]
+    encoded = io.BytesIO()
+    ds.save_as(encoded)
+    png = Image.open(io.BytesIO(dicom.to_png(encoded.getvalue(), DicomSettings())))
+    assert_close(np.asarray(png), table[hu - first] * 255 / 4095)
+
+
 @pytest.mark.parametrize("name", ["MR_small_RLE.dcm", "MR_small_jp2klossless.dcm",
                                   "MR_small_jpeg_ls_lossless.dcm", "MR_small_bigendian.dcm"])
 def test_lossless_transfer_syntaxes_give_the_uncompressed_files_pixels(name):

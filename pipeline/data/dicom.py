@@ -3,8 +3,8 @@ as metadata, and an instance's pixels as the 8-bit PNG that a shard stores.
 
 The pipeline decodes JPEG and PNG, so an instance is converted once, at import, the way a
 viewer shows it: the modality rescale (Rescale Slope/Intercept, e.g. to Hounsfield units),
-then a window to 8 bits (the file's first Window Center/Width, a configured one, or the
-image's own range), MONOCHROME1 inverted so that dense is bright, colour (RGB, YBR, palette)
+then a window to 8 bits (the file's first Window Center/Width, else its first VOI LUT, a
+configured window, or the image's own range), MONOCHROME1 inverted so that dense is bright, colour (RGB, YBR, palette)
 as RGB. PNG keeps those 8 bits exactly. A file that cannot be used raises DicomError saying
 why in a few words; the caller names the file.
 """
@@ -21,8 +21,8 @@ from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.datadict import tag_for_keyword
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import (apply_color_lut, apply_modality_lut, apply_windowing, get_decoder,
-                            pixel_array)
+from pydicom.pixels import (apply_color_lut, apply_modality_lut, apply_voi, apply_windowing,
+                            get_decoder, pixel_array)
 
 from pipeline.data.sources import DicomSettings
 
@@ -167,6 +167,8 @@ def _windowed(values: np.ndarray, ds: Dataset, window: str | tuple[float, float]
     elif window == "file" and "WindowCenter" in ds and "WindowWidth" in ds:
         center, width = (_first(ds["WindowCenter"]), _first(ds["WindowWidth"]))
         function = ds.get("VOILUTFunction", "LINEAR")
+    elif window == "file" and ds.get("VOILUTSequence"):
+        return _through_lut(values, ds)
     else:
         low, high = values.min(), values.max()
         return _scaled(values - low, high - low)
@@ -176,6 +178,15 @@ def _windowed(values: np.ndarray, ds: Dataset, window: str | tuple[float, float]
         "MONOCHROME2", 8, 0)
     view.WindowCenter, view.WindowWidth, view.VOILUTFunction = center, width, function
     return _scaled(apply_windowing(values, view), 255)
+
+
+def _through_lut(values: np.ndarray, ds: Dataset) -> np.ndarray:
+    """Modality values through the file's first VOI LUT (a table where a window is a line;
+    CR, DX and mammograms often carry one) onto 0-255 by the bits its entries use: a
+    descriptor that says 16 bits for 12-bit entries is a common quirk."""
+    entries, first = ds.VOILUTSequence[0].LUTDescriptor[:2]
+    top = int(apply_voi(np.arange(first, first + (entries or 2 ** 16)), ds).max())
+    return _scaled(apply_voi(np.rint(values).astype(np.int64), ds), 2 ** top.bit_length() - 1)
 
 
 def _first(element) -> float:

@@ -96,9 +96,9 @@ class DicomSettings(Columns):
     female}}; a value left unmapped ("O") is missing unless the task names it."""
 
     # 8 bits from the modality values (after Rescale Slope/Intercept): "file" (the file's
-    # first Window Center/Width; the image's own range when it has none), "minmax" (the
-    # image's own range), or [center, width] for every file, e.g. [40, 400] for CT soft
-    # tissue. MONOCHROME1 is inverted after the window; colour is kept as RGB.
+    # first Window Center/Width, else its first VOI LUT, else the image's own range),
+    # "minmax" (the image's own range), or [center, width] for every file, e.g. [40, 400]
+    # for CT soft tissue. MONOCHROME1 is inverted after the window; colour is kept as RGB.
     voi_window: str | tuple[float, float] = "file"
     # A multi-frame instance (cine, volume, tomosynthesis): "refuse" names it as a problem,
     # "first" imports its first frame.
