@@ -31,6 +31,7 @@ import time
 
 from modules.settings import AugmentSettings
 from pipeline.config import CONFIG_DIR, load_config
+from pipeline.pipeline import run_settings
 from tests.benchmarks.measures import (beam_rows, component_rows, import_rows, input_rows,
                                        orchestration_row, serving_rows, training_rows)
 from tests.benchmarks.runs import machine, make_data, run_pipeline
@@ -77,7 +78,7 @@ def measure(sizes: Sizes, scratch: str) -> dict:
     # ModelPackager then (rightly) fails the run.
     data_512 = make_data(scratch, sizes.images_512, 512, malignant_share=0.3)
     config = load_config(None)
-    cfg = config.trainer
+    cfg = run_settings(config)  # what the Trainer's run_fn reads
     rows = [*input_rows(data_64, 64, AugmentSettings(enabled=False),
                         sizes.input_images, scratch, cfg),
             *input_rows(data_512, 512, AugmentSettings(),

@@ -22,7 +22,7 @@ from modules import features as F
 from modules.export import keras_path
 from modules.inputs import input_fn
 from modules.model import build_model
-from modules.settings import AugmentSettings, RunSettings, TrainerSettings
+from modules.settings import AugmentSettings, RunSettings
 from modules.task import TaskSpec
 from modules.trainer import compile_model
 from tests.helpers import run_transform, shard_records
@@ -43,7 +43,7 @@ def transform_output(data_root: str, size: int, out_dir: str) -> tft.TFTransform
 
 
 def trainer_batches(files: list[str], tf_transform_output: tft.TFTransformOutput,
-                    cfg: TrainerSettings) -> tf.data.Dataset:
+                    cfg: RunSettings) -> tf.data.Dataset:
     """Training batches exactly as run_fn gets them (modules/inputs.py input_fn)."""
     examples = standard_artifacts.Examples()
     examples_utils.set_payload_format(examples, example_gen_pb2.PayloadFormat.FORMAT_TF_EXAMPLE)
@@ -52,7 +52,7 @@ def trainer_batches(files: list[str], tf_transform_output: tft.TFTransformOutput
                                            record_batch_factory=None,
                                            data_view_decode_fn=None)
     return input_fn(files, accessor, tf_transform_output, cfg.batch_size, training=True,
-                    settings=RunSettings(**cfg.model_dump()))
+                    settings=cfg)
 
 
 def bare_batches(files: list[str], size: int, batch_size: int) -> tf.data.Dataset:
@@ -80,7 +80,7 @@ def images_per_second(dataset: tf.data.Dataset, images: int, warmup: int = 3) ->
 
 
 def input_rows(data_root: str, size: int, augment: AugmentSettings, images: int,
-               scratch: str, cfg: TrainerSettings) -> list[dict]:
+               scratch: str, cfg: RunSettings) -> list[dict]:
     """Item 1: the Trainer's input pipeline against a bare read + decode + resize."""
     files = sorted(glob.glob(os.path.join(data_root, "train*.tfrec")))
     graph = transform_output(data_root, size, os.path.join(scratch, f"transform-{size}"))
@@ -102,7 +102,7 @@ class _StepTimes(keras.callbacks.Callback):
         self.times.append(time.perf_counter())
 
 
-def training_rows(data_root: str, scratch: str, cfg: TrainerSettings,
+def training_rows(data_root: str, scratch: str, cfg: RunSettings,
                   steps: int) -> list[dict]:
     """Item 2: the model stepping through the real input pipeline vs in-memory tensors."""
     files = sorted(glob.glob(os.path.join(data_root, "train*.tfrec")))
