@@ -44,7 +44,7 @@ test-fast: $(STAMP)
 	$(PYTEST) -m "not slow" $(ARGS)
 
 # Each stage's speed and memory against its floor, as a table and work/bench.json
-# (tests/benchmarks/bench.py; 16 minutes on 2 quiet cores; `ARGS=--quick` checks that it runs).
+# (tests/benchmarks/bench.py; 14 minutes on 2 quiet cores; `ARGS=--quick` checks that it runs).
 bench: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m tests.benchmarks.bench $(ARGS)
 
