@@ -1,6 +1,6 @@
 """The config's beam: section: which Beam runner the Beam stages (ImportExampleGen,
-StatisticsGen, Transform, Evaluator, BulkInferrer, `medtfx data import`) run on, and the arguments each
-runner needs, built in one place (`BeamConfig.pipeline_args`).
+StatisticsGen, Transform, Evaluator, BulkInferrer, `medtfx data import`) run on, and the
+arguments each runner needs, built in one place (`BeamConfig.pipeline_args`).
 
 Checked at load, so that a run with a missing endpoint, project or master fails before any
 stage starts; a stage that a runner is known not to run is refused when the stage's caller

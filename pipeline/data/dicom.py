@@ -5,8 +5,8 @@ The pipeline decodes JPEG and PNG, so an instance is converted once, at import, 
 viewer shows it: the modality rescale (Rescale Slope/Intercept, e.g. to Hounsfield units),
 then a window to 8 bits (the file's first Window Center/Width, else its first VOI LUT, a
 configured window, or the image's own range), MONOCHROME1 inverted so that dense is bright,
-colour (RGB, YBR, palette) as RGB. PNG keeps those 8 bits exactly. A file that cannot be used raises DicomError saying
-why in a few words; the caller names the file.
+colour (RGB, YBR, palette) as RGB. PNG keeps those 8 bits exactly. A file that cannot be
+used raises DicomError saying why in a few words; the caller names the file.
 """
 
 from __future__ import annotations
