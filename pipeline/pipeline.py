@@ -154,7 +154,6 @@ def transform_component(config: PipelineConfig, data: _Data) -> Transform:
             config.split_plan.train)),
         custom_config={"image_size": config.trainer.image_size,
                        "task": config.task.model_dump(),
-                       "limits": config.limits.model_dump(),
                        "code": code_fingerprint(PREPROCESSING_MODULE)})
     transform.add_upstream_node(data.gate)
     return transform

@@ -74,14 +74,12 @@ def run_transform(records: list[bytes], image_size: int, out_dir: str) -> np.nda
 
     from modules import features as F
     from modules.preprocessing import preprocessing_fn
-    from modules.settings import ImageLimits
     from modules.task import TaskSpec
 
     source = tfxio.TFExampleBeamRecord(physical_format="inmem", telemetry_descriptors=["test"],
                                        schema=load_schema())
     fn = lambda inputs: preprocessing_fn(  # noqa: E731
-        inputs, {"image_size": image_size, "limits": ImageLimits().model_dump(),
-                 "task": TaskSpec().model_dump()})
+        inputs, {"image_size": image_size, "task": TaskSpec().model_dump()})
     images_file = os.path.join(out_dir, "images.npy")
     with beam.Pipeline() as pipeline, tft_beam.Context(temp_dir=os.path.join(out_dir, "tmp")):
         raw = pipeline | beam.Create(records) | source.BeamSource()

@@ -16,7 +16,7 @@ from modules.preprocessing import decode, decode_image, declared_size, within_li
 from modules.settings import ImageLimits
 from modules.signatures import transform_examples, within_batch
 from modules.task import TaskSpec
-from tests.helpers import run_transform, shard_records
+from tests.helpers import load_schema, run_transform, shard_records
 
 SIZE = 32
 
@@ -65,7 +65,8 @@ def test_every_image_becomes_a_float_rgb_square_in_0_1(beam_output, records):
 def test_serving_path_gives_the_same_pixels_as_tf_transform(beam_output, records):
     images, transform_dir = beam_output
     layer = tft.TFTransformOutput(transform_dir).transform_features_layer()
-    served = transform_examples(layer, tf.constant(records), TaskSpec())[F.IMAGE_KEY].numpy()
+    served = transform_examples(layer, tf.constant(records), TaskSpec(),
+                                ImageLimits())[F.IMAGE_KEY].numpy()
     assert served.dtype == np.float32 and served.shape == (len(records), SIZE, SIZE, 3)
     # Beam does not keep record order: pair the images by content.
     order = lambda batch: sorted(batch, key=lambda i: float(i.sum()))  # noqa: E731
@@ -99,7 +100,8 @@ def test_a_decompression_bomb_is_refused_at_serving_before_it_is_decoded(beam_ou
     example.features.feature[F.IMAGE_KEY].bytes_list.value[:] = [bomb()]
     with pytest.raises(tf.errors.InvalidArgumentError,
                        match=r"declares 12000 x 12000 pixels, above limits.image_pixels"):
-        transform_examples(layer, tf.constant([example.SerializeToString()]), TaskSpec())
+        transform_examples(layer, tf.constant([example.SerializeToString()]), TaskSpec(),
+                           ImageLimits())
 
 
 def test_image_bytes_and_request_batch_have_bounds_that_name_themselves():
@@ -133,10 +135,8 @@ def test_a_16_bit_png_keeps_its_full_range_in_three_equal_channels():
 
 def test_8_and_16_bit_pngs_of_one_picture_give_the_same_floats():
     picture = np.random.default_rng(1).integers(0, 256, (40, 30, 3), dtype=np.uint8)
-    eight = decode_image(tf.constant(encoded(Image.fromarray(picture), "PNG")), SIZE,
-                         ImageLimits()).numpy()
-    sixteen = decode_image(tf.constant(png16(picture.astype(np.uint16) * 257)), SIZE,
-                           ImageLimits()).numpy()
+    eight = decode_image(tf.constant(encoded(Image.fromarray(picture), "PNG")), SIZE).numpy()
+    sixteen = decode_image(tf.constant(png16(picture.astype(np.uint16) * 257)), SIZE).numpy()
     np.testing.assert_allclose(eight, sixteen, atol=1e-6)
 
 
@@ -150,7 +150,7 @@ def banded(landscape: bool) -> bytes:
 
 def squared(resize: str, landscape: bool) -> np.ndarray:
     """The banded picture made square by `resize`, turned back upright."""
-    image = decode_image(tf.constant(banded(landscape)), SIZE, ImageLimits(), resize).numpy()
+    image = decode_image(tf.constant(banded(landscape)), SIZE, resize).numpy()
     assert image.shape == (SIZE, SIZE, 3)
     return image.transpose(1, 0, 2) if landscape else image
 
@@ -181,4 +181,20 @@ def test_crop_keeps_the_centre_square(landscape):
 
 def test_an_unknown_resize_policy_names_the_allowed_ones():
     with pytest.raises(ValueError, match="resize must be one of stretch, pad, crop, not 'fit'"):
-        decode_image(tf.constant(banded(False)), SIZE, ImageLimits(), "fit")
+        decode_image(tf.constant(banded(False)), SIZE, "fit")
+
+
+def test_the_transform_graph_needs_no_data_so_tfx_transform_reads_no_image():
+    """TFX's Transform runs in place, reading no example, only when no input feeds an
+    analyzer or an op with a side effect (a limit check inside the graph once made it read
+    and decode every training image)."""
+    from tensorflow_transform import impl_helper
+    from tensorflow_transform.tf_metadata import schema_utils
+
+    from modules.preprocessing import preprocessing_fn
+
+    specs = impl_helper.get_type_specs_from_feature_specs(
+        schema_utils.schema_as_feature_spec(load_schema()).feature_spec)
+    config = {"image_size": SIZE, "task": TaskSpec().model_dump()}
+    assert tft.get_analyze_input_columns(
+        lambda inputs: preprocessing_fn(inputs, config), specs) == []
