@@ -2,8 +2,9 @@
 
 Images arrive encoded; batches of examples are parsed and run through the Transform graph in
 parallel tf.data calls, so decoding overlaps training and nothing decoded is written to
-disk. Augmentation and class balancing happen here and only here: the Transform graph is
-also the serving graph and must stay deterministic.
+disk. Class balancing and the draws of each image's augmentation happen here and only here
+(the training step applies the draws, modules/augment.py): the Transform graph is also the
+serving graph and must stay deterministic.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import tensorflow_transform as tft
 from tfx.components.trainer.fn_args_utils import DataAccessor
 from tfx_bsl.public import tfxio
 
-from modules.augment import augment_images
+from modules.augment import AUGMENT_KEY, draw
+from modules.preprocessing import transform
 from modules.settings import RunSettings
 from modules.task import IMAGE_INPUT
 
@@ -62,9 +64,10 @@ def input_fn(file_pattern: list[str], data_accessor: DataAccessor,
     """Batches of (transformed features, label[, weight]): the float label of a binary
     task, the one-hot label of a multi-class one (label smoothing needs it).
 
-    Training data repeats, shuffles, augments per `settings.augment` and, with `weights`,
-    carries each example's class weight as a third element: a weight inside the dataset is
-    one Keras cannot silently drop (the notebooks' class_weight array was ignored).
+    Training data repeats, shuffles, carries each image's augmentation draws per
+    `settings.augment` (AUGMENT_KEY) and, with `weights`, each example's class weight as a
+    third element: a weight inside the dataset is one Keras cannot silently drop (the
+    notebooks' class_weight array was ignored).
     """
     seed, task = settings.seed, settings.task
     sampling = training and settings.class_balance == "sampling"
@@ -78,15 +81,16 @@ def input_fn(file_pattern: list[str], data_accessor: DataAccessor,
         tf_transform_output.raw_metadata.schema)
     if sampling:
         dataset = balanced_batches(dataset, batch_size, seed, len(task.label.classes))
-    transform = tf_transform_output.transform_features_layer()
-    augment = settings.augment if training else None
+    tft_layer = tf_transform_output.transform_features_layer()
+    augment = settings.augment if training and settings.augment.enabled else None
 
     def prepare(index: tf.Tensor, batch: tuple) -> tuple:
         raw, label = batch
-        features = transform(raw)
+        features = transform(tft_layer, raw, task, settings.limits)
         if augment:
             seed_pair = tf.stack([tf.constant(seed, tf.int64), index])
-            features[IMAGE_INPUT] = augment_images(features[IMAGE_INPUT], seed_pair, augment)
+            features[AUGMENT_KEY] = draw(tf.shape(features[IMAGE_INPUT])[0],
+                                         settings.image_size, seed_pair, augment)
         code = tf.cast(tf.reshape(label, [-1]), tf.int32)
         target = (tf.cast(code, tf.float32) if task.binary
                   else tf.one_hot(code, len(task.label.classes)))

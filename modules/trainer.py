@@ -20,6 +20,7 @@ from absl import logging
 from tfx.components.trainer.fn_args_utils import FnArgs
 
 from modules.artifacts import VALIDATION_FILE
+from modules.augment import AugmentedTraining
 from modules.callbacks import BestEpoch, TrainingProgress
 from modules.export import export_model, keras_path
 from modules.inputs import class_weights, count_labels, input_fn
@@ -137,6 +138,7 @@ def run_fn(fn_args: FnArgs) -> None:
         model = build(cfg)
         warm_start_from = warm_start(model, fn_args.base_model if cfg.warm_start else None,
                                      cfg.ensemble_member)
+        trained = AugmentedTraining(model, cfg.augment) if cfg.augment.enabled else model
     best = BestEpoch("val_auc", cfg.early_stopping_patience)
     callbacks = [best, keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
                  TrainingProgress(epochs, steps_per_epoch)]
@@ -146,8 +148,8 @@ def run_fn(fn_args: FnArgs) -> None:
             break
         with strategy.scope():
             set_backbone_trainable(model, trainable)
-            compile_model(model, cfg, steps_per_epoch, lr_factor * replicas)
-        model.fit(train, initial_epoch=done, epochs=done + stage_epochs,
+            compile_model(trained, cfg, steps_per_epoch, lr_factor * replicas)
+        trained.fit(train, initial_epoch=done, epochs=done + stage_epochs,
                   steps_per_epoch=steps_per_epoch, validation_data=validation,
                   validation_steps=validation_steps, callbacks=callbacks, verbose=2)
         done += stage_epochs
@@ -164,6 +166,7 @@ def run_fn(fn_args: FnArgs) -> None:
     scores = validation_scores(model, validation.take(validation_steps or -1))
     if chief:
         scores.update(best_epoch=best.best_epoch, epochs_run=best.epochs_seen,
+                      steps_run=int(trained.optimizer.iterations.numpy()),
                       best_val_auc=best.best, strategy=strategy_name, replicas=replicas,
                       warm_start_from=warm_start_from)
         model_dir = os.path.dirname(fn_args.serving_model_dir.rstrip("/"))

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from modules.augment import (_ORIENTATION_MATRICES, ORIENTATIONS, _affine, _colour,
-                             _reorient, augment_images, orient)
+from modules.augment import (_ORIENTATION_MATRICES, AUGMENT_KEY, DRAWS, ORIENTATIONS,
+                             AugmentedTraining, _affine_map, _colour, _resample, _reorient,
+                             apply, augment_images, draw, orient)
 from modules.settings import AugmentSettings
+from modules.task import IMAGE_INPUT
 
 OFF = dict(flip_left_right=False, flip_up_down=False, quarter_turns=False, rotation=0.0,
            shear=0.0, zoom=0.0, shift=0.0, brightness=0.0, contrast=0.0, saturation=0.0)
@@ -42,6 +44,14 @@ def ramps(batch: int, size: int = 16) -> tf.Tensor:
 
 def seed(a: int, b: int = 0) -> tf.Tensor:
     return tf.constant([a, b], tf.int64)
+
+
+def affine(images: tf.Tensor, orientation: tf.Tensor | None = None, **motion) -> tf.Tensor:
+    """The affine resample of images moved by `motion` (rotation, shear, scale, shift)."""
+    if orientation is None:
+        orientation = tf.eye(2, batch_shape=[images.shape[0]])
+    return _resample(images, *_affine_map(orientation=orientation, size=images.shape[2],
+                                          **motion))
 
 
 def counts(images: np.ndarray, candidates: list[np.ndarray]) -> list[int]:
@@ -116,10 +126,10 @@ def test_zoom_shift_and_shear_change_the_image(settings):
 def test_affine_geometry_agrees_with_quarter_turns_and_whole_pixel_shifts():
     images = pattern(2)
     ones, zeros = tf.ones([2]), tf.zeros([2])
-    turned = _affine(images, rotation=ones * math.pi / 2, shear=zeros, scale=ones,
+    turned = affine(images, rotation=ones * math.pi / 2, shear=zeros, scale=ones,
                      shift=tf.zeros([2, 2]))
     np.testing.assert_allclose(turned, orient(images, 1), atol=1e-5)
-    shifted = _affine(images, rotation=zeros, shear=zeros, scale=ones,
+    shifted = affine(images, rotation=zeros, shear=zeros, scale=ones,
                       shift=tf.constant([[2.0, 1.0]] * 2)).numpy()  # 2 right, 1 down
     np.testing.assert_allclose(shifted[:, 1:, 2:], images[:, :-1, :-2], atol=1e-6)
 
@@ -130,7 +140,7 @@ def test_a_flip_or_turn_is_a_gather_alone_and_part_of_the_affine_resample_with_i
     ones, zeros = tf.ones([2]), tf.zeros([2])
     matrices = tf.constant([_ORIENTATION_MATRICES[k]] * 2)
     np.testing.assert_array_equal(_reorient(images, matrices), orient(images, k))
-    folded = _affine(images, rotation=zeros, shear=zeros, scale=ones, shift=tf.zeros([2, 2]),
+    folded = affine(images, rotation=zeros, shear=zeros, scale=ones, shift=tf.zeros([2, 2]),
                      orientation=matrices)
     np.testing.assert_allclose(folded, orient(images, k), atol=1e-5)
 
@@ -180,3 +190,39 @@ def test_works_in_a_tf_data_map_with_a_tensor_seed():
     assert len(batches) == 3 and not np.allclose(batches[0], batches[1])
     np.testing.assert_allclose(batches[2], augment_images(pattern(4), seed(9, 2), cfg),
                                atol=1e-6)  # the same draws as eagerly
+
+
+def test_applying_the_draws_compiles_with_xla_so_it_runs_on_tpus():
+    cfg = config(brightness=0.2, contrast=0.2, saturation=0.2)
+    draws = draw(4, 16, seed(10), cfg)  # on the host, in the input pipeline
+    compiled = tf.function(lambda images, d: apply(images, d, cfg), jit_compile=True)
+    np.testing.assert_allclose(compiled(pattern(4), draws), apply(pattern(4), draws, cfg),
+                               atol=1e-5)
+
+
+def test_each_image_carries_its_own_draws_so_a_split_batch_changes_as_one():
+    """Replicas and workers each apply the draws of their share of a global batch."""
+    cfg, images = config(), pattern(6)
+    draws = draw(6, 16, seed(11), cfg)
+    whole = apply(images, draws, cfg)
+    halves = tf.concat([apply(images[:3], draws[:3], cfg), apply(images[3:], draws[3:], cfg)],
+                       axis=0)
+    np.testing.assert_array_equal(whole, halves)
+    assert draws.shape == (6, DRAWS)
+
+
+def test_the_training_step_changes_the_images_and_evaluation_does_not():
+    import tf_keras as keras
+
+    image = keras.Input((16, 16, 3), name=IMAGE_INPUT)
+    corner = keras.layers.Lambda(lambda x: x[:, 2, 1, :1])(image)  # in the red bar
+    network = keras.Model(image, corner)
+    model = AugmentedTraining(network, config(OFF, flip_left_right=True))
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")
+    images = pattern(1)
+    mirrored = draw(1, 16, seed(0), config(OFF, flip_left_right=True))
+    mirrored = tf.concat([tf.reshape(_ORIENTATION_MATRICES[4], [1, 4]), mirrored[:, 4:]], 1)
+    features = {IMAGE_INPUT: images, AUGMENT_KEY: mirrored}
+    trained = model.train_step((features, tf.zeros([1, 1])))
+    assert float(trained["loss"]) == 0.0  # the network saw the mirrored image: no red there
+    assert float(model(features, training=False)[0, 0]) == 1.0  # evaluation: the image as is
