@@ -88,6 +88,9 @@ class EvaluationConfig(Settings):
         ["sex"], ["age_bucket"], ["anatom_site_general_challenge"],
         ["sex", "anatom_site_general_challenge"]])
     confidence_intervals: bool = True  # TFMA jackknife over 20 sample partitions, 95%
+    # Examples per model call (TFMA's ModelSpec.inference_batch_size): the Evaluator's
+    # memory is the model's and one batch's activations, whatever the number of images.
+    max_batch: int = Field(default=64, ge=1)
 
 
 class ModelCardConfig(Settings):
@@ -204,10 +207,11 @@ def load_config(path: str | None = None, overrides: list[str] = ()) -> PipelineC
         raise ConfigError(f"{where}: serving.warmup_examples {config.serving.warmup_examples} "
                           f"must be at least 1 and at most limits.batch ({config.limits.batch})")
     _check_slices(config, where)
-    if config.scoring.max_batch > config.limits.batch:
-        raise ConfigError(f"{where}: scoring.max_batch {config.scoring.max_batch} is above "
-                          f"limits.batch ({config.limits.batch}), the most a model call "
-                          "takes")
+    for section in ("evaluation", "scoring"):
+        batch = getattr(config, section).max_batch
+        if batch > config.limits.batch:
+            raise ConfigError(f"{where}: {section}.max_batch {batch} is above limits.batch "
+                              f"({config.limits.batch}), the most a model call takes")
     classes = config.task.label.classes
     mapped = {name for name in config.source.label_values.values() if name}
     if config.source.label_values and mapped != set(classes):

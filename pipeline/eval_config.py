@@ -121,7 +121,7 @@ def build_eval_config(cfg: EvaluationConfig, task: TaskSpec, code: str = "") -> 
         # every combiner (9 rebuilds, ~70 s even on a 32 px model).
         model_specs=[tfma.ModelSpec(
             model_type="tf_generic", signature_name="serving_default",
-            label_key=task.label.key,
+            label_key=task.label.key, inference_batch_size=cfg.max_batch,
             prediction_key=PREDICTION_KEY if task.binary else PROBABILITIES_KEY,
             preprocessing_function_names=[SLICING_FEATURES] if task.bucketed else [])],
         slicing_specs=slicing_specs(cfg),

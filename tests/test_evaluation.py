@@ -321,6 +321,29 @@ def test_the_evaluator_reports_the_examples_scored_before_slicing(caplog):
     assert sorted(done)[-1] == 12 and caplog.messages[-1].endswith("examples scored")
 
 
+def test_every_extractor_sees_batches_no_larger_than_the_configured_bound():
+    import apache_beam as beam
+    import pyarrow as pa
+    import tensorflow_model_analysis as tfma
+    from apache_beam.testing.util import assert_that, equal_to
+    from tensorflow_model_analysis import constants
+
+    from modules.evaluation import BOUND_STAGE, custom_extractors
+
+    eval_config = tfma.utils.update_eval_config_with_defaults(  # as TFX's executor does
+        build_eval_config(load_config(None, ["evaluation.max_batch=4"]).evaluation,
+                          TaskSpec()), has_baseline=False, rubber_stamp=True)
+    first = custom_extractors(None, eval_config, None)[0]
+    assert first.stage_name == BOUND_STAGE
+    read = [pa.RecordBatch.from_pydict({"n": list(range(start, start + rows))})
+            for start, rows in ((0, 10), (10, 3))]  # as TFMA's reader hands them over
+    with beam.Pipeline() as pipeline:
+        sizes = (pipeline | beam.Create([{constants.ARROW_RECORD_BATCH_KEY: b} for b in read])
+                 | first.ptransform
+                 | beam.Map(lambda e: e[constants.ARROW_RECORD_BATCH_KEY]["n"].to_pylist()))
+        assert_that(sizes, equal_to([[0, 1, 2, 3], [4, 5, 6, 7], [8, 9], [10, 11, 12]]))
+
+
 DDSM = TaskSpec(name="ddsm", categorical=[], numeric=[], model_features=[], label={
     "classes": ["normal", "benign_calc", "benign_mass", "malignant_calc", "malignant_mass"],
     "urgent": ["malignant_calc", "malignant_mass"]})

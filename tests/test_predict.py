@@ -66,7 +66,7 @@ def models(tiny_data, tmp_path_factory) -> dict:
     run_transform(shard_records(tiny_data, "train0[0-8]-*.tfrec"), 32, transform)
     version = str(root / "work" / "serving" / "1700000000")
     export(transform, version, ["metadata=true", "limits.batch=2", "warmup_examples=1",
-                               "scoring.max_batch=2"])
+                               "scoring.max_batch=2", "evaluation.max_batch=2"])
     cases = tf.constant([image_example(jpeg) for jpeg in shard_jpegs(tiny_data, 2)])
     scores = tf.saved_model.load(version).signatures["serving_default"](examples=cases)
     with open(os.path.join(version, "assets", THRESHOLD_ASSET), "w") as f:
