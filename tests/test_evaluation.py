@@ -505,6 +505,17 @@ def test_the_multiclass_model_card_shows_classes_the_confusion_matrix_and_the_ba
     assert "No operating rule" in markdown
 
 
+def test_the_report_headline_gives_the_auc_interval_only_where_there_is_one():
+    from pipeline.results.report import auc_headline
+
+    binary = SliceResult(metrics={"example_count": 803.0, "auc": 0.848, "auc_pr": 0.41},
+                         intervals={"auc": (0.783, 0.912)})
+    assert auc_headline(binary, TaskSpec()) == (
+        "AUC 0.848 (0.783–0.912) on 803 held-out examples; AUC-PR 0.410.")
+    macro = SliceResult(metrics={"example_count": 400.0, "auc": 0.8})  # no interval
+    assert auc_headline(macro, DDSM) == "Macro AUC 0.800 on 400 held-out examples."
+
+
 def test_the_ensemble_scores_k_class_outputs_by_the_mean_one_vs_rest_auc():
     from components.ensemble import rank_auc, score_auc
 
