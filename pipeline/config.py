@@ -87,7 +87,6 @@ class EvaluationConfig(Settings):
     slices: list[list[str]] = Field(default_factory=lambda: [
         ["sex"], ["age_bucket"], ["anatom_site_general_challenge"],
         ["sex", "anatom_site_general_challenge"]])
-    confidence_intervals: bool = True  # TFMA jackknife over 20 sample partitions, 95%
     # Examples per model call (TFMA's ModelSpec.inference_batch_size): the Evaluator's
     # memory is the model's and one batch's activations, whatever the number of images.
     max_batch: int = Field(default=64, ge=1)
@@ -252,9 +251,21 @@ def _check_slices(config: PipelineConfig, where: str) -> None:
                           f"task's slice features ({', '.join(known) or 'none'})")
 
 
+# Fields that earlier runs recorded and the config no longer has; a recorded config drops
+# them when it is read back (`medtfx report` on an earlier run). confidence_intervals
+# turned TFMA's jackknife on or off; the intervals now cost the Evaluator nothing.
+RETIRED_FIELDS = ("evaluation.confidence_intervals",)
+
+
 def load_config_dict(raw: dict) -> PipelineConfig:
-    """A config from its dict form (as run_summary.json records it)."""
-    return _validate(raw, "recorded config")
+    """A config from its dict form (as run_summary.json records it), retired fields
+    dropped."""
+    current = dict(raw)
+    for path in RETIRED_FIELDS:
+        section, _, name = path.partition(".")
+        if isinstance(current.get(section), dict):
+            current[section] = {k: v for k, v in current[section].items() if k != name}
+    return _validate(current, "recorded config")
 
 
 def to_dict(config: PipelineConfig) -> dict:

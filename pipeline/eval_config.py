@@ -112,10 +112,6 @@ def build_eval_config(cfg: EvaluationConfig, task: TaskSpec, code: str = "") -> 
         metrics_specs = [tfma.MetricsSpec(metrics=_binary_metrics(cfg, code))]
     else:
         metrics_specs = _multiclass_specs(cfg, task, code)
-    options = tfma.Options(include_default_metrics={"value": False})
-    if cfg.confidence_intervals:
-        options.compute_confidence_intervals.value = True
-        options.confidence_intervals.method = tfma.ConfidenceIntervalOptions.JACKKNIFE
     return tfma.EvalConfig(
         # tf_generic: TFMA calls the signatures instead of rebuilding the Keras model in
         # every combiner (9 rebuilds, ~70 s even on a 32 px model).
@@ -126,8 +122,9 @@ def build_eval_config(cfg: EvaluationConfig, task: TaskSpec, code: str = "") -> 
             preprocessing_function_names=[SLICING_FEATURES] if task.bucketed else [])],
         slicing_specs=slicing_specs(cfg),
         metrics_specs=metrics_specs,
-        # The model's compiled loss and metrics are not part of the gate.
-        options=options)
+        # The model's compiled loss and metrics are not part of the gate. No TFMA
+        # intervals: pipeline/results/intervals.py computes them from these outputs.
+        options=tfma.Options(include_default_metrics={"value": False}))
 
 
 def _binary_metrics(cfg: EvaluationConfig, code: str) -> list[tfma.MetricConfig]:

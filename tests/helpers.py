@@ -15,15 +15,11 @@ import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Tiny and quick: 32 px, a few steps, Beam in one process (its worker start-up would
-# dominate at this size), the small X-ray CNN, and no confidence intervals (TFMA's
-# jackknife recomputes every metric 20 times: three quarters of the Evaluator's time).
-# These runs test the machinery; tests/test_trainer_e2e.py runs EfficientNet and DenseNet
-# through the whole pipeline, the first run of tests/test_pipeline_e2e.py and
-# tests/test_gate_e2e.py compute intervals.
+# dominate at this size) and the small X-ray CNN. These runs test the machinery;
+# tests/test_trainer_e2e.py runs EfficientNet and DenseNet through the whole pipeline.
 FAST_RUN = ["--set", "image_size=32", "--set", "train_steps=6", "--set", "epochs=2",
             "--set", "batch_size=16", "--set", "backbone=pneumonia_cnn",
-            "--set", "direct_running_mode=in_memory", "--set", "direct_num_workers=1",
-            "--set", "confidence_intervals=false"]
+            "--set", "direct_running_mode=in_memory", "--set", "direct_num_workers=1"]
 # Six training steps cannot make a good model; runs that test the machinery set the
 # thresholds so that the outcome is known.
 BLESS_ANY = ["--set", "auc_threshold=0", "--set", "slice_auc_threshold=0",

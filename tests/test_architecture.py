@@ -15,8 +15,8 @@ from tests.helpers import REPO
 # the warm-up requests and load check of a packaged model, which import nothing of the
 # pipeline definition, its runners or the CLI.
 SHARED = ("pipeline.errors", "pipeline.files", "pipeline.results.eval_results",
-          "pipeline.results.classes", "pipeline.results.statistics",
-          "pipeline.results.model_card",
+          "pipeline.results.intervals", "pipeline.results.classes",
+          "pipeline.results.statistics", "pipeline.results.model_card",
           "pipeline.ops.serving_dir", "pipeline.serving.warmup",
           "pipeline.serving.load_check")
 # The definition, runners and CLI: nothing below them may import these.
@@ -112,6 +112,7 @@ def fingerprints(root: str) -> dict[str, str]:
 @pytest.mark.parametrize("edited, changed", [
     (("components", "model_packager.py"), {"components.model_packager"}),
     (("pipeline", "results", "model_card.py"), {"components.model_packager"}),
+    (("pipeline", "results", "intervals.py"), {"components.model_packager"}),
     (("pipeline", "ops", "serving_dir.py"), {"components.serving_pusher"}),
     (("pipeline", "serving", "load_check.py"), {"components.model_packager"}),
     (("modules", "augment.py"), set(ENTRIES)),

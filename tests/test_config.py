@@ -2,7 +2,7 @@
 
 import pytest
 
-from pipeline.config import DEFAULT_CONFIG, load_config
+from pipeline.config import DEFAULT_CONFIG, load_config, load_config_dict, to_dict
 from pipeline.errors import ConfigError
 
 
@@ -44,6 +44,17 @@ def test_unknown_fields_in_a_file_are_refused(tmp_path):
     path.write_text("trainer:\n  backbone: densenet121\n  epoch: 3\n")
     with pytest.raises(ConfigError, match=r"c.yaml: trainer: unknown field\(s\) epoch"):
         load_config(str(path))
+
+
+def test_a_run_recorded_with_the_retired_interval_switch_still_reads_back():
+    """`medtfx report` on a run from before the intervals were computed from the
+    Evaluator's output; in a file or --set the field is unknown, as any other."""
+    recorded = to_dict(load_config(None, ["image_size=48"]))
+    recorded["evaluation"]["confidence_intervals"] = False
+    assert load_config_dict(recorded).trainer.image_size == 48
+    assert recorded["evaluation"]["confidence_intervals"] is False  # the record is untouched
+    with pytest.raises(ConfigError, match="no such config field"):
+        load_config(None, ["confidence_intervals=false"])
 
 
 def test_an_impossible_fold_plan_is_a_config_error():

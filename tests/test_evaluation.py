@@ -14,7 +14,9 @@ from modules.task import TaskSpec
 from pipeline.config import load_config
 from pipeline.eval_config import CURVE_THRESHOLDS, build_eval_config
 from pipeline.results.eval_results import (Matrix, SliceResult, _count_classes, failed_checks,
-                                           load_evaluation, operating_threshold)
+                                           load_evaluation, operating_threshold,
+                                           score_histograms)
+from pipeline.results.intervals import delong, wilson
 from pipeline.results.model_card import build_card, render_markdown
 from pipeline.results.statistics import FeatureSummary, SplitStats
 from pipeline.results.summary import slice_summary, summary_lines
@@ -48,13 +50,24 @@ def test_every_slice_family_is_gated_with_its_own_bound_and_no_drop():
                       "sex*anatom_site_general_challenge": (0.5, -0.04)}
 
 
-def test_specificity_floor_gates_only_when_set_and_intervals_are_on():
+def test_specificity_floor_gates_only_when_set():
     unset = build_eval_config(load_config(None, ["min_specificity=null"]).evaluation, TaskSpec())
     assert not metrics_by_name(unset)["SpecificityAtSensitivity"].per_slice_thresholds
     floor = build_eval_config(load_config(None, ["min_specificity=0.4"]).evaluation, TaskSpec())
     (check,) = metrics_by_name(floor)["SpecificityAtSensitivity"].per_slice_thresholds
     assert check.threshold.value_threshold.lower_bound.value == 0.4
-    assert floor.options.compute_confidence_intervals.value
+
+
+def test_the_evaluator_computes_no_resampled_intervals():
+    """The jackknife recomputed every metric on 20 resamples of every slice; the intervals
+    now come from what the Evaluator writes anyway (pipeline/results/intervals.py)."""
+    from google.protobuf import json_format
+
+    for task in (TaskSpec(), DDSM):
+        options = build_eval_config(load_config().evaluation, task).options
+        assert not options.HasField("compute_confidence_intervals")
+        assert not options.HasField("confidence_intervals")
+        assert "jackknife" not in json_format.MessageToJson(options).lower()
 
 
 def test_all_curves_share_one_threshold_grid():
@@ -93,18 +106,27 @@ def test_accuracy_over_the_majority_class_gates_the_overall_slice_only_when_set(
     assert '"target_sensitivity": 0.8' in gate.config
 
 
+def analyze(tmp_path, eval_config, columns: dict) -> None:
+    """TFMA, as the Evaluator runs it, on raw rows whose `prediction` column stands in for
+    the model (no baseline: the change thresholds go)."""
+    import pandas as pd
+    import tensorflow_model_analysis as tfma
+
+    del eval_config.model_specs[:]
+    eval_config.model_specs.add(label_key="label", prediction_key="prediction")
+    for spec in eval_config.metrics_specs:
+        for metric in spec.metrics:
+            for check in metric.per_slice_thresholds:
+                check.threshold.ClearField("change_threshold")
+    tfma.analyze_raw_data(pd.DataFrame(columns), eval_config, output_path=str(tmp_path))
+
+
 def test_accuracy_over_majority_is_judged_at_the_shipped_threshold_and_fails_by_name(tmp_path):
     """TFMA computes the metric from its own confusion-matrix curve; it is the accuracy at
     the threshold the packager ships minus the majority-class rate, and a missed bound is
     a failed check with the metric, its value and the bound."""
-    import pandas as pd
-    import tensorflow_model_analysis as tfma
-
-    cfg = load_config(None, ["min_accuracy_over_majority=0.05",
-                             "confidence_intervals=false"]).evaluation
+    cfg = load_config(None, ["min_accuracy_over_majority=0.05"]).evaluation
     eval_config = build_eval_config(cfg, TaskSpec())
-    del eval_config.model_specs[:]
-    eval_config.model_specs.add(label_key="label", prediction_key="prediction")
     del eval_config.slicing_specs[1:]  # overall
     kept = [m for m in eval_config.metrics_specs[0].metrics if m.class_name in (
         "ExampleCount", "MeanLabel", "ConfusionMatrixPlot", "AccuracyOverMajority")]
@@ -113,8 +135,7 @@ def test_accuracy_over_majority_is_judged_at_the_shipped_threshold_and_fails_by_
     rng = np.random.default_rng(0)
     labels = (rng.random(300) < 0.2).astype(float)
     scores = 0.3 * labels + 0.7 * rng.random(300)
-    tfma.analyze_raw_data(pd.DataFrame({"label": labels, "prediction": scores}),
-                          eval_config, output_path=str(tmp_path))
+    analyze(tmp_path, eval_config, {"label": labels, "prediction": scores})
 
     overall = load_evaluation(str(tmp_path), TaskSpec(), 10, 10)["overall"]
     shipped = overall.at(operating_threshold(overall.curve, cfg.target_sensitivity))
@@ -124,6 +145,38 @@ def test_accuracy_over_majority_is_judged_at_the_shipped_threshold_and_fails_by_
     assert failed_checks(str(tmp_path), TaskSpec()) == [
         {"metric": "accuracy_over_majority", "slice": "overall", "value": round(value, 4),
          "bound": {"at_least": 0.05}}]
+
+
+def test_every_slice_has_intervals_from_the_evaluator_output_narrowing_with_more_examples(
+        tmp_path):
+    """Three sites of 150, 600 and 2,400 examples scored alike: each slice's AUC interval
+    (DeLong, from its ConfusionMatrixPlot) holds TFMA's AUC, which the plot's histogram
+    reproduces, and is narrower the more examples the slice has."""
+    site = "anatom_site_general_challenge"
+    cfg = load_config(None, [f"slices=[[{site}]]"]).evaluation
+    rng = np.random.default_rng(0)
+    sites = np.repeat([0, 1, 2], [150, 600, 2400])
+    labels = (rng.random(len(sites)) < 0.2).astype(float)
+    scores = 1 / (1 + np.exp(-rng.normal(1.2 * labels - 1.5, 1.0)))
+    analyze(tmp_path, build_eval_config(cfg, TaskSpec()),
+            {"label": labels, "prediction": scores, site: sites})
+
+    slices = load_evaluation(str(tmp_path), TaskSpec(), 10, 10)
+    assert len(slices) == 4
+    widths = []
+    for name, result in sorted(slices.items(), key=lambda kv: kv[1].metrics["example_count"]):
+        auc, (low, high) = result.metrics["auc"], result.intervals["auc"]
+        assert low < auc < high, name
+        assert delong(*score_histograms(result.curve))[0] == pytest.approx(auc, abs=1e-3)
+        widths.append(high - low)
+        for metric in ("auc_pr", "mean_label", "specificity_at_sensitivity",
+                       "sensitivity_at_specificity"):
+            low, high = result.intervals[metric]
+            assert low <= result.metrics[metric] <= high, (name, metric)
+        assert result.intervals["sensitivity_at_specificity"] == wilson(
+            result.metrics["sensitivity_at_specificity"], result.positives)
+        assert not {"example_count", "calibration", "auc_gate"} & set(result.intervals)
+    assert widths == sorted(widths, reverse=True) and widths[0] > 3 * widths[-1]
 
 
 def test_accuracy_over_majority_is_nan_without_a_malignant_case():
@@ -224,10 +277,9 @@ def test_slice_classes_decide_gating_and_undefined_rankings_are_not_zero():
     _count_classes(small, min_positives=10, min_negatives=10)
     assert (small.positives, small.negatives, small.gated) == (2, 38, False)
     assert small.metrics["auc"] == 1.0  # reported, not gated
-    benign_only = SliceResult(metrics={"example_count": 9.0, "mean_label": 0.0, "auc": 0.0},
-                              intervals={"auc": (0.0, 0.0)})
+    benign_only = SliceResult(metrics={"example_count": 9.0, "mean_label": 0.0, "auc": 0.0})
     _count_classes(benign_only, 10, 10)
-    assert benign_only.metrics["auc"] is None and "auc" not in benign_only.intervals
+    assert benign_only.metrics["auc"] is None
 
 
 def test_model_card_states_use_data_metrics_and_measured_limitations():
@@ -270,10 +322,7 @@ def test_a_metric_tfma_could_not_compute_is_missing_never_zero(tmp_path):
     sliced = metrics_for_slice_pb2.MetricsForSlice()
     for name, value in (("example_count", metrics_for_slice_pb2.MetricValue(
             double_value={"value": 40.0})), ("auc", failed)):
-        entry = sliced.metric_keys_and_values.add(value=value)
-        entry.key.name = name
-        entry.confidence_interval.lower_bound.CopyFrom(value)
-        entry.confidence_interval.upper_bound.CopyFrom(value)
+        sliced.metric_keys_and_values.add(value=value).key.name = name
     validation = validation_result_pb2.ValidationResult()
     check = validation.metric_validations_per_slice.add().failures.add(metric_value=failed)
     check.metric_key.name = "auc"
@@ -284,7 +333,7 @@ def test_a_metric_tfma_could_not_compute_is_missing_never_zero(tmp_path):
 
     overall = load_evaluation(str(tmp_path), TaskSpec(), 10, 10)["overall"]
     assert overall.metrics == {"example_count": 40.0, "auc": None}
-    assert "auc" not in overall.intervals and overall.intervals["example_count"] == (40, 40)
+    assert overall.intervals == {}  # none for a missing AUC, none ever for a count
     (checked,) = failed_checks(str(tmp_path), TaskSpec())
     assert checked["value"] is None
     summary = {"metrics": {"overall": {"auc": None}}, "blessed": False,
@@ -350,21 +399,10 @@ DDSM = TaskSpec(name="ddsm", categorical=[], numeric=[], model_features=[], labe
 
 
 def analyze_multiclass(tmp_path, labels, probabilities, overrides=()):
-    """TFMA on (label, K probabilities) rows with the multi-class eval config (no
-    baseline: the change thresholds go)."""
-    import pandas as pd
-    import tensorflow_model_analysis as tfma
-
-    cfg = load_config(None, ["confidence_intervals=false", "slices=[]", *overrides]).evaluation
-    eval_config = build_eval_config(cfg, DDSM)
-    del eval_config.model_specs[:]
-    eval_config.model_specs.add(label_key="label", prediction_key="prediction")
-    for spec in eval_config.metrics_specs:
-        for metric in spec.metrics:
-            for check in metric.per_slice_thresholds:
-                check.threshold.ClearField("change_threshold")
-    tfma.analyze_raw_data(pd.DataFrame({"label": labels, "prediction": list(probabilities)}),
-                          eval_config, output_path=str(tmp_path))
+    """TFMA on (label, K probabilities) rows with the multi-class eval config."""
+    cfg = load_config(None, ["slices=[]", *overrides]).evaluation
+    analyze(tmp_path, build_eval_config(cfg, DDSM),
+            {"label": labels, "prediction": list(probabilities)})
     return load_evaluation(str(tmp_path), DDSM, 10, 10)["overall"]
 
 
@@ -412,6 +450,18 @@ def test_multiclass_rates_curves_and_the_urgent_rule_come_from_tfma(tmp_path):
         assert 0.5 < overall.metrics[f"auc/{name}"] <= 1 and overall.class_curves[name]
     assert overall.metrics["auc"] == pytest.approx(np.mean(
         [overall.metrics[f"auc/{name}"] for name in DDSM.label.classes]))
+    for k, name in enumerate(DDSM.label.classes):  # intervals from the same outputs
+        auc, (low, high) = overall.metrics[f"auc/{name}"], overall.intervals[f"auc/{name}"]
+        assert low < auc < high
+        assert delong(*score_histograms(overall.class_curves[name]))[0] == pytest.approx(
+            auc, abs=1e-3)
+        assert overall.intervals[f"recall/{name}"] == wilson(recalls[k], counts[k].sum())
+        assert overall.intervals[f"precision/{name}"] == wilson(
+            overall.metrics[f"precision/{name}"], counts[:, k].sum())
+    assert overall.intervals["accuracy"] == wilson(overall.metrics["accuracy"], 400)
+    low, high = overall.intervals["balanced_accuracy"]
+    assert low < overall.metrics["balanced_accuracy"] < high
+    assert "auc" not in overall.intervals  # the macro AUC's classes share examples
     urgent = np.isin(labels, [3, 4])
     score = probabilities[:, [3, 4]].sum(1)
     threshold = operating_threshold(overall.curve, 0.9)
@@ -476,6 +526,17 @@ def test_the_multiclass_model_card_shows_classes_the_confusion_matrix_and_the_ba
     assert "| malignant | 2 | 1 | 1 |" in markdown
     assert "always answering the majority class scores 0.700" in markdown
     assert "No operating rule" in markdown
+
+
+def test_the_report_headline_gives_the_auc_interval_only_where_there_is_one():
+    from pipeline.results.report import auc_headline
+
+    binary = SliceResult(metrics={"example_count": 803.0, "auc": 0.848, "auc_pr": 0.41},
+                         intervals={"auc": (0.783, 0.912)})
+    assert auc_headline(binary, TaskSpec()) == (
+        "AUC 0.848 (0.783–0.912) on 803 held-out examples; AUC-PR 0.410.")
+    macro = SliceResult(metrics={"example_count": 400.0, "auc": 0.8})  # no interval
+    assert auc_headline(macro, DDSM) == "Macro AUC 0.800 on 400 held-out examples."
 
 
 def test_the_ensemble_scores_k_class_outputs_by_the_mean_one_vs_rest_auc():

@@ -35,10 +35,8 @@ def test_a_good_model_on_the_sample_data_is_blessed_and_pushed(tmp_path):
 def test_a_site_without_signal_blocks_the_model_and_is_named(tmp_path):
     data = str(tmp_path / "data")
     generate(data, SynthSpec(site_signal=(("lower extremity", 0.0),)))
-    # The gate uses point estimates; the intervals are checked by the test above. 48 px
-    # keeps the lesions' signal at half the training time of the default 64.
-    summary = run_default(data, tmp_path / "work", "--set", "confidence_intervals=false",
-                          "--set", "image_size=48")
+    # 48 px keeps the lesions' signal at half the training time of the default 64.
+    summary = run_default(data, tmp_path / "work", "--set", "image_size=48")
     assert not summary["blessed"] and summary["pushed_model"] is None
     failed = {(c["metric"], c["slice"]) for c in summary["failed_checks"]}
     assert ("auc", LOWER_EXTREMITY) in failed

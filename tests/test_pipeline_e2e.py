@@ -30,9 +30,6 @@ COMPONENTS = ["ImportExampleGen", "TaskSchema", "latest_blessed_model_resolver",
               "BulkInferrer", "SubmissionWriter"]
 
 
-WITH_INTERVALS = ["--set", "confidence_intervals=true"]  # for the report and the model card
-
-
 def run(data: str, work, *extra: str, env: dict | None = None, status: int = 0) -> dict:
     result = medtfx("run", "--data-root", data, "--work-dir", str(work), *FAST_RUN, *extra,
                     env=env)
@@ -68,8 +65,7 @@ def first_run(tiny_data, tmp_path_factory, code) -> dict:
     work = tmp_path_factory.mktemp("e2e") / "work"
     temp = tmp_path_factory.mktemp("system-temp")
     return {"work": work, "temp": temp,
-            **run(tiny_data, work, *BLESS_ANY, *WITH_INTERVALS,
-                  env={**code["env"], "TMPDIR": str(temp)})}
+            **run(tiny_data, work, *BLESS_ANY, env={**code["env"], "TMPDIR": str(temp)})}
 
 
 def test_every_component_ran_and_is_recorded_in_ml_metadata(first_run):

@@ -17,13 +17,12 @@ from tests.helpers import medtfx
 
 pytestmark = pytest.mark.slow
 
-# Small and fast: five shards, 32 px, the small CNN from scratch, no intervals.
+# Small and fast: five shards, 32 px, the small CNN from scratch.
 TINY = ["train_shards=5", "folds=5", "eval_fold=4", "validation_fold=3", "image_size=32",
         "backbone=pneumonia_cnn", "weights=none", "frozen_epochs=0", "epochs=4",
         "batch_size=16", "learning_rate=0.003", "lr_ramp_epochs=1", "lr_sustain_epochs=2",
         "batchnorm_momentum=0.9", "early_stopping_patience=null",
-        "confidence_intervals=false", "direct_running_mode=in_memory",
-        "direct_num_workers=1"]
+        "direct_running_mode=in_memory", "direct_num_workers=1"]
 
 
 def run_task(task: str, data: str, work: str, *extra: str):

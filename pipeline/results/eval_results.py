@@ -1,5 +1,6 @@
 """The Evaluator's output, read back: metrics with intervals, baseline and change per slice,
 the curves, the checks that failed, and the operating point picked from the curves.
+The intervals are computed here, from the counts and curves (pipeline/results/intervals.py).
 
 The summary, the model card (in the packaging component) and the report all read the
 evaluation through this module, so they cannot disagree.
@@ -8,20 +9,23 @@ evaluation through this module, so they cannot disagree.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+from collections.abc import Callable
 
+import numpy as np
 import tensorflow as tf
 from tensorflow_model_analysis.proto import metrics_for_slice_pb2, validation_result_pb2
 
-from modules.metrics import ACCURACY_OVER_MAJORITY_NAME, GATED_AUC_NAME
+from modules.metrics import GATED_AUC_NAME
 from modules.operating_point import (Matrix, curve_from_proto, majority_class_rate,
                                      operating_point)
 from modules.task import TaskSpec
+from pipeline.results.intervals import (auc_interval, auc_pr_interval,
+                                        balanced_accuracy_interval, histogram, wilson)
 
 CANDIDATE_NAMES = ("", "candidate")  # TFX names the models only when a baseline exists
 BASELINE_NAME = "baseline"
-# Every other metric lies in [0, 1].
-UNBOUNDED = ("example_count", "calibration", ACCURACY_OVER_MAJORITY_NAME)
 # Ranking metrics mean nothing on a slice without both classes (TFMA reports 0 there).
 NEED_BOTH_CLASSES = ("auc", "auc_pr", "specificity_at_sensitivity",
                      "sensitivity_at_specificity")
@@ -129,12 +133,6 @@ def load_evaluation(evaluation_uri: str, task: TaskSpec, min_positives: int,
                 result.baseline[name] = value
             elif kv.key.model_name in CANDIDATE_NAMES:
                 result.metrics[name] = value
-                interval = kv.confidence_interval
-                low, high = _metric(interval.lower_bound), _metric(interval.upper_bound)
-                if value is not None and low is not None and high is not None:
-                    if name not in UNBOUNDED:  # the t-interval knows no [0, 1]
-                        low, high = max(low, 0.0), min(high, 1.0)
-                    result.intervals[name] = (low, high)
     for record in _records(f"{evaluation_uri}/plots-*"):
         sliced = metrics_for_slice_pb2.PlotsForSlice.FromString(record)
         result = results.setdefault(slice_name(sliced.slice_key, task), SliceResult())
@@ -161,6 +159,7 @@ def load_evaluation(evaluation_uri: str, task: TaskSpec, min_positives: int,
             counts = result.class_counts
             result.positives = sum(counts[k] for k in task.urgent_ids) if counts else 0
             result.negatives = sum(counts) - result.positives
+        result.intervals = _intervals(result, task)
     return dict(sorted(results.items(), key=lambda kv: (kv[0] != "overall", kv[0])))
 
 
@@ -193,7 +192,47 @@ def _count_classes(result: SliceResult, min_positives: int, min_negatives: int) 
             for values in (result.metrics, result.baseline, result.changes):
                 if name in values:
                     values[name] = None
-            result.intervals.pop(name, None)
+
+
+def _intervals(result: SliceResult, task: TaskSpec) -> dict[str, tuple[float, float]]:
+    """95% intervals of the metrics that have one in closed form, from the slice's counts
+    and curves. None for the calibration ratio, the example count, accuracy over the
+    majority class and the macro AUC (its one-vs-rest AUCs share examples)."""
+    if task.binary:
+        rules = {"auc": _auc_rule(result.curve),
+                 "mean_label": functools.partial(
+                     wilson, n=result.metrics.get("example_count") or 0),
+                 "sensitivity_at_specificity": functools.partial(wilson, n=result.positives),
+                 "specificity_at_sensitivity": functools.partial(wilson, n=result.negatives),
+                 "auc_pr": functools.partial(auc_pr_interval, positives=result.positives)}
+    else:
+        classes = len(task.label.classes)
+        counts = np.asarray(result.confusion or np.zeros((classes, classes)), float)
+        rules = {"accuracy": functools.partial(wilson, n=counts.sum()),
+                 "balanced_accuracy": functools.partial(balanced_accuracy_interval,
+                                                        confusion=counts)}
+        for k, name in enumerate(task.label.classes):
+            rules[f"recall{CLASS_OF}{name}"] = functools.partial(wilson, n=counts[k].sum())
+            rules[f"precision{CLASS_OF}{name}"] = functools.partial(wilson,
+                                                                    n=counts[:, k].sum())
+            rules[f"auc{CLASS_OF}{name}"] = _auc_rule(result.class_curves.get(name, []))
+    found = {name: rule(result.metrics[name]) for name, rule in rules.items()
+             if result.metrics.get(name) is not None}
+    return {name: interval for name, interval in found.items() if interval is not None}
+
+
+def _auc_rule(curve: list[Matrix]) -> Callable[[float], tuple[float, float] | None]:
+    """DeLong's interval around TFMA's AUC, from the curve's histogram of scores per bin."""
+    positives, negatives = score_histograms(curve)
+    return functools.partial(auc_interval, positives=positives, negatives=negatives)
+
+
+def score_histograms(curve: list[Matrix]) -> tuple[np.ndarray, np.ndarray]:
+    """Positives and negatives per score bin between the curve's thresholds, lowest first."""
+    ordered = sorted(curve, key=lambda m: m.threshold)
+    first = ordered[0] if ordered else Matrix(0.0, 0.0, 0.0, 0.0, 0.0)
+    return (histogram([m.tp for m in ordered], first.tp + first.fn),
+            histogram([m.fp for m in ordered], first.fp + first.tn))
 
 
 def shown(value: float | None) -> str:

@@ -155,8 +155,16 @@ def _classes(slices: dict[str, SliceResult], task: TaskSpec) -> str:
                       "balanced accuracy"], slice_rows))
 
 
-def _span(ci: list[float] | None) -> str:
+def _span(ci: list[float] | tuple[float, float] | None) -> str:
     return f"({ci[0]:.3f}–{ci[1]:.3f})" if ci else ""
+
+
+def auc_headline(overall: SliceResult, task: TaskSpec) -> str:
+    """The overall AUC with its interval where it has one (a macro AUC has none)."""
+    auc = f"{_fmt(overall.metrics.get('auc'))} {_span(overall.intervals.get('auc'))}".strip()
+    return (f"{'' if task.binary else 'Macro '}AUC {auc} on "
+            f"{int(overall.metrics.get('example_count') or 0)} held-out examples"
+            + (f"; AUC-PR {_fmt(overall.metrics.get('auc_pr'))}" if task.binary else "") + ".")
 
 
 def _calibration(overall: SliceResult, task: TaskSpec) -> str:
@@ -243,10 +251,7 @@ def render_report(summary: dict, config: PipelineConfig, slices: dict[str, Slice
         f"<p>Run {html.escape(summary['run_id'])} on <code>"
         f"{html.escape(summary['data_root'])}</code>.</p>",
         _verdict(summary),
-        f"<p>{'' if task.binary else 'Macro '}AUC {_fmt(overall.metrics.get('auc'))} "
-        f"({_interval(overall, 'auc')}) on {int(overall.metrics.get('example_count') or 0)} "
-        "held-out examples"
-        + (f"; AUC-PR {_fmt(overall.metrics.get('auc_pr'))}" if task.binary else "") + ".</p>",
+        f"<p>{html.escape(auc_headline(overall, task))}</p>",
     ]
     if task.binary:
         sections += [

@@ -61,10 +61,10 @@ class Sizes:
 
 
 # A pipeline's start-up and EfficientNet's tracing and export dominate tiny runs: the
-# pipelines train a small CNN and skip the Evaluator's confidence intervals, and the 512 px
-# run keeps Beam in one process (worker start-up took ~60 s there).
+# pipelines train a small CNN, and the 512 px run keeps Beam in one process (worker
+# start-up took ~60 s there).
 _SMOKE = ("backbone=pneumonia_cnn", "weights=none", "train_steps=2", "epochs=1",
-          "eval_steps=1", "confidence_intervals=false")
+          "eval_steps=1")
 QUICK = Sizes(images=300, epochs=1, overrides_64=_SMOKE, images_512=45,
               overrides_512=(*_SMOKE, "tta=1", "batch_size=2",
                    "direct_running_mode=in_memory", "direct_num_workers=1"),
