@@ -1,5 +1,5 @@
-"""Fault injection: `medtfx run` killed with SIGKILL inside a Beam component (Transform),
-the Trainer and the Pusher, then a disk that fills during the push. After each, the
+"""Fault injection: `medtfx run` killed with SIGKILL inside the Trainer, a Beam component
+(the Evaluator) and the Pusher, then a disk that fills during the push. After each, the
 previous model still serves and every serving version is whole; rerunning the command
 resumes and finishes. The tests share one work dir and run in order."""
 
@@ -19,10 +19,11 @@ from tests.helpers import BLESS_ANY, FAST_RUN, REPO, medtfx
 
 pytestmark = pytest.mark.slow
 
-# A Beam component writing its output, the Trainer exporting, the Pusher copying: the
-# Evaluator and ImportExampleGen fail the same way as Transform (an unfinished execution
-# that TFX reruns), and each kill costs a run's start-up.
-KILLED_IN = ["Transform", "Trainer", "Pusher"]
+# The Trainer exporting, a Beam component writing its output, the Pusher copying, in
+# pipeline order (a rerun redoes only what did not finish): ImportExampleGen and
+# StatisticsGen fail the same way as the Evaluator (an unfinished execution that TFX
+# reruns), and each kill costs a run's start-up.
+KILLED_IN = ["Trainer", "Evaluator", "Pusher"]
 
 
 def versions(work) -> list[str]:
