@@ -12,7 +12,6 @@ import struct
 
 import pytest
 from tfx.components.util import tfxio_utils
-from tfx.dsl.components.base import base_beam_executor
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import proto_utils
@@ -24,7 +23,7 @@ from modules.errors import MedtfxError
 from pipeline.config import load_config
 from pipeline.data.shards import TEST_SHARDS_PATTERN, TEST_SPLIT
 from pipeline.fingerprint import code_fingerprint
-from tests.helpers import shard_records
+from tests.helpers import beam_context, shard_records
 
 TRAIN_SPLITS = [f"train{i:02d}" for i in range(15)]
 ONE_TEST_SPLIT = example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(
@@ -36,13 +35,9 @@ def run_executor(input_base: str, root, splits: dict[str, str],
     """The executor on `splits` (name: pattern), with the properties TFX's driver passes."""
     examples = standard_artifacts.Examples()
     examples.uri = str(root / "examples")
-    context = base_beam_executor.BaseBeamExecutor.Context(
-        beam_pipeline_args=load_config(None, ["direct_running_mode=in_memory",
-                                              "direct_num_workers=1"]).beam.pipeline_args(),
-        tmp_dir=str(root / "tmp"), unique_id="1")
-    input_config = example_gen_pb2.Input(splits=[
-        example_gen_pb2.Input.Split(name=name, pattern=pattern) for name, pattern in splits.items()])
-    Executor(context).Do({}, {"examples": [examples]}, {
+    input_config = example_gen_pb2.Input(splits=[example_gen_pb2.Input.Split(
+        name=name, pattern=pattern) for name, pattern in splits.items()])
+    Executor(beam_context(str(root / "tmp"))).Do({}, {"examples": [examples]}, {
         "input_base": input_base, "input_config": proto_utils.proto_to_json(input_config),
         "output_config": proto_utils.proto_to_json(output_config),
         "output_data_format": example_gen_pb2.FORMAT_TF_EXAMPLE,
