@@ -2,7 +2,8 @@
 
 TFX's executor reads every record through Beam, reshuffles them (a GroupByKey: the
 DirectRunner holds the whole dataset in memory) and writes them gzipped, which JPEG bytes
-do not repay: 25 s for 2,400 images of 512 px where reading and writing them takes 1.5 s.
+do not repay: 6.9 s and 290 MB more memory for 2,400 images of 512 px (97 MB) in one Beam
+process, where TF's own reader and writer take 0.5 s and this executor 0.4 s and 10 MB.
 The release's shards are already TFRecords of serialized tf.Examples, one shard per split,
 so here each input file becomes one output file of its split, its records copied verbatim
 and uncompressed (a name without `.gz`, from which every reader of the pipeline decides

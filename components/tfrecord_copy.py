@@ -2,8 +2,8 @@
 CRC32Cs checked on the way (google_crc32c: about as fast as the copy itself).
 
 Apart from the ExampleGen component so that the Beam workers that copy import only this,
-TensorFlow's file system (gs:// too) and the checksum, not TFX's components: each
-DirectRunner worker of multi_processing imports what it runs (4 s more for the component).
+TensorFlow's file system (gs:// too) and the checksum: each DirectRunner worker of
+multi_processing imports what it runs (1.8 s for this module, 3.7 s for the component).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from tfx.dsl.io import fileio
 
 from modules.errors import MedtfxError
 
-LENGTH, CHECKSUM = struct.Struct("<Q"), struct.Struct("<I")  # TFRecord framing, little-endian
-HEADER_BYTES = LENGTH.size + CHECKSUM.size  # the length and its checksum
+# A TFRecord: its data's length and that length's checksum, the data, the data's checksum.
+LENGTH, HEADER, CHECKSUM = struct.Struct("<Q"), struct.Struct("<QI"), struct.Struct("<I")
 CHUNK_BYTES = 1 << 20  # the most of a record's data held at once
 
 
@@ -24,9 +24,8 @@ class DamagedRecordError(MedtfxError):
     """An input file that is not whole TFRecords: truncated, or a checksum that fails."""
 
 
-def masked_crc(data: bytes, crc: int | None = None) -> int:
-    """TFRecord's masked CRC32C of `data`, or of the bytes summed into `crc` so far."""
-    crc = google_crc32c.value(data) if crc is None else crc
+def masked(crc: int) -> int:
+    """A CRC32C masked as TFRecord stores it."""
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
@@ -35,7 +34,7 @@ def copy_records(source: str, destination: str) -> int:
     record's framing and checksums; returns the number of records."""
     with fileio.open(source, "rb") as reader, fileio.open(destination, "wb") as writer:
         index = 0
-        while header := reader.read(HEADER_BYTES):
+        while header := reader.read(HEADER.size):
             fault = _copy_record(header, reader, writer)
             if fault:
                 raise DamagedRecordError(f"{source}: record {index}: {fault}")
@@ -46,12 +45,13 @@ def copy_records(source: str, destination: str) -> int:
 def _copy_record(header: bytes, reader, writer) -> str | None:
     """Copies the record whose header was read, in chunks; what is wrong with it, if
     anything."""
-    if len(header) < HEADER_BYTES:
+    if len(header) < HEADER.size:
         return "the file ends inside its header (truncated)"
-    if masked_crc(header[:LENGTH.size]) != CHECKSUM.unpack_from(header, LENGTH.size)[0]:
+    remaining, length_crc = HEADER.unpack(header)
+    if masked(google_crc32c.value(header[:LENGTH.size])) != length_crc:
         return "its length fails its checksum (damaged, or not a TFRecord file)"
     writer.write(header)
-    remaining, crc = LENGTH.unpack_from(header)[0], 0
+    crc = 0
     while remaining:
         piece = reader.read(min(remaining, CHUNK_BYTES))
         if not piece:
@@ -62,7 +62,7 @@ def _copy_record(header: bytes, reader, writer) -> str | None:
     footer = reader.read(CHECKSUM.size)
     if len(footer) < CHECKSUM.size:
         return "the file ends before its data checksum (truncated)"
-    if masked_crc(b"", crc) != CHECKSUM.unpack(footer)[0]:
+    if masked(crc) != CHECKSUM.unpack(footer)[0]:
         return "its data fails its checksum (damaged)"
     writer.write(footer)
     return None
