@@ -17,15 +17,16 @@ from tfx_bsl.public import tfxio
 
 from modules.augment import AUGMENT_KEY, draw
 from modules.preprocessing import transform
+from modules.records import record_dataset
 from modules.settings import RunSettings
 from modules.task import IMAGE_INPUT
 
 
 def count_labels(file_patterns: list[str], label_key: str, classes: int = 2) -> list[int]:
-    """Examples of each class code in the gzipped TFRecords; parses only the label."""
+    """Examples of each class code in the TFRecords; parses only the label."""
     files = [f for pattern in file_patterns for f in tf.io.gfile.glob(pattern)]
     spec = {label_key: tf.io.FixedLenFeature([], tf.int64)}
-    labels = tf.data.TFRecordDataset(files, compression_type="GZIP", num_parallel_reads=4) \
+    labels = record_dataset(files, num_parallel_reads=4) \
         .batch(1024).map(lambda r: tf.io.parse_example(r, spec)[label_key])
     counts = np.zeros(classes, np.int64)
     for batch in labels.as_numpy_iterator():

@@ -8,8 +8,7 @@ import json
 # TFX's modules rather than its public `tfx.v1` namespace: importing `tfx.v1` loads the
 # Vertex AI client with its extensions, about 6 s of every run, wanted only for Vertex
 # training (imported where chosen).
-from tfx.components import (Evaluator, ExampleValidator, ImportExampleGen, Pusher, Trainer,
-                            Transform)
+from tfx.components import Evaluator, ExampleValidator, Pusher, Trainer, Transform
 from tfx.dsl.components.base import executor_spec
 from tfx.dsl.components.base.base_node import BaseNode
 from tfx.dsl.components.common.resolver import Resolver
@@ -25,6 +24,7 @@ from components import serving_pusher
 from components.bulk_inferrer import BulkInferrer
 from components.data_gate import DataGate
 from components.ensemble import Ensemble
+from components.example_gen import ImportExampleGen
 from components.model_packager import ModelPackager
 from components.serving_validator import ServingExampleValidator
 from components.statistics_gen import StatisticsGen
@@ -120,7 +120,8 @@ def data_components(config: PipelineConfig, data_root: str | RuntimeParameter) -
         input_base=data_root,
         input_config=example_gen_pb2.Input(splits=[
             example_gen_pb2.Input.Split(name=f"train{i:02d}", pattern=shard_pattern(config, i))
-            for i in range(config.data.train_shards)]))
+            for i in range(config.data.train_shards)]),
+        code=code_fingerprint("components.example_gen"))
     schema_gen = TaskSchema(schema_file=config.schema_path, label_key=config.task.label.key,
                             classes=len(config.task.label.classes))
     return _Data(example_gen, schema_gen,
@@ -240,6 +241,7 @@ def scoring_components(config: PipelineConfig, data_root: str | RuntimeParameter
         # One input split is otherwise hashed into `train` and `eval` (2:1).
         output_config=example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(
             splits=[example_gen_pb2.SplitConfig.Split(name=TEST_SPLIT, hash_buckets=1)])),
+        code=code_fingerprint("components.example_gen"),
     ).with_id("TestExampleGen")
     validation = validation_components(example_gen, schema_gen, ServingExampleValidator,
                                        prefix="Test")

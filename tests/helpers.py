@@ -99,19 +99,30 @@ VALIDATION_SPLITS = ["train09", "train10", "train11"]
 ALL_SPLITS = [f"train{i:02d}" for i in range(15)]
 
 
+def beam_context(tmp_dir: str):
+    """A Beam executor's context as a run builds it, with the config's Beam arguments for
+    one process (a worker's start-up would dominate at test sizes)."""
+    from tfx.dsl.components.base import base_beam_executor
+
+    from pipeline.config import load_config
+
+    return base_beam_executor.BaseBeamExecutor.Context(
+        beam_pipeline_args=load_config(None, ["direct_running_mode=in_memory",
+                                              "direct_num_workers=1"]).beam.pipeline_args(),
+        tmp_dir=tmp_dir, unique_id="1")
+
+
 def write_examples(data_root: str, root):
-    """The shards as ImportExampleGen writes them under `root`/examples (one gzipped split
-    directory per shard); returns that Examples artifact."""
-    import tensorflow as tf
+    """The shards as ImportExampleGen writes them under `root`/examples (one split
+    directory per shard, holding a copy of it); returns that Examples artifact."""
     from tfx.types import artifact_utils, standard_artifacts
+
+    from components.example_gen import output_name
 
     for split in ALL_SPLITS:
         os.makedirs(os.path.join(root, "examples", f"Split-{split}"))
-        path = os.path.join(root, "examples", f"Split-{split}",
-                            "data_tfrecord-00000-of-00001.gz")
-        with tf.io.TFRecordWriter(path, options="GZIP") as writer:
-            for record in shard_records(data_root, f"{split}-*.tfrec"):
-                writer.write(record)
+        (shard,) = glob.glob(os.path.join(data_root, f"{split}-*.tfrec"))
+        shutil.copy(shard, os.path.join(root, "examples", f"Split-{split}", output_name(0, 1)))
     examples = standard_artifacts.Examples()
     examples.uri = os.path.join(root, "examples")
     examples.split_names = artifact_utils.encode_split_names(ALL_SPLITS)

@@ -102,7 +102,7 @@ def repo_copy(tmp_path) -> str:
 ENTRIES = ("modules.preprocessing", "modules.trainer", "modules.evaluation",
            "components.data_gate", "components.model_packager", "components.serving_pusher",
            "components.ensemble", "components.statistics_gen", "components.bulk_inferrer",
-           "components.submission_writer")
+           "components.submission_writer", "components.example_gen")
 
 
 def fingerprints(root: str) -> dict[str, str]:
@@ -114,6 +114,7 @@ def fingerprints(root: str) -> dict[str, str]:
     (("pipeline", "results", "model_card.py"), {"components.model_packager"}),
     (("pipeline", "results", "intervals.py"), {"components.model_packager"}),
     (("pipeline", "ops", "serving_dir.py"), {"components.serving_pusher"}),
+    (("components", "tfrecord_copy.py"), {"components.example_gen"}),
     (("pipeline", "serving", "load_check.py"), {"components.model_packager"}),
     (("modules", "augment.py"), set(ENTRIES)),
     (("pipeline", "results", "report.py"), set()),

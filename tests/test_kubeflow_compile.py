@@ -29,7 +29,8 @@ GOLDEN = os.path.join(REPO, "tests", "golden", "kubeflow-pipeline.yaml")
 FINGERPRINTED = ("modules.preprocessing", "modules.trainer", "modules.evaluation",
                  "components.data_gate", "components.model_packager",
                  "components.serving_pusher", "components.statistics_gen",
-                 "components.bulk_inferrer", "components.submission_writer")
+                 "components.bulk_inferrer", "components.submission_writer",
+                 "components.example_gen")
 ENTRYPOINT = ["python", "-m", "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"]
 DATAFLOW = ["--runner=DataflowRunner", "--project=medtfx-test", "--region=europe-west4",
             "--temp_location=gs://medtfx-test/tmp",

@@ -28,6 +28,7 @@ import yaml
 
 from modules import features as F
 from modules.artifacts import CARD_DIR
+from modules.records import record_dataset
 from pipeline.config import load_config
 from pipeline.data.shards import list_shards
 from pipeline.results.eval_results import load_evaluation
@@ -96,7 +97,7 @@ def ensemble(backend, single, job_endpoint, data, tmp_path_factory) -> Run:
 
 
 def count_records(pattern: str) -> int:
-    return sum(1 for _ in tf.data.TFRecordDataset(tf.io.gfile.glob(pattern), "GZIP"))
+    return sum(1 for _ in record_dataset(tf.io.gfile.glob(pattern)))
 
 
 def uri(run: Run, task: str, key: str) -> str:

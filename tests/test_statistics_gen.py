@@ -9,13 +9,11 @@ import shutil
 
 import tensorflow as tf
 import tensorflow_data_validation as tfdv
-from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils, standard_artifacts
 
 from components.statistics_gen import Executor
-from pipeline.config import load_config
 from pipeline.results.statistics import STATS_FILE
-from tests.helpers import REPO, load_schema
+from tests.helpers import REPO, beam_context, load_schema
 
 SPLITS = ["train00", "train01", "train07", "empty"]
 
@@ -45,13 +43,9 @@ def test_each_split_gets_the_statistics_tfdv_computes_for_it_alone(tiny_data, tm
     shutil.copy(os.path.join(REPO, "schema", "melanoma.pbtxt"), schema.uri)
     statistics = standard_artifacts.ExampleStatistics()
     statistics.uri = str(tmp_path / "statistics")
-    context = base_beam_executor.BaseBeamExecutor.Context(
-        beam_pipeline_args=load_config(None, ["direct_running_mode=in_memory",
-                                              "direct_num_workers=1"]).beam.pipeline_args(),
-        tmp_dir=str(tmp_path / "tmp"), unique_id="1")
 
-    Executor(context).Do({"examples": [examples], "schema": [schema]},
-                         {"statistics": [statistics]}, {"code": ""})
+    Executor(beam_context(str(tmp_path / "tmp"))).Do(
+        {"examples": [examples], "schema": [schema]}, {"statistics": [statistics]}, {"code": ""})
 
     assert artifact_utils.decode_split_names(statistics.split_names) == SPLITS
     options = tfdv.StatsOptions(schema=load_schema())

@@ -21,6 +21,7 @@ from tfx.types import artifact_utils
 from tfx.types.artifact import Artifact
 
 from modules.errors import MedtfxError
+from modules.records import record_dataset
 from modules.signatures import EXAMPLES
 from modules.task import TaskSpec
 
@@ -37,9 +38,7 @@ def evaluation_records(examples: Artifact, splits: list[str], count: int) -> lis
     files = [path for split in splits
              for path in sorted(tf.io.gfile.glob(os.path.join(
                  artifact_utils.get_split_uri([examples], split), "*")))]
-    # ExampleGen writes gzipped TFRecords.
-    records = [r.numpy() for r in
-               tf.data.TFRecordDataset(files, compression_type="GZIP").take(count)]
+    records = [r.numpy() for r in record_dataset(files).take(count)]
     if not records:
         raise MedtfxError(f"no examples in the evaluation splits {', '.join(splits)} of "
                           f"{examples.uri}: no warm-up requests can be written")

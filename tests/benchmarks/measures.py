@@ -22,6 +22,7 @@ from modules import features as F
 from modules.export import keras_path
 from modules.inputs import input_fn
 from modules.model import build_model
+from modules.records import record_dataset
 from modules.settings import AugmentSettings, RunSettings
 from modules.task import TaskSpec
 from modules.trainer import compile_model
@@ -124,16 +125,16 @@ def training_rows(data_root: str, scratch: str, cfg: RunSettings,
 
 
 def examples_files(run: PipelineRun, splits: list[str] | None = None) -> list[str]:
-    """ImportExampleGen's gzipped records of `splits` (default: every split)."""
+    """ImportExampleGen's files of `splits` (default: every split)."""
     uri = run.output_uri("ImportExampleGen", "Examples")
     return sorted(f for split in (splits or ["*"])
-                  for f in glob.glob(os.path.join(uri, f"Split-{split}", "*.gz")))
+                  for f in glob.glob(os.path.join(uri, f"Split-{split}", "*")))
 
 
 def read_seconds(files: list[str], spec: dict) -> float:
     """StatisticsGen's floor: read and parse every record."""
     start = time.perf_counter()
-    for _ in tf.data.TFRecordDataset(files, "GZIP", num_parallel_reads=tf.data.AUTOTUNE) \
+    for _ in record_dataset(files, num_parallel_reads=tf.data.AUTOTUNE) \
             .batch(256).map(lambda r: tf.io.parse_example(r, spec)):
         pass
     return time.perf_counter() - start
@@ -164,7 +165,7 @@ def evaluator_floor_seconds(run: PipelineRun, files: list[str], config) -> float
     layer = graph.transform_features_layer()
     network = keras.models.load_model(keras_path(os.path.join(
         run.output_uri("Trainer", "Model"), "Format-Serving")))
-    raw = tf.data.TFRecordDataset(files, "GZIP").batch(256) \
+    raw = record_dataset(files).batch(256) \
         .map(lambda r: tf.io.parse_example(r, graph.raw_feature_spec()))
     scores = network.predict(raw.map(layer), verbose=0).ravel()
     task = config.task
@@ -212,7 +213,7 @@ def serving_rows(run: PipelineRun, calls: int) -> list[dict]:
     loaded = tf.saved_model.load(serving_dir)
     network = keras.models.load_model(keras_path(serving_dir))
     bare = tf.function(lambda images: network(images, training=False))
-    records = tf.stack(list(tf.data.TFRecordDataset(examples_files(run), "GZIP").take(32)))
+    records = tf.stack(list(record_dataset(examples_files(run)).take(32)))
     encoded = tf.io.parse_example(records, {F.IMAGE_KEY: tf.io.FixedLenFeature(
         [], tf.string)})[F.IMAGE_KEY]
     images = loaded.signatures["transform_features"](examples=records)[F.IMAGE_KEY]
