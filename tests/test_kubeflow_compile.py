@@ -38,7 +38,9 @@ DATAFLOW = ["--runner=DataflowRunner", "--project=medtfx-test", "--region=europe
 COMPILE_SET = KUBEFLOW_SET + [
     f"kubeflow.beam_args={json.dumps(DATAFLOW)}",
     "kubeflow.resources={Trainer: {cpu: 8, memory: 30Gi, accelerator_type: NVIDIA_TESLA_T4, "
-    "accelerator_count: 1}, Transform: {cpu: 4, memory: 16G}, ImportExampleGen: {memory: 8Gi}}",
+    "accelerator_count: 1}, Transform: {cpu: 4, memory: 16G}, ImportExampleGen: {memory: 8Gi}, "
+    "Evaluator: {cpu: 8, memory: 16Gi, accelerator_type: NVIDIA_L4, accelerator_count: 1}, "
+    "BulkInferrer: {cpu: 8, memory: 16Gi, accelerator_type: NVIDIA_L4, accelerator_count: 1}}",
     "scoring.test_shards=true",  # auto is off where the data root is a runtime parameter
 ]
 
@@ -209,6 +211,12 @@ def test_resources_are_set_per_task_from_the_config(compiled):
                         "count": "1", "resourceCount": "1"}}
     assert resources.pop("Transform") == {"cpuLimit": 4.0, "resourceCpuLimit": "4",
                                           "memoryLimit": 16.0, "resourceMemoryLimit": "16G"}
+    for scorer in ("Evaluator", "BulkInferrer"):  # the model's stages, on a GPU each
+        assert resources.pop(scorer) == {
+            "cpuLimit": 8.0, "resourceCpuLimit": "8",
+            "memoryLimit": pytest.approx(16 * 2**30 / 1e9), "resourceMemoryLimit": "16Gi",
+            "accelerator": {"type": "NVIDIA_L4", "resourceType": "NVIDIA_L4",
+                            "count": "1", "resourceCount": "1"}}
     # TFX's own compiler would drop these (platform_config of a file-based ExampleGen).
     # The key is also the class name of the TestExampleGen, which gets them too.
     for example_gen in ("ImportExampleGen", "TestExampleGen"):
