@@ -35,15 +35,12 @@ DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
 
 # Stage and runner pairs that do not run, with what was found (tests/test_beam_runners.py).
 # Beam 2.77's DaskRunner translates only Create, ParDo, GroupByKey and Flatten to dask bags:
-# beam.io.Read, which ImportExampleGen and every tfx-bsl reader use, becomes an empty step.
+# beam.io.Read, which every tfx-bsl reader uses, becomes an empty step. ImportExampleGen
+# (file names through Create and a map) and Transform (in place, no Beam job) run there.
 _DASK_READ = "Beam's DaskRunner (2.77) does not translate beam.io.Read, so "
 UNSUPPORTED: dict[tuple[str, str], str] = {
-    ("dask", IMPORT_EXAMPLE_GEN): _DASK_READ + "reading the input TFRecords fails "
-                                  "(AttributeError: 'NoneType' object has no attribute 'map')",
     ("dask", STATISTICS_GEN): _DASK_READ + "reading the splits fails (AttributeError: "
                               "'NoneType' object has no attribute '__dask_keys__')",
-    ("dask", TRANSFORM): _DASK_READ + "the examples it analyzes are never read (it ends "
-                         "without error, its analysis unchecked)",
     ("dask", EVALUATOR): _DASK_READ + "the examples it evaluates cannot be read (the "
                          "tfx-bsl reader StatisticsGen fails in)",
     ("dask", BULK_INFERRER): _DASK_READ + "the test shards it scores cannot be read (the "

@@ -84,7 +84,7 @@ def test_the_pipeline_stages_are_refused_on_dask_naming_stage_and_runner():
     with pytest.raises(ConfigError) as refused:
         config.beam.pipeline_args(*PIPELINE_STAGES)
     assert str(refused.value).startswith(
-        "beam.runner=dask: ImportExampleGen cannot run on it: Beam's DaskRunner (2.77) does "
+        "beam.runner=dask: StatisticsGen cannot run on it: Beam's DaskRunner (2.77) does "
         "not translate beam.io.Read")
 
 
@@ -140,9 +140,39 @@ def test_data_import_on_dask_writes_the_direct_runners_bytes(kermany, direct_imp
 
 
 @pytest.mark.slow
+def test_import_example_gen_copies_the_shards_on_dask(tiny_data, dask_address, tmp_path):
+    """Its executor sends only file names through Beam (Create and a map), which the
+    DaskRunner translates."""
+    from tfx.dsl.components.base import base_beam_executor
+    from tfx.proto import example_gen_pb2
+    from tfx.types import standard_artifacts
+    from tfx.utils import proto_utils
+
+    from components.example_gen import Executor
+
+    context = base_beam_executor.BaseBeamExecutor.Context(
+        beam_pipeline_args=load_config(None, dask_settings(dask_address)).beam.pipeline_args(
+            "ImportExampleGen"), tmp_dir=str(tmp_path / "tmp"), unique_id="1")
+    examples = standard_artifacts.Examples()
+    examples.uri = str(tmp_path / "examples")
+    splits = example_gen_pb2.Input(splits=[example_gen_pb2.Input.Split(
+        name=f"train{i:02d}", pattern=f"train{i:02d}-*.tfrec") for i in range(15)])
+    Executor(context).Do({}, {"examples": [examples]}, {
+        "input_base": tiny_data, "input_config": proto_utils.proto_to_json(splits),
+        "output_config": proto_utils.proto_to_json(example_gen_pb2.Output()),
+        "output_data_format": example_gen_pb2.FORMAT_TF_EXAMPLE,
+        "output_file_format": example_gen_pb2.FORMAT_TFRECORDS_GZIP})  # as TFX passes them
+    for i in range(15):
+        (shard,) = glob.glob(os.path.join(tiny_data, f"train{i:02d}-*.tfrec"))
+        (copy,) = glob.glob(os.path.join(examples.uri, f"Split-train{i:02d}", "*"))
+        with open(shard, "rb") as a, open(copy, "rb") as b:
+            assert a.read() == b.read(), shard
+
+
+@pytest.mark.slow
 def test_dask_still_cannot_read_the_examples_the_pipeline_stages_read(dask_address, tmp_path):
-    """Why the config refuses them: the first read of TFRecords, as ImportExampleGen's
-    executor and every tfx-bsl reader do it (beam.io.ReadFromTFRecord)."""
+    """Why the config refuses them: the first read of TFRecords, as every tfx-bsl reader
+    does it (beam.io.ReadFromTFRecord)."""
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
