@@ -124,3 +124,6 @@ def test_the_auc_pr_interval_is_boyd_eng_and_pages_logit_interval():
     narrower = auc_pr_interval(0.9, 80)
     assert low < narrower[0] < 0.9 < narrower[1] < high
     assert auc_pr_interval(1.0, 20) is None and auc_pr_interval(0.4, 0) is None
+    # Next to 1 with few positives the logit's half-width is in the thousands: no overflow.
+    low, high = auc_pr_interval(1 - 1e-9, 3)
+    assert 0.0 <= low < 1 - 1e-9 < high <= 1.0

@@ -99,4 +99,7 @@ def auc_pr_interval(auc_pr: float, positives: float) -> Interval | None:
 
 
 def _expit(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-x))
+    """1 / (1 + e^-x) without overflow: near AP = 0 or 1 the interval's half-width is huge."""
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    return math.exp(x) / (1.0 + math.exp(x))
