@@ -17,27 +17,31 @@ worker processes once; summed RSS would count TensorFlow's libraries once per wo
 RUSAGE_CHILDREN reports only the largest single process. What the runner process still
 holds from earlier components counts towards later ones: these are peaks of the run, not
 of a component alone. Component seconds are ML Metadata's execution times.
+
+A line per step is printed as the bench goes (data generated, each component as ML Metadata
+records it finished, each floor); library output goes to work/bench/bench.log and each
+child's own log.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
 import shutil
 import time
 
+# Nothing here imports TensorFlow: the measuring modules are imported once the console
+# sends library output to the log, TensorFlow's start-up lines included.
+from pipeline.ops.console import Console
 
-from modules.settings import AugmentSettings
-from pipeline.config import CONFIG_DIR, load_config
-from pipeline.pipeline import run_settings
-from tests.benchmarks.measures import (beam_rows, component_rows, import_rows, input_rows,
-                                       orchestration_row, serving_rows, training_rows)
-from tests.benchmarks.runs import machine, make_data, run_pipeline
-from tests.helpers import BLESS_ANY
-
-CONFIG_512 = os.path.join(CONFIG_DIR, "siim-isic-512.yaml")
+# siim-isic-512.yaml with a short training: on a CPU its EfficientNet-B6 took over 6 minutes
+# for two training steps of 4 images here (batch 32 would not fit in memory), so the 512 px
+# runs train B0 at batch 4; everything else (TTA, Beam, the test shards) is the config's.
+SHORT_512 = ("weights=none", "backbone=efficientnet_b0", "batch_size=4", "train_steps=2",
+             "epochs=1", "eval_steps=2")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,12 +52,8 @@ class Sizes:
     epochs: int = 2
     overrides_64: tuple[str, ...] = ()
     images_512: int = 75
-    # siim-isic-512.yaml on a CPU: its EfficientNet-B6 took over 6 minutes for two training
-    # steps of 4 images here (batch 32 would not fit in memory), so the Trainer's and
-    # Evaluator's peaks at 512 px are B0's at batch 4; the Beam components' are the config's.
-    overrides_512: tuple[str, ...] = ("weights=none", "backbone=efficientnet_b0",
-                                      "batch_size=4", "train_steps=2", "epochs=1",
-                                      "eval_steps=2")
+    # The Trainer's and Evaluator's peaks at 512 px are B0's at batch 4.
+    overrides_512: tuple[str, ...] = SHORT_512
     input_images: int = 2048  # per input-pipeline measurement at 64 px (1/16 at 512 px)
     train_batches: int = 30
     serving_calls: int = 50
@@ -73,12 +73,25 @@ QUICK = Sizes(images=300, epochs=1, overrides_64=_SMOKE, images_512=45,
 
 def measure(sizes: Sizes, scratch: str) -> dict:
     """Every measurement, in the order that keeps each one alone on the machine."""
-    data_64 = make_data(scratch, sizes.images, 64)
+    from modules.settings import AugmentSettings
+    from pipeline.config import load_config
+    from pipeline.data.synth import SynthSpec
+    from pipeline.pipeline import run_settings
+    from tests.benchmarks.data import make_data
+    from tests.benchmarks.measures import (beam_rows, component_rows, import_rows,
+                                           input_rows, orchestration_row, serving_rows,
+                                           training_rows)
+    from tests.benchmarks.runs import CONFIG_512, run_pipeline
+    from tests.helpers import BLESS_ANY
+
+    data_64 = make_data(scratch, SynthSpec(images=sizes.images, size=64))
     # A few dozen images: at 10% malignant the evaluation fold can hold none, and
     # ModelPackager then (rightly) fails the run.
-    data_512 = make_data(scratch, sizes.images_512, 512, malignant_share=0.3)
+    data_512 = make_data(scratch, SynthSpec(images=sizes.images_512, size=512,
+                                            malignant_share=0.3))
     config = load_config(None)
     cfg = run_settings(config)  # what the Trainer's run_fn reads
+    print("input pipeline at 64 and 512 px, training steps, `medtfx data import`")
     rows = [*input_rows(data_64, 64, AugmentSettings(enabled=False),
                         sizes.input_images, scratch, cfg),
             *input_rows(data_512, 512, AugmentSettings(),
@@ -87,8 +100,9 @@ def measure(sizes: Sizes, scratch: str) -> dict:
             *import_rows(scratch, sizes.import_images, 256)]
     run_64 = run_pipeline(data_64, os.path.join(scratch, "run-64"),
                           [f"epochs={sizes.epochs}", *sizes.overrides_64, *BLESS_ANY[1::2]])
-    rows += [*component_rows(run_64, config), orchestration_row(run_64, sizes.images),
-             *serving_rows(run_64, sizes.serving_calls)]
+    rows += component_rows(run_64, config)
+    print("serving signatures")
+    rows += [orchestration_row(run_64, sizes.images), *serving_rows(run_64, sizes.serving_calls)]
     beam = {workers: run_pipeline(
         data_64, os.path.join(scratch, f"beam-{workers}"),
         ["direct_running_mode=multi_processing", f"direct_num_workers={workers}"],
@@ -98,14 +112,12 @@ def measure(sizes: Sizes, scratch: str) -> dict:
                            [*sizes.overrides_512, *BLESS_ANY[1::2]], CONFIG_512)
     runs = {"64 px": run_64, "512 px": run_512,
             **{f"64 px, Beam x{n}": run for n, run in beam.items()}}
-    return {"rows": rows,
-            "components": {name: {"wall": run.wall, "seconds": run.seconds,
-                                  "peak_mib": run.peak_mib} for name, run in runs.items()}}
+    return {"rows": rows, "components": {name: run.summary() for name, run in runs.items()}}
 
 
 def print_report(report: dict) -> None:
     m = report["machine"]
-    print(f"medtfx bench ({report['mode']}): {m['usable_cores']} of {m['cores']} cores, "
+    print(f"\nmedtfx bench ({report['mode']}): {m['usable_cores']} of {m['cores']} cores, "
           f"{m['cpu_model']}, {m['memory_gib']} GiB; {report['seconds']:.0f} s")
     print(f"{'measure':<48}{'measured':>11}{'against':>11}{'ratio':>8}  goal")
     for r in report["rows"]:
@@ -133,20 +145,25 @@ def main() -> None:
     parser.add_argument("--out", default=os.path.join("work", "bench.json"))
     args = parser.parse_args()
     sizes = QUICK if args.quick else Sizes(images=args.images, epochs=args.epochs)
+    mode = "quick" if args.quick else "full"
+    work = os.path.abspath(os.path.dirname(args.out) or ".")
     # Kept after the run: each pipeline's log and artifacts, for a number that looks wrong.
-    scratch = os.path.abspath(os.path.join(os.path.dirname(args.out) or ".", "bench"))
+    scratch = os.path.join(work, "bench")
     if os.path.isdir(scratch):
         shutil.rmtree(scratch)
     os.makedirs(scratch)
-    start = time.time()
-    report = {"mode": "quick" if args.quick else "full", "machine": machine(),
-              "sizes": dataclasses.asdict(sizes), **measure(sizes, scratch),
-              "scratch": scratch}
-    report["seconds"] = time.time() - start
-    print_report(report)
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=2)
-    print(f"\nwrote {args.out}")
+    log = os.path.join(scratch, "bench.log")
+    with Console(log, verbose=False) as console, contextlib.redirect_stdout(console.out):
+        print(f"medtfx bench ({mode}); library output in {log}")
+        start = time.time()
+        from tests.benchmarks.runs import machine
+        report = {"mode": mode, "machine": machine(), "sizes": dataclasses.asdict(sizes),
+                  **measure(sizes, scratch), "scratch": scratch,
+                  "seconds": time.time() - start}
+        print_report(report)
+        with open(args.out, "w") as f:
+            json.dump(report, f, indent=2)
+        print(f"\nwrote {args.out}")
 
 
 if __name__ == "__main__":
