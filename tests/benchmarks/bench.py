@@ -78,10 +78,10 @@ def measure(sizes: Sizes, scratch: str) -> dict:
     from pipeline.data.synth import SynthSpec
     from pipeline.pipeline import run_settings
     from tests.benchmarks.data import make_data
-    from tests.benchmarks.measures import (beam_rows, component_rows, import_rows,
-                                           input_rows, orchestration_row, serving_rows,
-                                           training_rows)
+    from tests.benchmarks.measures import (beam_rows, import_rows, input_rows,
+                                           orchestration_row, serving_rows, training_rows)
     from tests.benchmarks.runs import CONFIG_512, run_pipeline
+    from tests.benchmarks.figures import component_report, size_rows
     from tests.helpers import BLESS_ANY
 
     data_64 = make_data(scratch, SynthSpec(images=sizes.images, size=64))
@@ -100,7 +100,9 @@ def measure(sizes: Sizes, scratch: str) -> dict:
             *import_rows(scratch, sizes.import_images, 256)]
     run_64 = run_pipeline(data_64, os.path.join(scratch, "run-64"),
                           [f"epochs={sizes.epochs}", *sizes.overrides_64, *BLESS_ANY[1::2]])
-    rows += component_rows(run_64, config)
+    # Every component against its floor, as --scale measures them.
+    rows += size_rows(component_report(run_64, data_64, config, "64 px",
+                                       os.path.join(scratch, "floors-64")))
     print("serving signatures")
     rows += [orchestration_row(run_64, sizes.images), *serving_rows(run_64, sizes.serving_calls)]
     beam = {workers: run_pipeline(
@@ -108,11 +110,18 @@ def measure(sizes: Sizes, scratch: str) -> dict:
         ["direct_running_mode=multi_processing", f"direct_num_workers={workers}"],
         to_nodes=["DataGate"]) for workers in (1, 2)}
     rows += beam_rows(beam)
-    run_512 = run_pipeline(data_512, os.path.join(scratch, "run-512"),
-                           [*sizes.overrides_512, *BLESS_ANY[1::2]], CONFIG_512)
+    overrides_512 = [*sizes.overrides_512, *BLESS_ANY[1::2]]
+    run_512 = run_pipeline(data_512, os.path.join(scratch, "run-512"), overrides_512,
+                           CONFIG_512)
+    rows += size_rows(component_report(run_512, data_512, load_config(
+        CONFIG_512, overrides_512), "512 px", os.path.join(scratch, "floors-512")))
     runs = {"64 px": run_64, "512 px": run_512,
             **{f"64 px, Beam x{n}": run for n, run in beam.items()}}
     return {"rows": rows, "components": {name: run.summary() for name, run in runs.items()}}
+
+
+def _number(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
 
 
 def print_report(report: dict) -> None:
@@ -121,8 +130,8 @@ def print_report(report: dict) -> None:
           f"{m['cpu_model']}, {m['memory_gib']} GiB; {report['seconds']:.0f} s")
     print(f"{'measure':<48}{'measured':>11}{'against':>11}{'ratio':>8}  goal")
     for r in report["rows"]:
-        print(f"{r['name']:<48}{r['value']:>11.4g}{r['floor']:>11.4g}{r['ratio']:>8.2f}"
-              f"  {r['goal']}")
+        print(f"{r['name']:<48}{r['value']:>11.4g}{_number(r['floor'], '>11.4g'):>11}"
+              f"{_number(r['ratio'], '>8.2f'):>8}  {r['goal']}")
     runs = report["components"]
     print(f"\n{'component: seconds / peak PSS MiB':<34}"
           + "".join(f"{name:>22}" for name in runs))
