@@ -1,6 +1,10 @@
 """`make bench`: how close each stage of medtfx comes to the floor of the work it does.
 
     python -m tests.benchmarks.bench [--quick] [--images N] [--epochs E] [--out FILE]
+    python -m tests.benchmarks.bench --scale [--per-shard N] [--out FILE]
+
+`--scale` is its own mode: the siim-isic-512 pipeline at two sizes of a release shaped like
+the 2020 one, and the EfficientNet-B6 Evaluator (tests/benchmarks/scale.py).
 
 Every number is measured in one run on one machine and reported as a ratio against a floor
 (the bare work the stage cannot avoid), so a gap is visible whatever the hardware. A ratio
@@ -37,6 +41,7 @@ import time
 # sends library output to the log, TensorFlow's start-up lines included.
 from pipeline.ops.console import Console
 
+PER_SHARD = 200  # --scale: train images per shard; the 2020 release has ~2,208
 # siim-isic-512.yaml with a short training: on a CPU its EfficientNet-B6 took over 6 minutes
 # for two training steps of 4 images here (batch 32 would not fit in memory), so the 512 px
 # runs train B0 at batch 4; everything else (TTA, Beam, the test shards) is the config's.
@@ -141,6 +146,9 @@ def print_report(report: dict) -> None:
         print(f"{component:<34}" + "".join(f"{cell:>22}" for cell in cells))
     print(f"{'pipeline wall (s)':<34}" + "".join(f"{run['wall']:>22.1f}"
                                                for run in runs.values()))
+    if "scale" in report:
+        from tests.benchmarks.scale import print_scale
+        print_scale(report["scale"])
 
 
 def main() -> None:
@@ -151,12 +159,19 @@ def main() -> None:
                         help="images of the 64 px pipeline run (not with --quick)")
     parser.add_argument("--epochs", type=int, default=Sizes.epochs,
                         help="training epochs of that run (not with --quick)")
+    parser.add_argument("--scale", action="store_true",
+                        help="the siim-isic-512 pipeline on a release shaped like the 2020 "
+                        "one, at two sizes, and the B6 Evaluator (tests/benchmarks/scale.py)")
+    parser.add_argument("--per-shard", type=int, default=PER_SHARD,
+                        help=f"with --scale: train images per shard ({PER_SHARD}; the 2020 "
+                        "release has 2208); test shards get 0.31 of it")
     parser.add_argument("--out", default=os.path.join("work", "bench.json"))
     args = parser.parse_args()
     sizes = QUICK if args.quick else Sizes(images=args.images, epochs=args.epochs)
-    mode = "quick" if args.quick else "full"
+    mode = "scale" if args.scale else "quick" if args.quick else "full"
     work = os.path.abspath(os.path.dirname(args.out) or ".")
     # Kept after the run: each pipeline's log and artifacts, for a number that looks wrong.
+    # The scale releases stay in bench-data/ for the next run.
     scratch = os.path.join(work, "bench")
     if os.path.isdir(scratch):
         shutil.rmtree(scratch)
@@ -166,8 +181,13 @@ def main() -> None:
         print(f"medtfx bench ({mode}); library output in {log}")
         start = time.time()
         from tests.benchmarks.runs import machine
-        report = {"mode": mode, "machine": machine(), "sizes": dataclasses.asdict(sizes),
-                  **measure(sizes, scratch), "scratch": scratch,
+        from tests.benchmarks.scale import measure_scale
+        measured = (measure_scale(args.per_shard, SHORT_512, scratch,
+                                  os.path.join(work, "bench-data"))
+                    if args.scale else measure(sizes, scratch))
+        report = {"mode": mode, "machine": machine(),
+                  "sizes": {"per_shard": args.per_shard} if args.scale
+                  else dataclasses.asdict(sizes), **measured, "scratch": scratch,
                   "seconds": time.time() - start}
         print_report(report)
         with open(args.out, "w") as f:
