@@ -78,18 +78,22 @@ def evaluator_only(config: PipelineConfig, data_root: str, work: WorkDir) -> Pip
 
 
 def measure_b6(release: str, config: PipelineConfig, scratch: str) -> dict:
-    """The B6 Evaluator's seconds, seconds per image and peak PSS (and the B6 Trainer's,
-    at batch 2, as a by-product); the two runs, for the report's component table."""
+    """The B6 Evaluator's seconds, seconds per image and peak PSS (until it failed, if it
+    did), the B6 Trainer's at batch 2 as a by-product, and the runs for the report."""
     data = os.path.join(scratch, "b6-data")
     images = cut_release(release, config.split_plan.evaluation, data)
     print(f"B6: {images} evaluation images cut from {release}")
     trained = run_pipeline(data, os.path.join(scratch, "b6-train"), OVERRIDES, CONFIG_512,
-                           to_nodes=["Trainer"])
-    evaluated = run_pipeline(data, os.path.join(scratch, "b6-evaluate"), OVERRIDES,
-                             CONFIG_512, build=evaluator_only, metadata_from=trained.work)
-    seconds = evaluated.seconds["Evaluator"]
-    return {"images": images, "seconds": seconds, "seconds_per_image": seconds / images,
-            "peak_mib": evaluated.peak_mib["Evaluator"],
-            "tta": config.trainer.tta, "trainer_seconds": trained.seconds["Trainer"],
-            "trainer_peak_mib": trained.peak_mib["Trainer"],
-            "runs": {"B6 to Trainer": trained, "B6 Evaluator": evaluated}}
+                           to_nodes=["Trainer"], keep_failed=True)
+    runs, failed = {"B6 to Trainer": trained}, list(trained.failed)
+    seconds = peak = None
+    if not trained.failed:
+        evaluated = run_pipeline(data, os.path.join(scratch, "b6-evaluate"), OVERRIDES,
+                                 CONFIG_512, build=evaluator_only,
+                                 metadata_from=trained.work, keep_failed=True)
+        runs["B6 Evaluator"], failed = evaluated, evaluated.failed
+        seconds, peak = evaluated.seconds["Evaluator"], evaluated.peak_mib["Evaluator"]
+    return {"images": images, "tta": config.trainer.tta, "failed": failed,
+            "seconds": seconds, "seconds_per_image": seconds and seconds / images,
+            "peak_mib": peak, "trainer_seconds": trained.seconds.get("Trainer"),
+            "trainer_peak_mib": trained.peak_mib.get("Trainer"), "runs": runs}

@@ -44,8 +44,11 @@ def shard_reads(release: str, config: PipelineConfig, transform_reads: bool) -> 
 
 
 def floor_list(run: PipelineRun, release: str, config: PipelineConfig, work: str) -> list[Floor]:
-    """The floors of the components that have one, on the files the pipeline wrote; the
-    test shards' when the run scored them."""
+    """The floors of the components that have one, on the files the pipeline wrote; none
+    when the run stopped before the Trainer, the test shards' when it read them."""
+    done = set(run.seconds) - set(run.failed)
+    if not {"ImportExampleGen", "Transform", "Trainer"} <= done:
+        return []
     examples = run.output_uri("ImportExampleGen", "Examples")
     graph = run.output_uri("Transform", "TransformGraph")
     serving = os.path.join(run.output_uri("Trainer", "Model"), "Format-Serving")
@@ -60,7 +63,7 @@ def floor_list(run: PipelineRun, release: str, config: PipelineConfig, work: str
                                          graph, batch)),
         ("Evaluator", evaluate, (serving, split_files(examples, plan.names(plan.evaluation)),
                                  batch, config.task, config.evaluation.slices))]
-    if "TestExampleGen" in run.seconds:
+    if "TestExampleGen" in done:
         test = split_files(run.output_uri("TestExampleGen", "Examples"))
         floors += [("TestExampleGen", copy_records, (sources["TestExampleGen"]["files"],
                                                      os.path.join(work, "copy-test"))),
@@ -92,7 +95,7 @@ def figures(run: PipelineRun, reads: dict[str, dict], floors: dict[str, dict]) -
             "mb": read["mb"], "images_per_s": read["images"] / seconds if rate else None,
             "mb_per_s": read["mb"] / seconds if rate else None,
             "peak_mib": run.peak_mib[name], "written_mb": run.written_bytes(name) / 1e6,
-            "floor": floor or None}
+            "floor": floor or None, "failed": name in run.failed}
     return out
 
 
@@ -100,9 +103,10 @@ def component_report(run: PipelineRun, release: str, config: PipelineConfig, lab
                      work: str) -> dict:
     """A pipeline run on `release`: its floors measured (in `work`), and every component's
     figures against its floor. The normal bench reports its 64 and 512 px runs so too."""
-    floors = measure_floors(floor_list(run, release, config, os.path.join(work, "out")), work)
+    floors = floor_list(run, release, config, os.path.join(work, "out"))
+    floors = measure_floors(floors, work) if floors else {}
     reads_data = transform_reads_data(run)
-    if not reads_data:  # the decode is recorded, but Transform's floor is nothing
+    if not reads_data and "Transform" in floors:  # the decode is kept; the floor is nothing
         floors["Transform"].update(decode_seconds=floors["Transform"]["seconds"],
                                    seconds=0.0, note="Transform reads no data (in-place)")
     reads = shard_reads(release, config, reads_data)
@@ -113,6 +117,8 @@ def component_report(run: PipelineRun, release: str, config: PipelineConfig, lab
 
 
 def size_rows(size: dict) -> list[dict]:
-    """Each component with a floor: its seconds against the floor's."""
-    return [row(f"{name} {size['label']} (s)", c["seconds"], c["floor"]["seconds"], "s",
-                "lower") for name, c in size["components"].items() if c["floor"]]
+    """Each component with a floor: its seconds (until it failed, if it did) against the
+    floor's."""
+    return [row(f"{name} {size['label']} (s{', FAILED' if c['failed'] else ''})",
+                c["seconds"], c["floor"]["seconds"], "s", "lower")
+            for name, c in size["components"].items() if c["floor"]]

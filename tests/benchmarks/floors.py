@@ -164,7 +164,9 @@ def measure_floors(floors: list[Floor], work: str) -> dict[str, dict]:
     os.makedirs(work)
     out, label = os.path.join(work, "floors.jsonl"), os.path.basename(work)
     print(f"{label}: {len(floors)} floors in one process")
-    watched = watch(label, os.path.join(work, "floors.log"), _run_floors, (floors, out),
+    log = os.path.join(work, "floors.log")
+    watched = watch(label, log, _run_floors, (floors, out),
                     lambda: {n: (d["start"], d["end"]) for n, d in _done(out).items()})
+    watched.check(label, log)
     return {name: {**line, "peak_mib": watched.peak_mib(line["start"], line["end"])}
             for name, line in _done(out).items()}

@@ -38,23 +38,25 @@ def scale_spec(per_shard: int, train_shards: int, eval_shards: int) -> SynthSpec
 
 def measure_size(per_shard: int, config: PipelineConfig, overrides: list[str],
                  data_root: str, scratch: str) -> tuple[dict, PipelineRun]:
-    """One size: the release (generated once), the pipeline run, the floors."""
+    """One size: the release (generated once), the pipeline run (kept as far as it got
+    when a component fails: that it fails is a result), the floors."""
     spec = scale_spec(per_shard, config.data.train_shards, len(config.split_plan.evaluation))
     release = make_data(data_root, spec)
     run = run_pipeline(release, os.path.join(scratch, f"scale-{per_shard}"), overrides,
-                       CONFIG_512)
+                       CONFIG_512, keep_failed=True)
     report = component_report(run, release, config, f"{per_shard}/shard",
                               os.path.join(scratch, f"floors-{per_shard}"))
     return {**report, "per_shard": per_shard, "spec": dataclasses.asdict(spec)}, run
 
 
 def growth_rows(small: dict, large: dict) -> list[dict]:
-    """Per component that reads images: seconds per image and peak memory, large size
-    against small (1.0: the cost per image does not grow; the goal for memory: flat)."""
+    """Per component that reads images and ran at both sizes: seconds per image and peak
+    memory, large size against small (1.0: the cost per image does not grow; the goal for
+    memory: flat)."""
     rows, label = [], f"{large['label']} vs {small['label']}"
     for name, big in large["components"].items():
         little = small["components"].get(name)
-        if not big["images"] or not little:
+        if not big["images"] or not little or big["failed"] or little["failed"]:
             continue
         rows += [row(f"{name} s/image, {label}", big["seconds"] / big["images"],
                      little["seconds"] / little["images"], "s/img", "<= 1.0"),
@@ -76,11 +78,14 @@ def measure_scale(per_shard: int, training: tuple[str, ...], scratch: str,
     evaluator_b6 = b6.measure_b6(sizes[-1]["release"], config, scratch)
     runs = {size["label"]: run for size, run in measured}
     runs.update(evaluator_b6.pop("runs"))
-    rows = [r for s in sizes for r in size_rows(s)] + growth_rows(*sizes) + [
-        row(f"Evaluator B6 512 px TTA {evaluator_b6['tta']}, peak (MiB)",
-            evaluator_b6["peak_mib"], 8 * 1024, "MiB", "< 1.0 (8 GiB)")]
+    rows = [r for s in sizes for r in size_rows(s)] + growth_rows(*sizes)
+    if evaluator_b6["peak_mib"] is not None:
+        failed = ", FAILED" if evaluator_b6["failed"] else ""
+        rows.append(row(f"Evaluator B6 512 px TTA {evaluator_b6['tta']} (peak MiB{failed})",
+                        evaluator_b6["peak_mib"], 8 * 1024, "MiB", "< 1.0 (8 GiB)"))
     scale = {"sizes": sizes, "b6": evaluator_b6,
-             "extrapolation": extrapolate.estimate(sizes, evaluator_b6, config)}
+             "extrapolation": extrapolate.estimate(  # the config's epochs, not the short run's
+                 sizes, evaluator_b6, load_config(CONFIG_512).trainer.epochs)}
     return {"rows": rows, "scale": scale,
             "components": {name: run.summary() for name, run in runs.items()}}
 
@@ -99,36 +104,56 @@ def _cell(values: dict | None, key: str, spec: str) -> str:
     return f"{'-' if value is None else format(value, spec):>10}"
 
 
-def _estimate(hours: float, gib: float) -> str:
-    return f"{hours:>20.2f} / {gib:5.1f}"
+def _estimate(stage: dict) -> str:
+    if "seconds" not in stage:
+        return f"{'-':>20} / {'-':>5}"
+    return f"{stage['seconds'] / 3600:>20.2f} / {stage['peak_mib'] / 1024:5.1f}"
+
+
+def _print_size(size: dict) -> None:
+    print(f"\n512 px, {size['label']} ({size['train_images']:,} train, "
+          f"{size['test_images']:,} test images); pipeline {size['wall']:.0f} s")
+    print(f"{'component':<30}" + "".join(f"{title:>10}" for title, _, _ in
+                                          _COLUMNS + _FLOOR_COLUMNS))
+    for name, c in size["components"].items():
+        notes = ["FAILED"] if c["failed"] else []
+        notes += [c["floor"]["note"]] if c["floor"] and "note" in c["floor"] else []
+        print(f"{name:<30}" + "".join(_cell(c, key, spec) for _, key, spec in _COLUMNS)
+              + "".join(_cell(c["floor"], key, spec) for _, key, spec in _FLOOR_COLUMNS)
+              + "".join(f"  {note}" for note in notes))
+
+
+def _print_b6(b6: dict) -> None:
+    if b6["peak_mib"] is None:
+        print(f"\nEfficientNet-B6: the run to the Trainer failed at {', '.join(b6['failed'])}")
+        return
+    state = f"FAILED after {b6['seconds']:.0f} s" if b6["failed"] else (
+        f"{b6['seconds']:.0f} s ({b6['seconds_per_image']:.2f} s/image)")
+    print(f"\nEvaluator, EfficientNet-B6 at 512 px, TTA {b6['tta']}, {b6['images']} images: "
+          f"{state}, peak {b6['peak_mib']:,.0f} MiB (goal under 8 GiB); its Trainer at "
+          f"batch 2: peak {b6['trainer_peak_mib']:,.0f} MiB")
+
+
+def _print_estimates(extrapolation: dict) -> None:
+    releases = extrapolation["releases"]
+    print(f"\n{'estimate: hours / peak GiB':<30}" + "".join(f"{name:>28}" for name in releases))
+    for stage in dict.fromkeys(s for r in releases.values() for s in r["stages"]):
+        print(f"{stage:<30}" + "".join(_estimate(r["stages"][stage]) for r in releases.values()))
+    print(f"{'whole run / largest peak':<30}" + "".join(
+        _estimate(r) for r in releases.values()))
+    notes = {stage: s["note"] for r in releases.values() for stage, s in r["stages"].items()
+             if "note" in s}
+    for stage, note in notes.items():
+        print(f"  no estimate for {stage}: {note} (left out of the whole run)")
+    print("assumptions:")
+    for assumption in extrapolation["assumptions"]:
+        print(f"  - {assumption}")
 
 
 def print_scale(scale: dict) -> None:
     """Per size, each component's figures and its floor's; the B6 Evaluator; the estimates
     for the real releases with their assumptions."""
     for size in scale["sizes"]:
-        print(f"\n512 px, {size['label']} ({size['train_images']:,} train, "
-              f"{size['test_images']:,} test images); pipeline {size['wall']:.0f} s")
-        print(f"{'component':<30}" + "".join(f"{title:>10}" for title, _, _ in
-                                              _COLUMNS + _FLOOR_COLUMNS))
-        for name, c in size["components"].items():
-            print(f"{name:<30}" + "".join(_cell(c, key, spec) for _, key, spec in _COLUMNS)
-                  + "".join(_cell(c["floor"], key, spec) for _, key, spec in _FLOOR_COLUMNS)
-                  + (f"  {c['floor']['note']}" if c["floor"] and "note" in c["floor"] else ""))
-    b6 = scale["b6"]
-    print(f"\nEvaluator, EfficientNet-B6 at 512 px, TTA {b6['tta']}, {b6['images']} images: "
-          f"{b6['seconds']:.0f} s ({b6['seconds_per_image']:.2f} s/image), peak "
-          f"{b6['peak_mib']:,.0f} MiB (goal under 8 GiB); its Trainer at batch 2: peak "
-          f"{b6['trainer_peak_mib']:,.0f} MiB")
-    releases = scale["extrapolation"]["releases"]
-    print(f"\n{'estimate: hours / peak GiB':<30}" + "".join(f"{name:>28}" for name in releases))
-    stages = dict.fromkeys(s for r in releases.values() for s in r["stages"])
-    for stage in stages:
-        print(f"{stage:<30}" + "".join(
-            _estimate(r["stages"][stage]["seconds"] / 3600, r["stages"][stage]["peak_mib"] / 1024)
-            for r in releases.values()))
-    print(f"{'whole run / largest peak':<30}" + "".join(
-        _estimate(r["hours"], r["peak_gib"]) for r in releases.values()))
-    print("assumptions:")
-    for assumption in scale["extrapolation"]["assumptions"]:
-        print(f"  - {assumption}")
+        _print_size(size)
+    _print_b6(scale["b6"])
+    _print_estimates(scale["extrapolation"])
