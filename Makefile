@@ -45,6 +45,10 @@ test-fast: $(STAMP)
 
 # Each stage's speed and memory against its floor, as a table and work/bench.json
 # (tests/benchmarks/bench.py; 14 minutes on 2 quiet cores; `ARGS=--quick` checks that it runs).
+# `ARGS=--scale` [--per-shard N]: the siim-isic-512 pipeline on a release shaped like the
+# 2020 one at two sizes, B6's Evaluator and estimates for the real releases (under an hour
+# the first time; the releases stay in work/bench-data). A line per step; library output
+# in work/bench/bench.log.
 bench: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m tests.benchmarks.bench $(ARGS)
 

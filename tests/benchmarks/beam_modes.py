@@ -23,8 +23,10 @@ import time
 from pipeline.beam_config import DATA_IMPORT, PIPELINE_STAGES
 from pipeline.config import CONFIG_DIR, load_config
 from pipeline.data.importer import import_dataset
+from pipeline.data.synth import SynthSpec
 from pipeline.data.synth_layouts import LayoutSpec, generate_layout
-from tests.benchmarks.runs import make_data, run_pipeline
+from tests.benchmarks.data import make_data
+from tests.benchmarks.runs import run_pipeline
 from tests.helpers import dask_cluster, dask_settings, local_job_service, portable_settings
 
 DIRECT = {"direct x1": ["beam.direct_running_mode=in_memory", "beam.direct_num_workers=1"],
@@ -55,7 +57,7 @@ def main() -> None:
     args = parser.parse_args()
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as services:
-        data = make_data(tmp, args.images, args.size)
+        data = make_data(tmp, SynthSpec(images=args.images, size=args.size))
         release = os.path.join(tmp, "kermany")
         generate_layout(release, LayoutSpec("pneumonia", images=args.images, size=args.size))
         runners = {**DIRECT, "portable": portable_settings(

@@ -1,6 +1,10 @@
 """`make bench`: how close each stage of medtfx comes to the floor of the work it does.
 
     python -m tests.benchmarks.bench [--quick] [--images N] [--epochs E] [--out FILE]
+    python -m tests.benchmarks.bench --scale [--per-shard N] [--out FILE]
+
+`--scale` is its own mode: the siim-isic-512 pipeline at two sizes of a release shaped like
+the 2020 one, and the EfficientNet-B6 Evaluator (tests/benchmarks/scale.py).
 
 Every number is measured in one run on one machine and reported as a ratio against a floor
 (the bare work the stage cannot avoid), so a gap is visible whatever the hardware. A ratio
@@ -17,27 +21,32 @@ worker processes once; summed RSS would count TensorFlow's libraries once per wo
 RUSAGE_CHILDREN reports only the largest single process. What the runner process still
 holds from earlier components counts towards later ones: these are peaks of the run, not
 of a component alone. Component seconds are ML Metadata's execution times.
+
+A line per step is printed as the bench goes (data generated, each component as ML Metadata
+records it finished, each floor); library output goes to work/bench/bench.log and each
+child's own log.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
 import shutil
 import time
 
+# Nothing here imports TensorFlow: the measuring modules are imported once the console
+# sends library output to the log, TensorFlow's start-up lines included.
+from pipeline.ops.console import Console
 
-from modules.settings import AugmentSettings
-from pipeline.config import CONFIG_DIR, load_config
-from pipeline.pipeline import run_settings
-from tests.benchmarks.measures import (beam_rows, component_rows, import_rows, input_rows,
-                                       orchestration_row, serving_rows, training_rows)
-from tests.benchmarks.runs import machine, make_data, run_pipeline
-from tests.helpers import BLESS_ANY
-
-CONFIG_512 = os.path.join(CONFIG_DIR, "siim-isic-512.yaml")
+PER_SHARD = 200  # --scale: train images per shard; the 2020 release has ~2,208
+# siim-isic-512.yaml with a short training: on a CPU its EfficientNet-B6 took over 6 minutes
+# for two training steps of 4 images here (batch 32 would not fit in memory), so the 512 px
+# runs train B0 at batch 4; everything else (TTA, Beam, the test shards) is the config's.
+SHORT_512 = ("weights=none", "backbone=efficientnet_b0", "batch_size=4", "train_steps=2",
+             "epochs=1", "eval_steps=2")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,12 +57,8 @@ class Sizes:
     epochs: int = 2
     overrides_64: tuple[str, ...] = ()
     images_512: int = 75
-    # siim-isic-512.yaml on a CPU: its EfficientNet-B6 took over 6 minutes for two training
-    # steps of 4 images here (batch 32 would not fit in memory), so the Trainer's and
-    # Evaluator's peaks at 512 px are B0's at batch 4; the Beam components' are the config's.
-    overrides_512: tuple[str, ...] = ("weights=none", "backbone=efficientnet_b0",
-                                      "batch_size=4", "train_steps=2", "epochs=1",
-                                      "eval_steps=2")
+    # The Trainer's and Evaluator's peaks at 512 px are B0's at batch 4.
+    overrides_512: tuple[str, ...] = SHORT_512
     input_images: int = 2048  # per input-pipeline measurement at 64 px (1/16 at 512 px)
     train_batches: int = 30
     serving_calls: int = 50
@@ -73,12 +78,25 @@ QUICK = Sizes(images=300, epochs=1, overrides_64=_SMOKE, images_512=45,
 
 def measure(sizes: Sizes, scratch: str) -> dict:
     """Every measurement, in the order that keeps each one alone on the machine."""
-    data_64 = make_data(scratch, sizes.images, 64)
+    from modules.settings import AugmentSettings
+    from pipeline.config import load_config
+    from pipeline.data.synth import SynthSpec
+    from pipeline.pipeline import run_settings
+    from tests.benchmarks.data import make_data
+    from tests.benchmarks.measures import (beam_rows, import_rows, input_rows,
+                                           orchestration_row, serving_rows, training_rows)
+    from tests.benchmarks.runs import CONFIG_512, run_pipeline
+    from tests.benchmarks.figures import component_report, size_rows
+    from tests.helpers import BLESS_ANY
+
+    data_64 = make_data(scratch, SynthSpec(images=sizes.images, size=64))
     # A few dozen images: at 10% malignant the evaluation fold can hold none, and
     # ModelPackager then (rightly) fails the run.
-    data_512 = make_data(scratch, sizes.images_512, 512, malignant_share=0.3)
+    data_512 = make_data(scratch, SynthSpec(images=sizes.images_512, size=512,
+                                            malignant_share=0.3))
     config = load_config(None)
     cfg = run_settings(config)  # what the Trainer's run_fn reads
+    print("input pipeline at 64 and 512 px, training steps, `medtfx data import`")
     rows = [*input_rows(data_64, 64, AugmentSettings(enabled=False),
                         sizes.input_images, scratch, cfg),
             *input_rows(data_512, 512, AugmentSettings(),
@@ -87,30 +105,38 @@ def measure(sizes: Sizes, scratch: str) -> dict:
             *import_rows(scratch, sizes.import_images, 256)]
     run_64 = run_pipeline(data_64, os.path.join(scratch, "run-64"),
                           [f"epochs={sizes.epochs}", *sizes.overrides_64, *BLESS_ANY[1::2]])
-    rows += [*component_rows(run_64, config), orchestration_row(run_64, sizes.images),
-             *serving_rows(run_64, sizes.serving_calls)]
+    # Every component against its floor, as --scale measures them.
+    rows += size_rows(component_report(run_64, data_64, config, "64 px",
+                                       os.path.join(scratch, "floors-64")))
+    print("serving signatures")
+    rows += [orchestration_row(run_64, sizes.images), *serving_rows(run_64, sizes.serving_calls)]
     beam = {workers: run_pipeline(
         data_64, os.path.join(scratch, f"beam-{workers}"),
         ["direct_running_mode=multi_processing", f"direct_num_workers={workers}"],
         to_nodes=["DataGate"]) for workers in (1, 2)}
     rows += beam_rows(beam)
-    run_512 = run_pipeline(data_512, os.path.join(scratch, "run-512"),
-                           [*sizes.overrides_512, *BLESS_ANY[1::2]], CONFIG_512)
+    overrides_512 = [*sizes.overrides_512, *BLESS_ANY[1::2]]
+    run_512 = run_pipeline(data_512, os.path.join(scratch, "run-512"), overrides_512,
+                           CONFIG_512)
+    rows += size_rows(component_report(run_512, data_512, load_config(
+        CONFIG_512, overrides_512), "512 px", os.path.join(scratch, "floors-512")))
     runs = {"64 px": run_64, "512 px": run_512,
             **{f"64 px, Beam x{n}": run for n, run in beam.items()}}
-    return {"rows": rows,
-            "components": {name: {"wall": run.wall, "seconds": run.seconds,
-                                  "peak_mib": run.peak_mib} for name, run in runs.items()}}
+    return {"rows": rows, "components": {name: run.summary() for name, run in runs.items()}}
+
+
+def _number(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
 
 
 def print_report(report: dict) -> None:
     m = report["machine"]
-    print(f"medtfx bench ({report['mode']}): {m['usable_cores']} of {m['cores']} cores, "
+    print(f"\nmedtfx bench ({report['mode']}): {m['usable_cores']} of {m['cores']} cores, "
           f"{m['cpu_model']}, {m['memory_gib']} GiB; {report['seconds']:.0f} s")
     print(f"{'measure':<48}{'measured':>11}{'against':>11}{'ratio':>8}  goal")
     for r in report["rows"]:
-        print(f"{r['name']:<48}{r['value']:>11.4g}{r['floor']:>11.4g}{r['ratio']:>8.2f}"
-              f"  {r['goal']}")
+        print(f"{r['name']:<48}{r['value']:>11.4g}{_number(r['floor'], '>11.4g'):>11}"
+              f"{_number(r['ratio'], '>8.2f'):>8}  {r['goal']}")
     runs = report["components"]
     print(f"\n{'component: seconds / peak PSS MiB':<34}"
           + "".join(f"{name:>22}" for name in runs))
@@ -120,6 +146,9 @@ def print_report(report: dict) -> None:
         print(f"{component:<34}" + "".join(f"{cell:>22}" for cell in cells))
     print(f"{'pipeline wall (s)':<34}" + "".join(f"{run['wall']:>22.1f}"
                                                for run in runs.values()))
+    if "scale" in report:
+        from tests.benchmarks.scale import print_scale
+        print_scale(report["scale"])
 
 
 def main() -> None:
@@ -130,23 +159,40 @@ def main() -> None:
                         help="images of the 64 px pipeline run (not with --quick)")
     parser.add_argument("--epochs", type=int, default=Sizes.epochs,
                         help="training epochs of that run (not with --quick)")
+    parser.add_argument("--scale", action="store_true",
+                        help="the siim-isic-512 pipeline on a release shaped like the 2020 "
+                        "one, at two sizes, and the B6 Evaluator (tests/benchmarks/scale.py)")
+    parser.add_argument("--per-shard", type=int, default=PER_SHARD,
+                        help=f"with --scale: train images per shard ({PER_SHARD}; the 2020 "
+                        "release has 2208); test shards get 0.31 of it")
     parser.add_argument("--out", default=os.path.join("work", "bench.json"))
     args = parser.parse_args()
     sizes = QUICK if args.quick else Sizes(images=args.images, epochs=args.epochs)
+    mode = "scale" if args.scale else "quick" if args.quick else "full"
+    work = os.path.abspath(os.path.dirname(args.out) or ".")
     # Kept after the run: each pipeline's log and artifacts, for a number that looks wrong.
-    scratch = os.path.abspath(os.path.join(os.path.dirname(args.out) or ".", "bench"))
+    # The scale releases stay in bench-data/ for the next run.
+    scratch = os.path.join(work, "bench")
     if os.path.isdir(scratch):
         shutil.rmtree(scratch)
     os.makedirs(scratch)
-    start = time.time()
-    report = {"mode": "quick" if args.quick else "full", "machine": machine(),
-              "sizes": dataclasses.asdict(sizes), **measure(sizes, scratch),
-              "scratch": scratch}
-    report["seconds"] = time.time() - start
-    print_report(report)
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=2)
-    print(f"\nwrote {args.out}")
+    log = os.path.join(scratch, "bench.log")
+    with Console(log, verbose=False) as console, contextlib.redirect_stdout(console.out):
+        print(f"medtfx bench ({mode}); library output in {log}")
+        start = time.time()
+        from tests.benchmarks.runs import machine
+        from tests.benchmarks.scale import measure_scale
+        measured = (measure_scale(args.per_shard, SHORT_512, scratch,
+                                  os.path.join(work, "bench-data"))
+                    if args.scale else measure(sizes, scratch))
+        report = {"mode": mode, "machine": machine(),
+                  "sizes": {"per_shard": args.per_shard} if args.scale
+                  else dataclasses.asdict(sizes), **measured, "scratch": scratch,
+                  "seconds": time.time() - start}
+        print_report(report)
+        with open(args.out, "w") as f:
+            json.dump(report, f, indent=2)
+        print(f"\nwrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -8,11 +8,9 @@ import os
 import statistics
 import time
 
-import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
-from sklearn.metrics import roc_auc_score
 from tfx import v1 as tfx
 from tfx.components.util import examples_utils, tfxio_utils
 from tfx.proto import example_gen_pb2
@@ -24,16 +22,18 @@ from modules.inputs import input_fn
 from modules.model import build_model
 from modules.records import record_dataset
 from modules.settings import AugmentSettings, RunSettings
-from modules.task import TaskSpec
 from modules.trainer import compile_model
-from tests.helpers import run_transform, shard_records
+from tests.benchmarks.floors import split_files
 from tests.benchmarks.runs import PipelineRun
+from tests.helpers import run_transform, shard_records
 
 
-def row(name: str, value: float, floor: float, unit: str, goal: str = "", **extra) -> dict:
-    """One line of the table: the measured value, its floor and their ratio."""
+def row(name: str, value: float, floor: float | None, unit: str, goal: str = "",
+        **extra) -> dict:
+    """One line of the table: the measured value, its floor and their ratio (none when
+    there is no floor, or it is zero)."""
     return {"name": name, "value": value, "floor": floor, "unit": unit,
-            "ratio": value / floor, "goal": goal, **extra}
+            "ratio": value / floor if floor else None, "goal": goal, **extra}
 
 
 def transform_output(data_root: str, size: int, out_dir: str) -> tft.TFTransformOutput:
@@ -125,67 +125,8 @@ def training_rows(data_root: str, scratch: str, cfg: RunSettings,
 
 
 def examples_files(run: PipelineRun, splits: list[str] | None = None) -> list[str]:
-    """ImportExampleGen's files of `splits` (default: every split)."""
-    uri = run.output_uri("ImportExampleGen", "Examples")
-    return sorted(f for split in (splits or ["*"])
-                  for f in glob.glob(os.path.join(uri, f"Split-{split}", "*")))
-
-
-def read_seconds(files: list[str], spec: dict) -> float:
-    """StatisticsGen's floor: read and parse every record."""
-    start = time.perf_counter()
-    for _ in record_dataset(files, num_parallel_reads=tf.data.AUTOTUNE) \
-            .batch(256).map(lambda r: tf.io.parse_example(r, spec)):
-        pass
-    return time.perf_counter() - start
-
-
-def slice_aucs(columns: dict[str, np.ndarray], scores: np.ndarray, slices: list[list[str]],
-               task: TaskSpec) -> dict[str, float]:
-    """AUC overall and on every slice with both classes, as the Evaluator slices."""
-    labels = columns[task.label.key]
-    keys = {**columns, **{n.slice_key: np.where(
-        columns[n.key] == task.missing, task.missing,
-        np.searchsorted(sorted(n.buckets), columns[n.key], side="right"))
-        for n in task.bucketed}}
-    aucs = {"overall": roc_auc_score(labels, scores)}
-    for family in slices:
-        values = np.stack([keys[key] for key in family], axis=1)
-        for value in np.unique(values, axis=0):
-            mask = (values == value).all(axis=1)
-            if 0 < labels[mask].sum() < mask.sum():
-                aucs[f"{family}={value.tolist()}"] = roc_auc_score(labels[mask], scores[mask])
-    return aucs
-
-
-def evaluator_floor_seconds(run: PipelineRun, files: list[str], config) -> float:
-    """The Evaluator's floor: load the model, read, transform, predict, AUC per slice."""
-    start = time.perf_counter()
-    graph = tft.TFTransformOutput(run.output_uri("Transform", "TransformGraph"))
-    layer = graph.transform_features_layer()
-    network = keras.models.load_model(keras_path(os.path.join(
-        run.output_uri("Trainer", "Model"), "Format-Serving")))
-    raw = record_dataset(files).batch(256) \
-        .map(lambda r: tf.io.parse_example(r, graph.raw_feature_spec()))
-    scores = network.predict(raw.map(layer), verbose=0).ravel()
-    task = config.task
-    # The label and what slices read: optional features (diagnosis, source) parse sparse.
-    keys = {task.label.key, *task.model_features, *(n.key for n in task.bucketed),
-            *(f for family in config.evaluation.slices for f in family if f in task.metadata)}
-    columns = {key: np.concatenate([batch[key].numpy().ravel() for batch in raw])
-               for key in keys}
-    slice_aucs(columns, scores, config.evaluation.slices, task)
-    return time.perf_counter() - start
-
-
-def component_rows(run: PipelineRun, config) -> list[dict]:
-    """Item 3: StatisticsGen and the Evaluator (ML Metadata seconds) against their floors."""
-    graph = tft.TFTransformOutput(run.output_uri("Transform", "TransformGraph"))
-    evaluation = examples_files(run, config.split_plan.names(config.split_plan.evaluation))
-    return [row("StatisticsGen vs read+parse (s)", run.seconds["StatisticsGen"],
-                read_seconds(examples_files(run), graph.raw_feature_spec()), "s"),
-            row("Evaluator vs predict+AUCs (s)", run.seconds["Evaluator"],
-                evaluator_floor_seconds(run, evaluation, config), "s")]
+    """ImportExampleGen's record files of `splits` (default: every split)."""
+    return split_files(run.output_uri("ImportExampleGen", "Examples"), splits)
 
 
 def orchestration_row(run: PipelineRun, images: int) -> dict:
