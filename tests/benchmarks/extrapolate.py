@@ -39,7 +39,8 @@ ASSUMPTIONS = [
     "forward passes (forward and backward) of B6, a forward pass being B6's Evaluator "
     "seconds per image (as above) / TTA; its peak is B6's at batch 2 (the config's batch 32 "
     "is not measured)",
-    "Beam on as many cores as the measuring machine has; nothing runs in parallel",
+    "the measuring machine's cores, Beam in one process (the default); the stages run one "
+    "after another",
 ]
 
 

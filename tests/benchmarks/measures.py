@@ -173,12 +173,23 @@ def serving_rows(run: PipelineRun, calls: int) -> list[dict]:
             for name in ("serving_default", "serving_image")]
 
 
-def beam_rows(runs: dict[int, PipelineRun]) -> list[dict]:
-    """Item 6: Beam components on 1 and 2 DirectRunner worker processes (speed-up as
-    seconds on 1 over seconds on 2; 2.0 is linear)."""
-    return [row(f"{component} s, 1 vs 2 workers (speed-up)", runs[1].seconds[component],
-                runs[2].seconds[component], "s", "2.0 is linear")
-            for component in ("ImportExampleGen", "StatisticsGen")]
+# The DirectRunner on two worker processes, against its default of one process.
+TWO_WORKERS = ["direct_running_mode=multi_processing", "direct_num_workers=2"]
+BEAM_STAGES = ("ImportExampleGen", "TestExampleGen", "StatisticsGen", "TestStatisticsGen",
+               "Transform", "Evaluator", "BulkInferrer")
+
+
+def beam_rows(one: PipelineRun, two: PipelineRun, label: str) -> list[dict]:
+    """Item 6: each Beam stage that ran both ways, in one process (`one`) and on two worker
+    processes (`two`, TWO_WORKERS): the speed-up of the second worker (seconds in one over
+    seconds on two; 2.0 is linear) and the peak memory on two against one."""
+    rows = []
+    for stage in (s for s in BEAM_STAGES if s in one.seconds and s in two.seconds):
+        rows += [row(f"{stage} {label}, 2 workers (speed-up)", one.seconds[stage],
+                     two.seconds[stage], "s", "2.0 is linear"),
+                 row(f"{stage} {label}, 2 workers (peak MiB)", two.peak_mib[stage],
+                     one.peak_mib[stage], "MiB", "")]
+    return rows
 
 
 def import_rows(scratch: str, images: int, size: int) -> list[dict]:

@@ -4,8 +4,9 @@ the full one, each component against its floor; the Evaluator on EfficientNet-B6
 the per-image costs say about the real releases (tests/benchmarks/extrapolate.py).
 
 Training is a few steps of EfficientNet-B0 at batch 4 (training speed is measured by the
-normal bench); everything else runs as siim-isic-512.yaml sets it: TTA 8, Beam on every core,
-the test shards scored. Each component's figures and floor: tests/benchmarks/figures.py."""
+normal bench); everything else runs as siim-isic-512.yaml sets it: TTA 8, Beam in one
+process (the default; the full size runs again on two worker processes, to show what a
+second worker gains), the test shards scored. Each component's figures and floor: tests/benchmarks/figures.py."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pipeline.data.synth import SynthSpec
 from tests.benchmarks import b6, extrapolate
 from tests.benchmarks.data import make_data
 from tests.benchmarks.figures import component_report, size_rows
-from tests.benchmarks.measures import row
+from tests.benchmarks.measures import TWO_WORKERS, beam_rows, row
 from tests.benchmarks.runs import CONFIG_512, PipelineRun, run_pipeline
 from tests.helpers import BLESS_ANY
 
@@ -75,10 +76,16 @@ def measure_scale(per_shard: int, training: tuple[str, ...], scratch: str,
     measured = [measure_size(n, config, overrides, data_root, scratch)
                 for n in (max(4, per_shard // 4), per_shard)]
     sizes = [size for size, _ in measured]
-    evaluator_b6 = b6.measure_b6(sizes[-1]["release"], config, scratch)
+    # The default's one process against two worker processes, at the full size.
+    full, one = sizes[-1], measured[-1][1]
+    two = run_pipeline(full["release"], os.path.join(scratch, f"scale-{per_shard}-x2"),
+                       [*overrides, *TWO_WORKERS], CONFIG_512, keep_failed=True)
+    evaluator_b6 = b6.measure_b6(full["release"], config, scratch)
     runs = {size["label"]: run for size, run in measured}
+    runs[f"{full['label']}, 2 Beam workers"] = two
     runs.update(evaluator_b6.pop("runs"))
-    rows = [r for s in sizes for r in size_rows(s)] + growth_rows(*sizes)
+    rows = ([r for s in sizes for r in size_rows(s)] + growth_rows(*sizes)
+            + beam_rows(one, two, full["label"]))
     if evaluator_b6["peak_mib"] is not None:
         failed = ", FAILED" if evaluator_b6["failed"] else ""
         rows.append(row(f"Evaluator B6 512 px TTA {evaluator_b6['tta']} (peak MiB{failed})",
