@@ -53,22 +53,22 @@ def floor_list(run: PipelineRun, release: str, config: PipelineConfig, work: str
     graph = run.output_uri("Transform", "TransformGraph")
     serving = os.path.join(run.output_uri("Trainer", "Model"), "Format-Serving")
     plan, sources = config.split_plan, shard_reads(release, config, True)
-    # A serving call decodes its batch and runs TTA on it: ~2 Mpixel of images per call.
-    batch = max(1, min(config.scoring.max_batch, 2 ** 21 // config.trainer.image_size ** 2))
+    # The predict floors score batches of the size their component's model calls take.
+    evaluator_batch, scoring_batch = config.evaluation.max_batch, config.scoring.max_batch
     floors = [
         ("ImportExampleGen", copy_records, (sources["ImportExampleGen"]["files"],
                                             os.path.join(work, "copy-train"))),
         ("StatisticsGen", parse_records, (split_files(examples), graph)),
         ("Transform", transform_images, (split_files(examples, plan.names(plan.train)),
-                                         graph, batch)),
+                                         graph, scoring_batch)),
         ("Evaluator", evaluate, (serving, split_files(examples, plan.names(plan.evaluation)),
-                                 batch, config.task, config.evaluation.slices))]
+                                 evaluator_batch, config.task, config.evaluation.slices))]
     if "TestExampleGen" in done:
         test = split_files(run.output_uri("TestExampleGen", "Examples"))
         floors += [("TestExampleGen", copy_records, (sources["TestExampleGen"]["files"],
                                                      os.path.join(work, "copy-test"))),
                    ("TestStatisticsGen", parse_records, (test, graph)),
-                   ("BulkInferrer", score_examples, (serving, test, batch))]
+                   ("BulkInferrer", score_examples, (serving, test, scoring_batch))]
     return floors
 
 

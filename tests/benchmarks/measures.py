@@ -22,6 +22,8 @@ from modules.inputs import input_fn
 from modules.model import build_model
 from modules.records import record_dataset
 from modules.settings import AugmentSettings, RunSettings
+from modules.signatures import predict
+from modules.task import TaskSpec
 from modules.trainer import compile_model
 from tests.benchmarks.floors import split_files
 from tests.benchmarks.runs import PipelineRun
@@ -90,7 +92,9 @@ def input_rows(data_root: str, size: int, augment: AugmentSettings, images: int,
     floor = images_per_second(bare_batches(files, size, cfg.batch_size), images)
     cores = len(os.sched_getaffinity(0))
     label = f"input pipeline {size} px" + (" augmented" if augment.enabled else "")
-    return [row(f"{label} (img/s)", ours, floor, "img/s", ">= 0.8"),
+    # Augmented, the host only draws each image's change; the training step applies it.
+    goal = ">= 0.5" if augment.enabled else ">= 0.8"
+    return [row(f"{label} (img/s)", ours, floor, "img/s", goal),
             row(f"{label} (img/s/core)", ours / cores, floor / cores, "img/s/core")]
 
 
@@ -171,6 +175,34 @@ def serving_rows(run: PipelineRun, calls: int) -> list[dict]:
                 "<= 1.2") for name in ("serving_default", "serving_image")] + [
             row(f"{name} batch-32 throughput (img/s)", rate[name], rate["keras"], "img/s")
             for name in ("serving_default", "serving_image")]
+
+
+def tta_rows(run: PipelineRun, task: TaskSpec, splits: list[str],
+             orientations: tuple[int, ...] = (1, 2, 4, 8)) -> list[dict]:
+    """`tta`'s evidence: the trained model's AUC on the evaluation fold (`splits`) with each
+    number of orientations, against AUC without TTA, and the seconds per image each costs,
+    against one orientation's. The same network and Transform graph the signatures run."""
+    from sklearn.metrics import roc_auc_score
+
+    serving_dir = os.path.join(run.output_uri("Trainer", "Model"), "Format-Serving")
+    loaded = tf.saved_model.load(serving_dir)
+    network = keras.models.load_model(keras_path(serving_dir))
+    batches = [loaded.signatures["transform_features"](examples=records)
+               for records in record_dataset(examples_files(run, splits)).batch(64)]
+    labels = tf.concat([tf.io.parse_example(records, {task.label.key: tf.io.FixedLenFeature(
+        [], tf.int64)})[task.label.key] for records in record_dataset(
+            examples_files(run, splits)).batch(256)], 0).numpy()
+    measured = {}
+    for tta in orientations:
+        scoring = tf.function(lambda transformed, tta=tta: predict(network, transformed, tta))
+        scoring(batches[0])  # traced outside the timing
+        start = time.perf_counter()
+        scores = tf.concat([scoring(batch)[:, -1] for batch in batches], 0).numpy()
+        measured[tta] = (roc_auc_score(labels, scores),
+                         (time.perf_counter() - start) / len(labels))
+    return [row(f"AUC with TTA {tta}, {len(labels)} evaluation images", measured[tta][0],
+                measured[1][0], "AUC", "higher", seconds_per_image=measured[tta][1],
+                cost=measured[tta][1] / measured[1][1]) for tta in orientations[1:]]
 
 
 # The DirectRunner on two worker processes, against its default of one process.
