@@ -128,6 +128,7 @@ def test_the_rerun_finishes_and_serves_the_new_model(site):
         work / "serving" / versions(work)[-1])
     assert versions(work)[:-1] == site["serving"]
     assert_whole(work)
+    assert not [n for n in os.listdir(work / "serving") if n.startswith(".")]  # no staging left
 
 
 def command(site: dict) -> list[str]:

@@ -5,7 +5,11 @@ nothing."""
 from __future__ import annotations
 
 import json
+import logging
 import os
+import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -14,7 +18,8 @@ from modules.artifacts import CARD_DIR, PACKAGE_FILE
 from pipeline.ops import serving_dir
 from pipeline.ops.serving_dir import (ROLLBACK_FILE, ServingDirError, prune, publish,
                                       rollback, serving_now)
-from tests.helpers import medtfx
+from pipeline import files
+from tests.helpers import REPO, medtfx
 
 
 def write_model(folder, name: str) -> str:
@@ -69,6 +74,64 @@ def test_a_push_that_fails_midway_leaves_no_version_and_the_old_one_serving(
     with pytest.raises(OSError, match="No space left"):
         publish(model, serving)
     assert sorted(os.listdir(serving)) == [".upload-in-progress", "100", "200", "300"]
+
+
+# A push that copies one file, says so and waits to be killed.
+PUSH_KILLED_MID_COPY = """
+import os, sys, time
+from pipeline.ops import serving_dir
+
+def copy_half(source, target, **kwargs):
+    os.makedirs(target, exist_ok=True)
+    with open(os.path.join(target, "saved_model.pb"), "w") as f:
+        f.write("half a model")
+    print(target, flush=True)
+    time.sleep(600)
+
+serving_dir.io_utils.copy_dir = copy_half
+serving_dir.publish(sys.argv[1], sys.argv[2])
+"""
+
+
+def foreign_look_alikes(serving: str) -> list[str]:
+    """Staging-like names medtfx did not make: one bare, one beside a file in the owner
+    file's name that medtfx did not write."""
+    for name in (".150.tmp", ".160.tmp"):
+        os.makedirs(os.path.join(serving, name))
+        with open(os.path.join(serving, name, "saved_model.pb"), "w") as f:
+            f.write("someone else's upload")
+    with open(os.path.join(serving, ".160.tmp" + files.OWNER_SUFFIX), "w") as f:
+        f.write('{"pid": 1}')
+    return sorted(os.listdir(serving))
+
+
+def test_a_push_killed_mid_copy_leaves_nothing_after_the_next_push(serving, tmp_path, caplog):
+    before = foreign_look_alikes(serving)
+    model = write_model(tmp_path / "model", "new")
+    push = subprocess.Popen([sys.executable, "-c", PUSH_KILLED_MID_COPY, model, serving],
+                            stdout=subprocess.PIPE, text=True, cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": REPO})
+    staging = push.stdout.readline().strip()  # the copy has begun
+    push.send_signal(signal.SIGKILL)
+    push.wait()
+    assert os.path.basename(staging).startswith(".") and os.path.isdir(staging)
+    assert os.path.isfile(staging + files.OWNER_SUFFIX)
+
+    with caplog.at_level(logging.WARNING, logger="medtfx"):
+        version = publish(model, serving)
+    assert sorted(os.listdir(serving)) == sorted([*before, version])
+    assert serving_now(serving, model) == version
+    (removed,) = [r.getMessage() for r in caplog.records if r.name == "medtfx"]
+    assert removed.startswith(f"removed {staging} (staged by medtfx pid {push.pid} on ")
+    assert removed.endswith("which did not finish)")
+
+
+def test_a_staging_whose_writer_runs_is_left_alone(serving, tmp_path):
+    """Another medtfx process still copying (here: this one) keeps its staging."""
+    with files.staged_dir(os.path.join(serving, "400")) as staging:
+        assert files.remove_stale_staging(serving) == []
+        assert os.path.isdir(staging)
+    assert not [n for n in os.listdir(serving) if n.endswith((".tmp", files.OWNER_SUFFIX))]
 
 
 def test_an_interrupted_version_is_not_taken_for_the_model_it_was_meant_to_hold(
@@ -135,8 +198,15 @@ def test_the_rollback_command_names_an_unknown_version_and_changes_nothing(servi
     assert result.returncode == 1
     assert result.stdout == f"error: {serving}: no version 7; versions: 100, 200, 300\n"
     assert serving_dir.serving_versions(serving) == ["100", "200", "300"]
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # its pid: a process that no longer runs
+    stale = os.path.join(serving, ".250.tmp")
+    os.makedirs(stale)
+    files.write_json(stale + files.OWNER_SUFFIX, {**files._owner(), "pid": gone.pid})
     result = medtfx("rollback", "--serving-dir", serving, "--to", "100")
     assert result.returncode == 0 and result.stderr == ""
+    assert f"medtfx: removed {stale} (staged by medtfx pid " in result.stdout
+    assert not os.path.exists(stale) and not os.path.exists(stale + files.OWNER_SUFFIX)
     assert "now serves the model of version 100" in result.stdout
     new = os.path.join(serving, serving_dir.serving_versions(serving)[-1])
     modes = [os.stat(os.path.join(root, name)).st_mode

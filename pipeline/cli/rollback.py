@@ -30,8 +30,11 @@ def command(args: argparse.Namespace) -> int:
     serving = os.path.abspath(args.serving_dir or WorkDir(args.work_dir).serving)
 
     def body(console: Console) -> int:
+        from pipeline.files import remove_stale_staging
         from pipeline.ops.serving_dir import rollback, serving_versions
 
+        for line in remove_stale_staging(serving):  # rollback's own staging would, silently
+            console.say(f"medtfx: removed {line}")
         new, source = rollback(serving, args.to)
         console.say(f"medtfx: version {new} now serves the model of version {source} "
                     f"(versions: {', '.join(serving_versions(serving))})")
