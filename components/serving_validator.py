@@ -4,7 +4,9 @@ TFX's ExampleValidator checks every feature of the schema, so a split without th
 would report the label as dropped; leaving such splits out (`exclude_splits`) would check
 nothing of them at all. This one validates in the schema's SERVING environment, where the
 curated schemas mark the label (and other training-only features) absent: the test shards'
-image, name and metadata are held to the same domains as the training data's.
+image, name and metadata are held to the same domains as the training data's. Its spec is
+ExampleValidator's with the code fingerprint (pipeline/fingerprint.py) as a property, so an
+edit of this executor reruns it.
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ import os
 
 import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import anomalies_pb2
-from tfx.components import ExampleValidator
+from tfx import types
 from tfx.components.example_validator import executor as tfx_executor
 from tfx.components.example_validator import labels
 from tfx.components.util import value_utils
-from tfx.dsl.components.base import executor_spec
-from tfx.types import standard_component_specs
+from tfx.dsl.components.base import base_component, executor_spec
+from tfx.types import standard_artifacts, standard_component_specs
+from tfx.types.component_spec import ExecutionParameter
 from tfx.utils import writer_utils
 
 from components.data_gate import ANOMALIES_FILE
@@ -40,6 +43,20 @@ class Executor(tfx_executor.Executor):
         return anomalies
 
 
-class ServingExampleValidator(ExampleValidator):
-    """ExampleValidator's inputs, outputs and anomalies files, in the SERVING environment."""
+class ServingExampleValidatorSpec(standard_component_specs.ExampleValidatorSpec):
+    """TFX's ExampleValidator spec, with the code fingerprint."""
+    PARAMETERS = {**standard_component_specs.ExampleValidatorSpec.PARAMETERS,
+                  "code": ExecutionParameter(type=str)}
+
+
+class ServingExampleValidator(base_component.BaseComponent):
+    """ExampleValidator's inputs, outputs and anomalies files, in the SERVING environment.
+
+    `code`: the fingerprint of this executor's code (pipeline/fingerprint.py)."""
+    SPEC_CLASS = ServingExampleValidatorSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
+
+    def __init__(self, statistics: types.BaseChannel, schema: types.BaseChannel, code: str):
+        super().__init__(spec=ServingExampleValidatorSpec(
+            statistics=statistics, schema=schema, exclude_splits="[]", code=code,
+            anomalies=types.Channel(type=standard_artifacts.ExampleAnomalies)))

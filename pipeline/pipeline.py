@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+from typing import Callable
 
 # TFX's modules rather than its public `tfx.v1` namespace: importing `tfx.v1` loads the
 # Vertex AI client with its extensions, about 6 s of every run, wanted only for Vertex
@@ -123,20 +125,21 @@ def data_components(config: PipelineConfig, data_root: str | RuntimeParameter) -
             for i in range(config.data.train_shards)]),
         code=code_fingerprint("components.example_gen"))
     schema_gen = TaskSchema(schema_file=config.schema_path, label_key=config.task.label.key,
-                            classes=len(config.task.label.classes))
+                            classes=len(config.task.label.classes),
+                            code=code_fingerprint("components.task_schema"))
     return _Data(example_gen, schema_gen,
                  *validation_components(example_gen, schema_gen, ExampleValidator))
 
 
 def validation_components(example_gen: ImportExampleGen, schema_gen: BaseNode,
-                          validator_class: type[ExampleValidator],
-                          prefix: str = "") -> tuple[StatisticsGen, ExampleValidator, BaseNode]:
-    """Statistics of every split, checked against the schema by `validator_class`, and the
-    gate that stops the run on an anomaly; ids start with `prefix`."""
+                          validator: Callable[..., BaseNode],
+                          prefix: str = "") -> tuple[StatisticsGen, BaseNode, BaseNode]:
+    """Statistics of every split, checked against the schema by the component `validator`
+    makes, and the gate that stops the run on an anomaly; ids start with `prefix`."""
     statistics_gen = StatisticsGen(
         examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
         code=code_fingerprint("components.statistics_gen")).with_id(f"{prefix}StatisticsGen")
-    example_validator = validator_class(
+    example_validator = validator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"],
     ).with_id(f"{prefix}ExampleValidator")
     gate = DataGate(anomalies=example_validator.outputs["anomalies"],
@@ -243,8 +246,9 @@ def scoring_components(config: PipelineConfig, data_root: str | RuntimeParameter
             splits=[example_gen_pb2.SplitConfig.Split(name=TEST_SPLIT, hash_buckets=1)])),
         code=code_fingerprint("components.example_gen"),
     ).with_id("TestExampleGen")
-    validation = validation_components(example_gen, schema_gen, ServingExampleValidator,
-                                       prefix="Test")
+    validator = functools.partial(ServingExampleValidator,
+                                  code=code_fingerprint("components.serving_validator"))
+    validation = validation_components(example_gen, schema_gen, validator, prefix="Test")
     inferrer = BulkInferrer(
         examples=example_gen.outputs["examples"], model=model, model_blessing=blessing,
         data_spec=bulk_inferrer_pb2.DataSpec(example_splits=[TEST_SPLIT]),

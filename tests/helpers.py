@@ -26,6 +26,14 @@ BLESS_ANY = ["--set", "auc_threshold=0", "--set", "slice_auc_threshold=0",
              "--set", "max_auc_drop=1", "--set", "max_slice_auc_drop=1",
              "--set", "min_specificity=null"]
 
+# The entry modules whose code fingerprint (pipeline/fingerprint.py) some component carries.
+FINGERPRINTED = ("modules.preprocessing", "modules.trainer", "modules.evaluation",
+                 "components.data_gate", "components.model_packager",
+                 "components.serving_pusher", "components.ensemble",
+                 "components.statistics_gen", "components.bulk_inferrer",
+                 "components.submission_writer", "components.example_gen",
+                 "components.serving_validator", "components.task_schema")
+
 
 def medtfx(*args: str, timeout: int = 1200, wrapper: tuple[str, ...] = (),
            env: dict | None = None) -> subprocess.CompletedProcess:

@@ -3,13 +3,15 @@ fingerprint of each component covers the code its executor runs."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
 import pytest
 
-from pipeline.fingerprint import code_fingerprint, imported_modules, project_closure
-from tests.helpers import REPO
+from pipeline.fingerprint import (code_fingerprint, imported_modules, module_file,
+                                  project_closure)
+from tests.helpers import FINGERPRINTED, REPO
 
 # What components/ may use of pipeline/: readers of results, the serving directory, and
 # the warm-up requests and load check of a packaged model, which import nothing of the
@@ -99,14 +101,8 @@ def repo_copy(tmp_path) -> str:
     return str(tmp_path)
 
 
-ENTRIES = ("modules.preprocessing", "modules.trainer", "modules.evaluation",
-           "components.data_gate", "components.model_packager", "components.serving_pusher",
-           "components.ensemble", "components.statistics_gen", "components.bulk_inferrer",
-           "components.submission_writer", "components.example_gen")
-
-
 def fingerprints(root: str) -> dict[str, str]:
-    return {entry: code_fingerprint(entry, root=root) for entry in ENTRIES}
+    return {entry: code_fingerprint(entry, root=root) for entry in FINGERPRINTED}
 
 
 @pytest.mark.parametrize("edited, changed", [
@@ -116,7 +112,8 @@ def fingerprints(root: str) -> dict[str, str]:
     (("pipeline", "ops", "serving_dir.py"), {"components.serving_pusher"}),
     (("components", "tfrecord_copy.py"), {"components.example_gen"}),
     (("pipeline", "serving", "load_check.py"), {"components.model_packager"}),
-    (("modules", "augment.py"), set(ENTRIES)),
+    (("modules", "augment.py"), set(FINGERPRINTED)),
+    (("components", "serving_validator.py"), {"components.serving_validator"}),
     (("pipeline", "results", "report.py"), set()),
     (("pipeline", "cli", "run.py"), set()),
 ])
@@ -126,4 +123,54 @@ def test_an_edit_changes_the_fingerprint_of_exactly_the_components_that_run_it(
     with open(os.path.join(repo_copy, *edited), "a") as f:
         f.write("\n# an edit\n")
     after = fingerprints(repo_copy)
-    assert {entry for entry in ENTRIES if before[entry] != after[entry]} == changed
+    assert {entry for entry in FINGERPRINTED if before[entry] != after[entry]} == changed
+
+
+def project_modules_of(component) -> set[str]:
+    """The project modules a component runs: its class's and its executor's when they are
+    project code, and the user modules its properties name (run_fn, preprocessing_fn,
+    module_path...)."""
+    found = {type(component).__module__}
+    executor_class = getattr(component.executor_spec, "executor_class", None)
+    if executor_class is not None:
+        found.add(executor_class.__module__)
+    for value in component.exec_properties.values():
+        if isinstance(value, str) and module_file(value) is None:
+            value = value.rpartition(".")[0]  # a function's path: its module
+        if isinstance(value, str) and module_file(value):
+            found.add(value)
+    return {name for name in found if module_file(name)}
+
+
+@pytest.fixture(scope="module")
+def built_components() -> list:
+    """Every component of the pipeline, with scoring and with an ensemble."""
+    from pipeline.config import load_config
+    from pipeline.pipeline import create_pipeline
+
+    built = []
+    for overrides in (["scoring.test_shards=true"], ["trainer.ensemble_folds=3"]):
+        pipeline = create_pipeline(load_config(None, overrides), data_root="/data",
+                                   pipeline_root="/root", serving_dir="/serving")
+        built.extend(pipeline.components)
+    return built
+
+
+def test_every_component_built_from_project_code_carries_its_codes_fingerprint(
+        built_components):
+    """A component whose class, executor or user module is project code keys TFX's cache
+    on that code: the fingerprint of each such module is in its execution properties."""
+    checked, missing, everything = set(), {}, set()
+    for component in built_components:
+        modules = project_modules_of(component)
+        everything |= modules
+        properties = json.dumps(component.exec_properties, default=str)
+        lacking = sorted(m for m in modules if code_fingerprint(m) not in properties)
+        if lacking:
+            missing[component.id] = lacking
+        if modules:
+            checked.add(component.id)
+    assert not missing
+    assert everything <= set(FINGERPRINTED)  # the golden Kubeflow spec masks them all
+    assert {"TaskSchema", "TestExampleValidator", "Transform", "Trainer", "Trainer_fold0",
+            "Ensemble", "Evaluator", "Pusher"} <= checked  # the rule reaches them all

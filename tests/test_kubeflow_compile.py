@@ -21,16 +21,11 @@ from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 from pipeline.config import load_config
-from tests.helpers import REPO, medtfx
+from tests.helpers import FINGERPRINTED, REPO, medtfx
 from tests.kubeflow_helpers import KUBEFLOW_SET, set_args
 
 GOLDEN = os.path.join(REPO, "tests", "golden", "kubeflow-pipeline.yaml")
-# The golden file outlives edits to the code these fingerprint (pipeline/fingerprint.py).
-FINGERPRINTED = ("modules.preprocessing", "modules.trainer", "modules.evaluation",
-                 "components.data_gate", "components.model_packager",
-                 "components.serving_pusher", "components.statistics_gen",
-                 "components.bulk_inferrer", "components.submission_writer",
-                 "components.example_gen")
+# The golden file outlives edits to the code of FINGERPRINTED (pipeline/fingerprint.py).
 ENTRYPOINT = ["python", "-m", "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"]
 DATAFLOW = ["--runner=DataflowRunner", "--project=medtfx-test", "--region=europe-west4",
             "--temp_location=gs://medtfx-test/tmp",
