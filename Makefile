@@ -18,7 +18,7 @@ OVERRIDES := ml-metadata==1.17.1 tensorflow-data-validation==1.16.1 tensorflow-h
 
 SUDO   := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: run test test-fast bench venv lock clean-venv browser
+.PHONY: run test test-fast bench venv lock clean-venv browser capabilities
 
 run: $(STAMP)
 	$(VENV)/bin/medtfx run $(ARGS)
@@ -30,7 +30,7 @@ run: $(STAMP)
 # --durations: the 15 slowest tests at the end of every run, so that drift shows.
 TEST_WORKERS ?= 2
 PYTEST := $(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadscope --durations=15
-test: $(STAMP) browser
+test: $(STAMP) browser capabilities
 	$(PYTEST) $(ARGS)
 
 # Debian's Chromium and ChromeDriver: the report test renders the HTML report in them.
@@ -38,6 +38,14 @@ browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
 	  $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
+
+# util-linux's unshare and the mount command: the offline compile runs in `unshare -n`, the
+# full-disk push fills a tmpfs the test mounts (both need root; under CI=true, where .ci/run
+# runs as root, a test that cannot use them fails instead of skipping).
+capabilities:
+	@command -v unshare >/dev/null && command -v mount >/dev/null || { \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq util-linux mount; }
 
 # The fast tests alone: everything but the end-to-end pipeline runs.
 test-fast: $(STAMP)

@@ -21,7 +21,7 @@ from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 from pipeline.config import load_config
-from tests.helpers import FINGERPRINTED, REPO, medtfx
+from tests.helpers import FINGERPRINTED, REPO, medtfx, require_capability
 from tests.kubeflow_helpers import KUBEFLOW_SET, set_args
 
 GOLDEN = os.path.join(REPO, "tests", "golden", "kubeflow-pipeline.yaml")
@@ -42,8 +42,12 @@ COMPILE_SET = KUBEFLOW_SET + [
 
 def offline() -> tuple[str, ...]:
     """A command prefix that takes the network away (a network namespace of its own)."""
-    if subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode:
-        pytest.skip("unshare -n is not permitted here; cannot take the network away")
+    tried = (subprocess.run(["unshare", "-n", "true"], capture_output=True, text=True)
+             if shutil.which("unshare") else None)
+    require_capability(tried is not None and tried.returncode == 0,
+                       "`unshare -n` to take the network away (" + (
+                           "no unshare command: util-linux" if tried is None else
+                           tried.stderr.strip() or "refused: it needs root") + ")")
     return ("unshare", "-n")
 
 
@@ -435,6 +439,5 @@ def test_output_must_be_yaml_and_help_explains_the_command(tmp_path):
 def test_the_unshare_wrapper_really_cuts_the_network():
     """Guards the offline compile above: with the wrapper, not even a name resolves."""
     code = "import socket; socket.getaddrinfo('pypi.org', 443)"
-    assert shutil.which("unshare")
     result = subprocess.run([*offline(), "python3", "-c", code], capture_output=True, text=True)
     assert result.returncode != 0 and "gaierror" in result.stderr
