@@ -306,7 +306,7 @@ def _joined(item: Item, joined: list[tuple[Columns, dict]], source: SourceConfig
     """The item with the metadata and group of its rows in the joined tables."""
     for columns, rows in joined:
         found = rows.get(item.path, (0, {}))[1]
-        item.metadata.update(_metadata(found, columns, task))
+        item.metadata.update(metadata_codes(found, columns, task))
         if source.group.column and not item.group:
             item.group = found.get(source.group.column, "")
     return item
@@ -329,9 +329,11 @@ def _label(row: dict[str, str], source: SourceConfig, task: TaskSpec) -> int | N
     return task.label.classes.index(name) if name in task.label.classes else None
 
 
-def _metadata(row: dict[str, str], table: Columns, task: TaskSpec) -> dict[str, int]:
-    """The task's features among a row's mapped columns, as int64 codes; an empty cell or a
-    value outside a categorical's names is missing (the schema then reports the share)."""
+def metadata_codes(row: dict[str, str], table: Columns, task: TaskSpec) -> dict[str, int]:
+    """The task's features among a row's mapped columns (a CSV row, or a DICOM header read
+    by dicom.header: import and `medtfx predict` both map it here), as int64 codes; an empty
+    cell or a value outside a categorical's names is missing (the schema then reports the
+    share)."""
     values = {}
     for column, key in table.columns.items():
         feature = task.metadata.get(key)
