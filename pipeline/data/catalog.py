@@ -18,6 +18,7 @@ import re
 from modules.errors import MedtfxError
 from modules.task import Categorical, TaskSpec
 from pipeline.data import dicom
+from pipeline.data.misplaced import misplaced
 from pipeline.data.sources import Columns, SourceConfig, Table
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -165,7 +166,7 @@ def _keyed(data_root: str, table: Table, images: _Images, problems: list[Problem
     """A table's rows by the file each names; malformed and duplicate ids are problems, and
     so, in a `complete` table (labels), is a row without its image."""
     rows: dict[str, tuple[int, dict[str, str]]] = {}
-    existing = set(images.files)
+    existing, absent = set(images.files), []
     for line, row in _rows(data_root, table, needed):
         where, value = f"{table.file}:{line}", row[table.id_column]
         try:
@@ -174,6 +175,7 @@ def _keyed(data_root: str, table: Table, images: _Images, problems: list[Problem
             problems.append(Problem(where, f"id {value!r} is not a number"))
             continue
         if complete and path not in existing:
+            absent += [path] if path else []
             problems.append(Problem(where, f"no image {path} for id {value!r}" if path else
                                     f"no image below {images.folder} has SOPInstanceUID "
                                     f"{value!r}"))
@@ -184,6 +186,11 @@ def _keyed(data_root: str, table: Table, images: _Images, problems: list[Problem
             continue
         if path:
             rows[path] = (line, row)
+    if len(absent) > len(rows):  # most rows: the images folder is off, say so once
+        folder = images.folder if table.images is None else table.images
+        raise DataImportError(misplaced(data_root, folder, table.file, table.images is not None,
+                                        [os.path.relpath(p, folder) for p in absent],
+                                        len(rows)))
     return rows
 
 
