@@ -72,11 +72,14 @@ $(STAMP): requirements.lock setup.py
 	@touch $@
 
 # Regenerate requirements.lock from setup.py and the overrides above (needs the registry).
+# uv keeps the versions already locked (it prefers those of the file it writes over), so
+# only what setup.py or the overrides change moves; `make lock ARGS=--upgrade` moves all.
 lock:
 	@test -x $(UV) || { $(PYTHON) -m venv $(VENV) && $(PY) -m pip install --quiet --target $(VENV)/uv uv==$(UV_VERSION); }
 	printf '%s\n' $(OVERRIDES) > $(VENV)/overrides.txt
 	printf 'pip\n' > $(VENV)/extra.in
-	$(UV) pip compile setup.py $(VENV)/extra.in --extra test --extra dask --override $(VENV)/overrides.txt \
+	cp requirements.lock $(VENV)/compiled.lock
+	$(UV) pip compile setup.py $(VENV)/extra.in --extra test --extra dask --override $(VENV)/overrides.txt $(ARGS) \
 	  --python-version 3.11 --python-platform x86_64-manylinux_2_28 --generate-hashes \
 	  --no-header --annotation-style line -o $(VENV)/compiled.lock
 	{ echo '# Exact environment of medtfx (Python 3.11, linux x86_64). Regenerate with `make lock`;'; \

@@ -21,11 +21,13 @@ setup(
         "dill",
         "pillow",
         # DICOM import: pydicom reads the files; pylibjpeg and its plugins decode the
-        # compressed transfer syntaxes (JPEG, JPEG-LS, JPEG 2000; pydicom decodes RLE itself).
+        # compressed transfer syntaxes (JPEG, JPEG-LS, JPEG 2000; pydicom decodes RLE itself);
+        # GDCM decodes the 12-bit JPEG Extended streams libjpeg refuses (pipeline/data/dicom.py).
         "pydicom",
         "pylibjpeg",
         "pylibjpeg-libjpeg",
         "pylibjpeg-openjpeg",
+        "python-gdcm",
         "pyyaml",
     ],
     # dask: Beam's DaskRunner (beam.runner=dask) and the dask.distributed cluster it submits to.

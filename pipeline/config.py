@@ -7,6 +7,7 @@ sections may be given alone (`--set image_size=64`). Values are parsed as YAML, 
 
 from __future__ import annotations
 
+import difflib
 import functools
 import os
 import typing
@@ -302,7 +303,20 @@ def resolve_key(key: str) -> str:
         return matches[0]
     if matches:
         raise ConfigError(f"--set {key}: ambiguous, use one of {', '.join(matches)}")
-    raise ConfigError(f"--set {key}: no such config field; fields: {', '.join(paths)}")
+    # Close to a whole path (trainer.backbon) or, written as a leaf, to a leaf (imagesize).
+    leaf = key.rsplit(".", 1)[-1]
+    near = closest(key, paths) + [p for p in paths if "." not in key and
+                                  p.rsplit(".", 1)[-1] in closest(leaf, [p.rsplit(".", 1)[-1]
+                                                                         for p in paths])]
+    sections = sorted(PipelineConfig.model_fields)
+    raise ConfigError(f"--set {key}: no such config field; " + (
+        f"did you mean {', '.join(dict.fromkeys(near))}?" if near else
+        f"none is close (top level: {', '.join(sections)})"))
+
+
+def closest(name: str, names: list[str]) -> list[str]:
+    """The few of `names` close to a misspelt `name` (difflib's ratio at least 0.75)."""
+    return difflib.get_close_matches(name, names, n=3, cutoff=0.75)
 
 
 def _set_path(raw: dict, path: str, value: Any) -> None:
@@ -335,8 +349,10 @@ def describe_error(err: ValidationError, where: str) -> str:
         parent = unknown[0]["loc"][:-1]
         names = sorted(str(e["loc"][-1]) for e in unknown if e["loc"][:-1] == parent)
         known = sorted(_section(parent).model_fields)
-        return (f"{_place(where, parent)}unknown field(s) {', '.join(names)}; "
-                f"known: {', '.join(known)}")
+        near = [match for name in names for match in closest(name, known)]
+        return (f"{_place(where, parent)}unknown field(s) {', '.join(names)}; " + (
+            f"did you mean {', '.join(dict.fromkeys(near))}?" if near else
+            f"known: {', '.join(known)}"))
     loc = tuple(p for p in errors[0]["loc"] if p not in _UNION_MEMBERS)
     same = [e for e in errors if tuple(p for p in e["loc"] if p not in _UNION_MEMBERS) == loc]
     kinds = [_EXPECTED.get(e["type"].split("_")[0]) for e in same]

@@ -39,10 +39,29 @@ def test_bad_overrides_name_the_field(override, message):
         load_config(None, [override])
 
 
+@pytest.mark.parametrize("override, message", [
+    ("trainer.backbon=x", "--set trainer.backbon: no such config field; did you mean "
+                          "trainer.backbone?"),
+    ("backbon=x", "--set backbon: no such config field; did you mean trainer.backbone?"),
+    ("imagesize=64", "--set imagesize: no such config field; did you mean source.images, "
+                     "trainer.image_size?"),
+    ("zzzz=1", "--set zzzz: no such config field; none is close (top level: beam, data, "),
+])
+def test_a_misspelt_key_names_the_closest_fields_not_every_field(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert str(err.value).startswith(message)
+    assert len(str(err.value)) < 250  # not the 170 field names
+
+
 def test_unknown_fields_in_a_file_are_refused(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("trainer:\n  backbone: densenet121\n  epoch: 3\n")
-    with pytest.raises(ConfigError, match=r"c.yaml: trainer: unknown field\(s\) epoch"):
+    with pytest.raises(ConfigError, match=r"c.yaml: trainer: unknown field\(s\) epoch; "
+                       r"did you mean epochs\?$"):
+        load_config(str(path))
+    path.write_text("trainer:\n  zzz: 3\n")
+    with pytest.raises(ConfigError, match=r"trainer: unknown field\(s\) zzz; known: "):
         load_config(str(path))
 
 

@@ -267,3 +267,30 @@ def test_celeba_table_problems_name_the_table_and_line(tmp_path):
         f.write(text)
     with pytest.raises(DataImportError, match="list_attr_celeba.csv: no column"):
         run_import(root, str(tmp_path / "out"), config_for("celeba"))
+
+
+def test_celeba_images_one_folder_off_are_said_in_one_line_naming_the_setting(tmp_path):
+    """The common download nests img_align_celeba/img_align_celeba/ (what the generator
+    writes and celeba.yaml reads); CelebA's own zip unpacks to img_align_celeba/."""
+    root = str(tmp_path / "data")
+    generate_layout(root, LayoutSpec("celeba", images=30, size=16, seed=2))
+    result = medtfx("data", "import", "--config", os.path.join(CONFIG_DIR, "celeba.yaml"),
+                    "--data-root", root, "--out", str(tmp_path / "out"),
+                    "--set", "source.images=img_align_celeba")
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        "error: source.images: img_align_celeba holds 0 of the 30 images list_attr_celeba.csv "
+        "names, img_align_celeba/img_align_celeba holds 30; set --set "
+        "source.images=img_align_celeba/img_align_celeba"], result.stdout + result.stderr
+    assert not os.path.exists(tmp_path / "out")
+
+    nested = os.path.join(root, "img_align_celeba", "img_align_celeba")
+    for name in os.listdir(nested)[:20]:  # the zip's layout, a few files left behind
+        shutil.move(os.path.join(nested, name), os.path.join(root, "img_align_celeba", name))
+    with pytest.raises(DataImportError) as err:
+        run_import(root, str(tmp_path / "out"), config_for("celeba"))
+    assert str(err.value) == (
+        "source.images: img_align_celeba/img_align_celeba holds 10 of the 30 images "
+        "list_attr_celeba.csv names, img_align_celeba holds 20; set --set "
+        "source.images=img_align_celeba")
+    assert not os.path.exists(tmp_path / "out")

@@ -32,10 +32,12 @@ from pipeline.serving.model import ModelError, find_model, load_model
 from pipeline.serving.output import fields, record
 from pipeline.serving.predict import NothingToScoreError, find_images, predict, read_image
 from tests.helpers import medtfx, run_transform, shard_records
+from tests.test_dicom import instance, save
 
 FIVE = ["classes=[normal, bc, bm, mc, mm]", "urgent=[mc, mm]"]
 SKIP = load_config().source.skip
 DICOM = DicomSettings()
+TASK = load_config().task
 
 
 def export(transform: str, target: str, overrides: list[str]) -> str:
@@ -126,19 +128,52 @@ def test_jpeg_16_bit_png_and_dicom_score_as_the_evaluation_path_does(models, ima
                        load_config().task)
     assert model.path == models["version"] and model.metadata_inputs  # sent as missing
     files = scored(images, *GOOD)
-    answers = list(predict(model, files, DICOM, batch=32))
+    answers = list(predict(model, files, DICOM, TASK, batch=32))
     assert [a.file for a in answers] == files and not any(a.error for a in answers)
 
     with open(files[-1], "rb") as f:
-        assert read_image(files[-1], DICOM) == dicom.to_png(f.read(), DICOM)
+        assert read_image(files[-1], DICOM, TASK) == (dicom.to_png(f.read(), DICOM), {})
     evaluated = [model.loaded.signatures["serving_default"](
-        examples=tf.constant([image_example(read_image(path, DICOM))])) for path in files]
+        examples=tf.constant([image_example(read_image(path, DICOM, TASK)[0])]))
+        for path in files]
     np.testing.assert_allclose([a.probability for a in answers],
                                [e["probability"][0, 0] for e in evaluated], atol=1e-6)
     assert [a.decision for a in answers] == [e["decision"][0, 0] for e in evaluated]
     assert {a.decision for a in answers[:3]} == {0, 1}  # the threshold lies between them
     assert answers[3].probability == answers[5].probability  # the DICOM, named either way
     assert answers[4].probability != answers[0].probability
+
+
+def test_a_dicom_headers_sex_and_age_reach_the_model_as_import_maps_them(models, tmp_path):
+    """The config's source.dicom.columns and values, as in the README's DICOM example: a
+    file whose header says F, 070Y is sent as female, 70; the same pixels without those
+    attributes, and the same PNG sent as a file, as missing; and they score differently."""
+    config = load_config(None, ["source.dicom.columns={PatientSex: sex, PatientAge: "
+                                "age_approx}", "source.dicom.values={PatientSex: {M: male, "
+                                "F: female}}"])
+    pixels = np.random.default_rng(3).integers(0, 4096, (40, 48), dtype=np.uint16)
+    told = instance("1.2.826.0.1.3680043.8.498.71", "P71", pixels)
+    told.PatientSex, told.PatientAge = "F", "070Y"
+    untold = instance("1.2.826.0.1.3680043.8.498.72", "P72", pixels)
+    del untold.PatientSex, untold.PatientAge
+    save(told, str(tmp_path), "told.dcm")
+    save(untold, str(tmp_path), "untold.dcm")
+    png, codes = read_image(str(tmp_path / "told.dcm"), config.source.dicom, config.task)
+    assert codes == {"sex": config.task.metadata["sex"].values.index("female"),
+                     "age_approx": 70}
+    (tmp_path / "told.png").write_bytes(png)
+
+    model = load_model(models["version"], config.task)
+    sent, signature = [], model.signature
+    model.signature = lambda **inputs: sent.append(inputs) or signature(**inputs)
+    files = [str(tmp_path / name) for name in ("told.dcm", "untold.dcm", "told.png")]
+    answers = list(predict(model, files, config.source.dicom, config.task, batch=1))
+    missing = config.task.missing
+    assert [{k: int(v[0]) for k, v in inputs.items() if k != "image"} for inputs in sent] == [
+        {"sex": 1, "age_approx": 70, "anatom_site_general_challenge": missing},
+        *2 * [{"sex": missing, "age_approx": missing, "anatom_site_general_challenge": missing}]]
+    told_p, untold_p, png_p = (a.probability for a in answers)
+    assert untold_p == png_p and told_p != untold_p
 
 
 def test_a_broken_file_is_named_with_its_reason_and_the_rest_are_scored(models, images):
@@ -150,7 +185,7 @@ def test_a_broken_file_is_named_with_its_reason_and_the_rest_are_scored(models, 
         **inputs)
     files = scored(images, "case0.jpg", "broken.png", "case1.jpg", "xray/report.dcm",
                    "xray/ct.dcm", "gone.jpg")
-    answers = {os.path.basename(a.file): a for a in predict(model, files, DICOM, batch=8)}
+    answers = {os.path.basename(a.file): a for a in predict(model, files, DICOM, TASK, batch=8)}
     assert max(sizes) == 2  # --batch 8, the model's bound 2
     assert "PNG" in answers["broken.png"].error
     assert answers["report.dcm"].error == "no pixel data (SOP class CT Image Storage)"
@@ -162,7 +197,7 @@ def test_a_broken_file_is_named_with_its_reason_and_the_rest_are_scored(models, 
 def test_a_five_class_model_gives_every_class_and_the_urgent_rule(models, images):
     task = load_config(None, FIVE).task
     model = load_model(models["five"], task)
-    answers = list(predict(model, scored(images, *GOOD), DICOM, batch=4))
+    answers = list(predict(model, scored(images, *GOOD), DICOM, task, batch=4))
     rows = [record(a, model) for a in answers]
     classes = [f"p_{c}" for c in task.label.classes]
     assert fields(model) == ["file", "class", "class_probability", *classes,

@@ -19,8 +19,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "in folders (recursively) with the served model: the newest version in the serving "
         "directory, or --model. Each request goes through the model's own serving_image "
         "signature, so images are decoded as served; a DICOM file is first converted as "
-        "`medtfx data import` converts it (the config's source.dicom settings). Metadata is "
-        "sent as missing. Prints one line per file and a summary.",
+        "`medtfx data import` converts it (the config's source.dicom settings), and the "
+        "header attributes source.dicom.columns names are sent as its metadata, mapped as "
+        "import maps them; other metadata is sent as missing. Prints one line per file and a summary.",
         epilog=f"exit status: 0 when every file was scored; {common.EXIT_FAILED} when a file "
         "could not be read, converted or decoded (its line names it and why; the others are "
         f"still scored), or nothing was found to score; {common.EXIT_USAGE} for a wrong "
@@ -71,7 +72,8 @@ def command(args: argparse.Namespace) -> int:
         model = load_model(find_model(args.model, serving), config.task)
         table, records = Table(model, files), []
         console.say(table.header())
-        for prediction in predict(model, files, config.source.dicom, args.batch):
+        for prediction in predict(model, files, config.source.dicom, config.task,
+                                  args.batch):
             records.append(record(prediction, model))
             console.say(table.line(records[-1]))
         if args.out:

@@ -18,6 +18,7 @@ import re
 from modules.errors import MedtfxError
 from modules.task import Categorical, TaskSpec
 from pipeline.data import dicom
+from pipeline.data.misplaced import misplaced
 from pipeline.data.sources import Columns, SourceConfig, Table
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -165,7 +166,7 @@ def _keyed(data_root: str, table: Table, images: _Images, problems: list[Problem
     """A table's rows by the file each names; malformed and duplicate ids are problems, and
     so, in a `complete` table (labels), is a row without its image."""
     rows: dict[str, tuple[int, dict[str, str]]] = {}
-    existing = set(images.files)
+    existing, absent = set(images.files), []
     for line, row in _rows(data_root, table, needed):
         where, value = f"{table.file}:{line}", row[table.id_column]
         try:
@@ -174,6 +175,7 @@ def _keyed(data_root: str, table: Table, images: _Images, problems: list[Problem
             problems.append(Problem(where, f"id {value!r} is not a number"))
             continue
         if complete and path not in existing:
+            absent += [path] if path else []
             problems.append(Problem(where, f"no image {path} for id {value!r}" if path else
                                     f"no image below {images.folder} has SOPInstanceUID "
                                     f"{value!r}"))
@@ -184,6 +186,11 @@ def _keyed(data_root: str, table: Table, images: _Images, problems: list[Problem
             continue
         if path:
             rows[path] = (line, row)
+    if len(absent) > len(rows):  # most rows: the images folder is off, say so once
+        folder = images.folder if table.images is None else table.images
+        raise DataImportError(misplaced(data_root, folder, table.file, table.images is not None,
+                                        [os.path.relpath(p, folder) for p in absent],
+                                        len(rows)))
     return rows
 
 
@@ -306,7 +313,7 @@ def _joined(item: Item, joined: list[tuple[Columns, dict]], source: SourceConfig
     """The item with the metadata and group of its rows in the joined tables."""
     for columns, rows in joined:
         found = rows.get(item.path, (0, {}))[1]
-        item.metadata.update(_metadata(found, columns, task))
+        item.metadata.update(metadata_codes(found, columns, task))
         if source.group.column and not item.group:
             item.group = found.get(source.group.column, "")
     return item
@@ -329,9 +336,11 @@ def _label(row: dict[str, str], source: SourceConfig, task: TaskSpec) -> int | N
     return task.label.classes.index(name) if name in task.label.classes else None
 
 
-def _metadata(row: dict[str, str], table: Columns, task: TaskSpec) -> dict[str, int]:
-    """The task's features among a row's mapped columns, as int64 codes; an empty cell or a
-    value outside a categorical's names is missing (the schema then reports the share)."""
+def metadata_codes(row: dict[str, str], table: Columns, task: TaskSpec) -> dict[str, int]:
+    """The task's features among a row's mapped columns (a CSV row, or a DICOM header read
+    by dicom.header: import and `medtfx predict` both map it here), as int64 codes; an empty
+    cell or a value outside a categorical's names is missing (the schema then reports the
+    share)."""
     values = {}
     for column, key in table.columns.items():
         feature = task.metadata.get(key)

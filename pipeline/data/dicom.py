@@ -20,9 +20,11 @@ import pydicom
 from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.datadict import tag_for_keyword
+from pydicom.encaps import generate_frames
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import (apply_color_lut, apply_modality_lut, apply_voi, apply_windowing,
                             get_decoder, pixel_array)
+from pydicom.uid import JPEGExtended12Bit
 
 from pipeline.data.sources import DicomSettings
 
@@ -144,7 +146,46 @@ def _first_frame(ds: Dataset, frames: str) -> np.ndarray:
     try:
         return pixel_array(ds, index=0 if count > 1 else None)
     except Exception as err:  # each decoder plugin raises its own kinds
-        raise DicomError(f"pixel data in {named} does not decode ({_reason(err)})") from None
+        pixels = _jpeg_12_bit(ds, count) if syntax == JPEGExtended12Bit else None
+        if pixels is None:
+            raise DicomError(f"pixel data in {named} does not decode ({_reason(err)})"
+                             ) from None
+        return pixels
+
+
+def _jpeg_12_bit(ds: Dataset, count: int) -> np.ndarray | None:
+    """The first frame of a grey 12-bit JPEG Extended stream decoded by GDCM, or None.
+
+    libjpeg (pylibjpeg) refuses streams whose scan header ends spectral selection at 0 not
+    63, a quirk of older CR/DX encoders (pydicom's JPEG-lossy.dcm); GDCM's IJG decoder reads
+    them, but pydicom's GDCM plugin declines 12-bit JPEG Extended, so it is called here."""
+    if int(ds.get("SamplesPerPixel", 1)) != 1 or int(ds.get("BitsStored", 0)) <= 8:
+        return None
+    try:
+        import gdcm
+    except ImportError:  # python-gdcm is in the lock; a venv older than it lacks it
+        return None
+    fragment = gdcm.Fragment()
+    fragment.SetByteStringValue(next(generate_frames(ds.PixelData, number_of_frames=count)))
+    fragments = gdcm.SequenceOfFragments.New()
+    fragments.AddFragment(fragment)
+    element = gdcm.DataElement(gdcm.Tag(0x7FE0, 0x0010))
+    element.SetValue(fragments.__ref__())
+    image = gdcm.Image()
+    image.SetNumberOfDimensions(2)
+    image.SetDimensions((ds.Columns, ds.Rows, 1))
+    image.SetDataElement(element)
+    image.SetPhotometricInterpretation(gdcm.PhotometricInterpretation(
+        gdcm.PhotometricInterpretation.MONOCHROME2))
+    image.SetTransferSyntax(gdcm.TransferSyntax(gdcm.TransferSyntax.JPEGExtendedProcess2_4))
+    signed = int(ds.get("PixelRepresentation", 0))
+    image.SetPixelFormat(gdcm.PixelFormat(1, 16, int(ds.BitsStored), int(ds.BitsStored) - 1,
+                                          signed))
+    decoded = image.GetBuffer()  # char* as str; None when GDCM cannot decode it either
+    data = b"" if decoded is None else decoded.encode("utf-8", "surrogateescape")
+    if len(data) != 2 * ds.Rows * ds.Columns:
+        return None
+    return np.frombuffer(data, np.int16 if signed else np.uint16).reshape(ds.Rows, ds.Columns)
 
 
 def _eight_bits(pixels: np.ndarray, ds: Dataset, window: str | tuple[float, float]

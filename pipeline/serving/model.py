@@ -69,11 +69,13 @@ class ServedModel:
     def binary(self) -> bool:
         return len(self.classes) == 2
 
-    def __call__(self, images: list[bytes]) -> dict[str, np.ndarray]:
-        """The signature's outputs for encoded images, every metadata value missing."""
-        missing = tf.fill([len(images)], tf.constant(self.missing, tf.int64))
-        outputs = self.signature(**{self.image_input: tf.constant(images)},
-                                 **{key: missing for key in self.metadata_inputs})
+    def __call__(self, images: list[bytes], metadata: list[dict[str, int]]
+                 ) -> dict[str, np.ndarray]:
+        """The signature's outputs for encoded images and each image's metadata codes (a
+        feature the model reads that an image's dict lacks is sent as missing)."""
+        columns = {key: tf.constant([codes.get(key, self.missing) for codes in metadata],
+                                    tf.int64) for key in self.metadata_inputs}
+        outputs = self.signature(**{self.image_input: tf.constant(images)}, **columns)
         return {key: value.numpy() for key, value in outputs.items()}
 
 

@@ -2,9 +2,11 @@
 
 JPEG and PNG (8- or 16-bit) go to the model as their file bytes, which the served Transform
 graph decodes; a DICOM instance is first converted to the 8-bit PNG that `medtfx data import`
-stores, with the same settings, so the model sees what it was trained and evaluated on. A
-file that cannot be read, converted or decoded gets its own error and the others are still
-scored: a request that fails is split until the failing file stands alone.
+stores, with the same settings, and its header attributes named in `source.dicom.columns`
+are its metadata, mapped by the import's own function, so the model sees what it was trained
+and evaluated on. Other metadata is sent as missing. A file that cannot be read, converted
+or decoded gets its own error and the others are still scored: a request that fails is
+split until the failing file stands alone.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from modules.errors import MedtfxError
 from modules.signatures import (CLASS_NAME_KEY, DECISION_KEY, PREDICTION_KEY,
                                 PROBABILITIES_KEY)
 from pipeline.data import dicom
-from pipeline.data.catalog import IMAGE_SUFFIXES, list_files
+from modules.task import TaskSpec
+from pipeline.data.catalog import IMAGE_SUFFIXES, list_files, metadata_codes
 from pipeline.data.sources import DicomSettings
 from pipeline.serving.load_check import complaint
 from pipeline.serving.model import ServedModel
@@ -72,15 +75,23 @@ def _is_dicom(path: str) -> bool:
         return False
 
 
-def read_image(path: str, settings: DicomSettings) -> bytes:
+def read_image(path: str, settings: DicomSettings, task: TaskSpec
+               ) -> tuple[bytes, dict[str, int]]:
     """What the model is given for a file: its bytes, or a DICOM instance's pixels as the
-    PNG that import stores. Raises OSError or DicomError."""
+    PNG that import stores; and its metadata codes, which import would read from a DICOM
+    header (none from other files). Raises OSError or DicomError."""
     with open(path, "rb") as f:
         data = f.read()
-    return dicom.to_png(data, settings) if dicom.is_instance(path) else data
+    if not dicom.is_instance(path):
+        return data, {}
+    png = dicom.to_png(data, settings)
+    if not settings.columns:
+        return png, {}
+    header = dicom.header(path, dicom.header_keywords(list(settings.columns), None))
+    return png, metadata_codes(header, settings, task)
 
 
-def predict(model: ServedModel, files: list[str], settings: DicomSettings,
+def predict(model: ServedModel, files: list[str], settings: DicomSettings, task: TaskSpec,
             batch: int) -> Iterator[Prediction]:
     """One prediction per file, in order, in requests of at most `batch` images (and never
     more than the model accepts); files are read one request at a time."""
@@ -89,7 +100,7 @@ def predict(model: ServedModel, files: list[str], settings: DicomSettings,
         answers, readable = {}, []
         for path in files[start:start + size]:
             try:
-                readable.append((path, read_image(path, settings)))
+                readable.append((path, *read_image(path, settings, task)))
             except OSError as err:
                 answers[path] = Prediction(path, error=f"cannot read: {err.strerror}")
             except dicom.DicomError as err:
@@ -98,19 +109,20 @@ def predict(model: ServedModel, files: list[str], settings: DicomSettings,
         yield from (answers[path] for path in files[start:start + size])
 
 
-def _score(model: ServedModel, images: list[tuple[str, bytes]]) -> list[Prediction]:
+def _score(model: ServedModel, images: list[tuple[str, bytes, dict[str, int]]]
+           ) -> list[Prediction]:
     """Predictions for one request; when the model refuses it (an image that does not decode
     or is beyond the image limits), each half is asked again, down to the file at fault."""
     if not images:
         return []
     try:
-        outputs = model([data for _, data in images])
+        outputs = model([data for _, data, _ in images], [codes for *_, codes in images])
     except tf.errors.InvalidArgumentError as err:
         if len(images) == 1:
             return [Prediction(images[0][0], error=_reason(err))]
         half = len(images) // 2
         return _score(model, images[:half]) + _score(model, images[half:])
-    return [_answer(path, outputs, i, model) for i, (path, _) in enumerate(images)]
+    return [_answer(path, outputs, i, model) for i, (path, *_) in enumerate(images)]
 
 
 def _answer(path: str, outputs: dict, i: int, model: ServedModel) -> Prediction:
