@@ -31,7 +31,7 @@ FINGERPRINTED = ("modules.preprocessing", "modules.trainer", "modules.evaluation
                  "components.serving_pusher", "components.statistics_gen",
                  "components.bulk_inferrer", "components.submission_writer",
                  "components.example_gen")
-ENTRYPOINT = ["python", "-m", "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"]
+ENTRYPOINT = ["python", "-m", "pipeline.kubeflow_entrypoint"]
 DATAFLOW = ["--runner=DataflowRunner", "--project=medtfx-test", "--region=europe-west4",
             "--temp_location=gs://medtfx-test/tmp",
             "--sdk_container_image=registry.example/medtfx:test"]
@@ -124,7 +124,7 @@ def test_tasks_and_dependencies_are_those_of_the_local_pipeline(compiled, local_
         compiled_tasks["BulkInferrer"]["dependentTasks"])  # a blessed model, checked data
 
 
-def test_every_container_runs_the_image_with_tfx_entrypoint_and_importable_code(
+def test_every_container_runs_the_image_with_medtfx_entrypoint_and_importable_code(
         compiled, local_pipeline):
     from tfx.utils import import_utils
 
