@@ -5,8 +5,10 @@ teardown (pipeline/ops/process_exit.py), as the medtfx CLI ends.
 
 A task's outputs and its ExecutorOutput are written before TFX's entrypoint returns; the
 teardown after it only frees memory, and it has aborted finished tasks. The exit handlers
-(atexit) do not run either: in a container they would only remove temporary files. An
-exception still fails the task: its traceback is printed and the status is 1.
+(atexit) do not run either: besides flushing logs, which is done here, they remove
+temporary files and stop helper processes (a job server Beam started), all of which end
+with the container. An exception still fails the task: its traceback is printed and the
+status is 1.
 """
 
 from __future__ import annotations
