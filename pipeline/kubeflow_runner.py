@@ -28,12 +28,11 @@ from pipeline.kubeflow_config import (
     check_kubeflow_config,
     memory_gigabytes,
 )
+from pipeline.kubeflow_entrypoint import COMMAND as ENTRYPOINT_COMMAND
 from pipeline.pipeline import create_pipeline, default_train_args
 
 DATA_ROOT_PARAMETER = "data_root"
 TRAIN_ARGS_PARAMETER = "train_args"
-# What every container task runs: TFX's executor entrypoint for the v2 runner.
-ENTRYPOINT = list(kubeflow_v2_dag_runner.KUBEFLOW_TFX_CMD)
 ResourceSpec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec
 
 
@@ -56,9 +55,11 @@ def compile_pipeline(config: PipelineConfig, output: str) -> CompiledPipeline:
             *PIPELINE_STAGES, root=kubeflow.project_dir),
         train_args=parameters.get(TRAIN_ARGS_PARAMETER),
         vertex_training=vertex_training_config(kubeflow))
+    # Every container task runs TFX's executor entrypoint through medtfx's, which ends
+    # the task without the interpreter's teardown (pipeline/kubeflow_entrypoint.py).
     runner = kubeflow_v2_dag_runner.KubeflowV2DagRunner(
         kubeflow_v2_dag_runner.KubeflowV2DagRunnerConfig(
-            default_image=kubeflow.image, default_commands=ENTRYPOINT,
+            default_image=kubeflow.image, default_commands=ENTRYPOINT_COMMAND,
             use_pipeline_spec_2_1=True))  # the schema KFP 2 backends and Vertex AI read
     spec = runner.run(pipeline, write_out=False)["pipelineSpec"]
     # A PipelineSpec file carries no runtime config: the root and the parameter defaults

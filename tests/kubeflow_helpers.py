@@ -11,6 +11,10 @@ import os
 import re
 import subprocess
 
+import yaml
+
+from tests.helpers import BLESS_ANY, FAST_RUN, REPO, portable_settings
+
 # What `medtfx compile-kfp` needs beyond the default config, as --set overrides.
 BUCKET = "gs://medtfx-test"
 KUBEFLOW_SET = [
@@ -19,6 +23,10 @@ KUBEFLOW_SET = [
     f"kubeflow.data_root={BUCKET}/melanoma-512",
     f"kubeflow.serving_dir={BUCKET}/serving",
 ]
+# What the task-by-task runs add: resources to check in the spec, slices by the release's
+# metadata, and the test shards' scoring.
+RESOURCES = "kubeflow.resources={Trainer: {cpu: 2, memory: 8Gi}, Transform: {cpu: 1}}"
+SLICES = "slices=[[sex], [source], [sex, anatom_site_general_challenge]]"
 # A resolver's filter: clauses joined by AND, each `key=value` (the value maybe quoted).
 CLAUSE_RE = re.compile(r'\s*([\w.]+)=("([^"]*)"|\S+)\s*')
 INPUT_METADATA_RE = re.compile(r"\{\{\$\.inputs\.artifacts\['(\w+)'\]\.metadata\['(\w+)'\]\}\}")
@@ -26,6 +34,22 @@ INPUT_METADATA_RE = re.compile(r"\{\{\$\.inputs\.artifacts\['(\w+)'\]\.metadata\
 
 def set_args(overrides: list[str]) -> list[str]:
     return [arg for override in overrides for arg in ("--set", override)]
+
+
+def compiled(job_endpoint: str, path: str, *overrides: str) -> dict:
+    """The spec as `medtfx compile-kfp` writes it for a quick run on this machine (this
+    checkout as the image's project, Beam on the job service at `job_endpoint`), read
+    back as a launcher reads it."""
+    from pipeline.config import load_config
+    from pipeline.kubeflow_runner import compile_pipeline
+
+    settings = [arg for arg in FAST_RUN + BLESS_ANY if arg != "--set"]
+    config = load_config(None, [*KUBEFLOW_SET, f"kubeflow.project_dir={REPO}", RESOURCES,
+                                SLICES, "scoring.test_shards=true", *settings,
+                                *portable_settings(job_endpoint), *overrides])
+    compile_pipeline(config, path)
+    with open(path) as f:
+        return yaml.safe_load(f)
 
 
 class LocalBackend:
@@ -72,13 +96,20 @@ class Run:
     def tasks(self) -> dict:
         return self.spec["root"]["dag"]["tasks"]
 
-    def order(self) -> list[str]:
+    def order(self, until: str | None = None) -> list[str]:
         """The tasks in an order where each comes after every task it depends on (its
-        dependentTasks and the producers of its input artifacts)."""
+        dependentTasks and the producers of its input artifacts); with `until`, only that
+        task and the tasks it needs."""
         upstream = {task: set(spec.get("dependentTasks", [])) | {
             source["taskOutputArtifact"]["producerTask"]
             for source in spec.get("inputs", {}).get("artifacts", {}).values()}
             for task, spec in self.tasks.items()}
+        if until is not None:
+            needed, new = set(), {until}
+            while new:
+                needed |= new
+                new = set().union(*(upstream[t] for t in new)) - needed
+            upstream = {t: deps for t, deps in upstream.items() if t in needed}
         ordered: list[str] = []
         while len(ordered) < len(upstream):
             ready = sorted(t for t, deps in upstream.items()

@@ -26,7 +26,7 @@ from tests.kubeflow_helpers import KUBEFLOW_SET, set_args
 
 GOLDEN = os.path.join(REPO, "tests", "golden", "kubeflow-pipeline.yaml")
 # The golden file outlives edits to the code of FINGERPRINTED (pipeline/fingerprint.py).
-ENTRYPOINT = ["python", "-m", "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"]
+ENTRYPOINT = ["python", "-m", "pipeline.kubeflow_entrypoint"]
 DATAFLOW = ["--runner=DataflowRunner", "--project=medtfx-test", "--region=europe-west4",
             "--temp_location=gs://medtfx-test/tmp",
             "--sdk_container_image=registry.example/medtfx:test"]
@@ -123,7 +123,7 @@ def test_tasks_and_dependencies_are_those_of_the_local_pipeline(compiled, local_
         compiled_tasks["BulkInferrer"]["dependentTasks"])  # a blessed model, checked data
 
 
-def test_every_container_runs_the_image_with_tfx_entrypoint_and_importable_code(
+def test_every_container_runs_the_image_with_medtfx_entrypoint_and_importable_code(
         compiled, local_pipeline):
     from tfx.utils import import_utils
 

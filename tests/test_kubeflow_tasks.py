@@ -31,11 +31,11 @@ from modules.artifacts import CARD_DIR
 from modules.records import record_dataset
 from pipeline.config import load_config
 from pipeline.data.shards import list_shards
+from pipeline.kubeflow_entrypoint import COMMAND as ENTRYPOINT_COMMAND
 from pipeline.results.eval_results import load_evaluation
 from pipeline.results.statistics import STATS_FILE
-from tests.helpers import (BLESS_ANY, FAST_RUN, REPO, local_job_service, portable_settings,
-                           serve_both_ways, shard_records)
-from tests.kubeflow_helpers import KUBEFLOW_SET, LocalBackend, Run, TaskFailed
+from tests.helpers import local_job_service, serve_both_ways, shard_records
+from tests.kubeflow_helpers import SLICES, LocalBackend, Run, TaskFailed, compiled
 
 pytestmark = pytest.mark.slow  # each task is a process that imports TFX
 
@@ -43,8 +43,6 @@ RESOLVER = "latest_blessed_model_resolver"
 # Transform gets the Beam arguments too, but runs in place: it has nothing to analyse.
 BEAM_TASKS = ("ImportExampleGen", "StatisticsGen", "Evaluator", "BulkInferrer",
               "TestExampleGen", "TestStatisticsGen")
-RESOURCES = "kubeflow.resources={Trainer: {cpu: 2, memory: 8Gi}, Transform: {cpu: 1}}"
-SLICES = "slices=[[sex], [source], [sex, anatom_site_general_challenge]]"
 
 
 @pytest.fixture(scope="module")
@@ -68,19 +66,6 @@ def backend(tmp_path_factory) -> LocalBackend:
 def job_endpoint():
     with local_job_service() as endpoint:
         yield endpoint
-
-
-def compiled(job_endpoint: str, path: str, *overrides: str) -> dict:
-    """The spec as `medtfx compile-kfp` writes it, read back as a launcher reads it."""
-    from pipeline.kubeflow_runner import compile_pipeline
-
-    settings = [arg for arg in FAST_RUN + BLESS_ANY if arg != "--set"]
-    config = load_config(None, [*KUBEFLOW_SET, f"kubeflow.project_dir={REPO}", RESOURCES,
-                                SLICES, "scoring.test_shards=true", *settings,
-                                *portable_settings(job_endpoint), *overrides])
-    compile_pipeline(config, path)
-    with open(path) as f:
-        return yaml.safe_load(f)
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +94,9 @@ def uri(run: Run, task: str, key: str) -> str:
 def test_every_container_task_ran_after_what_it_depends_on(single):
     containers = [t for t in single.tasks if "container" in single.executor(t)]
     assert sorted(single.executed) == sorted(containers)
+    # each launched as the spec says: medtfx's entrypoint around TFX's
+    assert {tuple(single.container(t)["command"]) for t in containers} == {
+        tuple(ENTRYPOINT_COMMAND)}
     for task in single.executed:
         for upstream in single.tasks[task].get("dependentTasks", []):
             if upstream in single.executed:

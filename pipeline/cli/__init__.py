@@ -9,6 +9,7 @@ import sys
 
 from pipeline.cli import (compile_kfp, data, history, predict, report, retrain, rollback,
                           run)
+from pipeline.ops.process_exit import end_process
 
 COMMANDS = (run, report, retrain, rollback, history, predict, compile_kfp, data)
 # Patients' images and what is derived from them (spans, quarantine, artifacts, logs,
@@ -42,9 +43,7 @@ def entry() -> None:
     takes 4-7 s after every run and does no work for the user."""
     status = main()
     atexit._run_exitfuncs()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(status)
+    end_process(status)
 
 
 if __name__ == "__main__":
