@@ -120,17 +120,17 @@ def _statistics(patterns: dict[str, str], options) -> dict:
     each)."""
     import apache_beam as beam
     import tensorflow_data_validation as tfdv
-    from tfx_bsl.public import tfxio
+    from tfx.dsl.io import fileio
 
     from components.statistics_gen import GenerateStatisticsByName, by_name
 
+    files = [(name, path) for name, pattern in patterns.items()
+             for path in sorted(fileio.glob(pattern))]
     with tempfile.TemporaryDirectory(prefix="medtfx-intake-") as tmp:
         output = os.path.join(tmp, "statistics.pb")
         with beam.Pipeline() as pipeline:
-            batches = {name: pipeline | f"Read[{name}]" >> tfxio.TFExampleRecord(
-                pattern, telemetry_descriptors=["medtfx", "intake"]).BeamSource()
-                for name, pattern in patterns.items()}
-            _ = (batches
+            _ = (pipeline
+                 | "Files" >> beam.Create(files)
                  | "Statistics" >> GenerateStatisticsByName(options)
                  | "Write" >> tfdv.WriteStatisticsToBinaryFile(output))
         return by_name(tfdv.load_stats_binary(output), list(patterns))
