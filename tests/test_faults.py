@@ -19,11 +19,12 @@ from tests.helpers import BLESS_ANY, FAST_RUN, REPO, medtfx, require_capability
 
 pytestmark = pytest.mark.slow
 
-# The Trainer exporting, a Beam component writing its output, the Pusher copying, in
-# pipeline order (a rerun redoes only what did not finish): ImportExampleGen and
-# StatisticsGen fail the same way as the Evaluator (an unfinished execution that TFX
-# reruns), and each kill costs a run's start-up.
-KILLED_IN = ["Trainer", "Evaluator", "Pusher"]
+# The Trainer exporting and a Beam component writing its output, in pipeline order (a rerun
+# redoes only what did not finish): ImportExampleGen and StatisticsGen fail the same way as
+# the Evaluator (an unfinished execution that TFX reruns), and each kill costs a run's
+# start-up. A push killed mid-copy is tests/test_serving_dir.py's: the sample's model is
+# copied within the 50 ms this loop polls in, so a kill here could land after it.
+KILLED_IN = ["Trainer", "Evaluator"]
 
 
 def versions(work) -> list[str]:
@@ -102,7 +103,7 @@ def test_a_run_killed_in_each_component_leaves_the_last_model_serving(site):
 
 
 def test_a_full_disk_during_the_push_leaves_the_last_model_serving(site):
-    """Runs after the kills: everything before the Pusher is done and cached."""
+    """Runs after the kills: the rerun finishes what they left, then the push fails."""
     require_capability(not site["tmpfs"], "a tmpfs to fill, which the test mounts as root "
                        f"(mount -t tmpfs: {site['tmpfs']})")
     work = site["work"]
