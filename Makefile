@@ -52,7 +52,7 @@ test-fast: $(STAMP)
 	$(PYTEST) -m "not slow" $(ARGS)
 
 # Each stage's speed and memory against its floor, as a table and work/bench.json
-# (tests/benchmarks/bench.py; 14 minutes on 2 quiet cores; `ARGS=--quick` checks that it runs).
+# (tests/benchmarks/bench.py; 6 minutes on 2 quiet cores; `ARGS=--quick` checks that it runs).
 # `ARGS=--scale` [--per-shard N]: the siim-isic-512 pipeline on a release shaped like the
 # 2020 one at two sizes, B6's Evaluator and estimates for the real releases (under an hour
 # the first time; the releases stay in work/bench-data). A line per step; library output
