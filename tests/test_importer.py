@@ -249,6 +249,26 @@ def test_the_data_root_may_be_the_release_folder_itself(kermany, tmp_path):
         run_import(str(tmp_path), str(tmp_path / "none"), config)
 
 
+def test_a_release_one_folder_down_is_said_in_one_line_naming_the_setting(kermany, tmp_path):
+    """Kermany unpacked into a folder of its own (archive/chest_xray/...), beside macOS's
+    __MACOSX copy: one line names where the split folders are and the setting."""
+    root, out, config, manifest = kermany
+    data = tmp_path / "data"
+    shutil.copytree(os.path.join(root, "chest_xray"), data / "__MACOSX" / "chest_xray")
+    shutil.copytree(os.path.join(root, "chest_xray"), data / "archive" / "chest_xray")
+    result = medtfx("data", "import", "--config", os.path.join(CONFIG_DIR, "pneumonia.yaml"),
+                    "--data-root", str(data), "--out", str(tmp_path / "out"))
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        f"error: {data}: no split folder (train, val, test) in {data / 'chest_xray'} or the "
+        "root; archive/chest_xray holds them: set --set source.folder=archive/chest_xray"], \
+        result.stdout + result.stderr
+    assert not os.path.exists(tmp_path / "out")
+    fixed = run_import(str(data), str(tmp_path / "fixed"),
+                       config_for("pneumonia", "source.folder=archive/chest_xray"))
+    assert fixed["shards"] == manifest["shards"]
+
+
 def test_celeba_table_problems_name_the_table_and_line(tmp_path):
     root = str(tmp_path / "data")
     generate_layout(root, LayoutSpec("celeba", images=30, size=16, seed=2))

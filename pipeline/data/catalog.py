@@ -18,7 +18,7 @@ import re
 from modules.errors import MedtfxError
 from modules.task import Categorical, TaskSpec
 from pipeline.data import dicom
-from pipeline.data.misplaced import misplaced
+from pipeline.data.misplaced import misplaced, releases_below
 from pipeline.data.sources import Columns, SourceConfig, Table
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -101,8 +101,11 @@ def _folders(data_root: str, source: SourceConfig, task: TaskSpec,
     base = os.path.join(data_root, release)
     depth = len(release.split(os.sep)) if release else 0
     if not has_splits(release):
-        raise DataImportError(f"{data_root}: no split folder ({', '.join(source.splits)}) "
-                                f"in {os.path.join(data_root, source.folder)} or the root")
+        found = releases_below(data_root, source.splits)
+        raise DataImportError(
+            f"{data_root}: no split folder ({', '.join(source.splits)}) in "
+            f"{os.path.join(data_root, source.folder)} or the root"
+            + (f"; {found} holds them: set --set source.folder={found}" if found else ""))
     items, problems, skipped = [], [], 0
     for split in sorted(os.listdir(base)):
         if not os.path.isdir(os.path.join(base, split)) or split not in source.splits:

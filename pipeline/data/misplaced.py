@@ -1,7 +1,7 @@
-"""Where a table's images are when its images folder holds few of them: a layout one folder
-off (CelebA's own zip unpacks to img_align_celeba/, the common download to
-img_align_celeba/img_align_celeba/) is then said in one line naming the setting to change,
-rather than a line per row."""
+"""Where a dataset's files are when the configured folder does not hold them: a layout one
+folder off (CelebA's own zip unpacks to img_align_celeba/, the common download to
+img_align_celeba/img_align_celeba/; a Kermany release unpacked into a folder of its own) is
+then said in one line naming the setting to change, rather than a line per file."""
 
 from __future__ import annotations
 
@@ -41,3 +41,21 @@ def _folders_holding(data_root: str, names: list[str]) -> collections.Counter:
                 if path == name or path.endswith(os.sep + name):
                     holds[path[:len(path) - len(name)].rstrip(os.sep)] += 1
     return holds
+
+
+def releases_below(data_root: str, splits: list[str], depth: int = 3) -> str | None:
+    """The shallowest folder below `data_root` (at most `depth` down, relative to it) that
+    holds one of the `splits` folders; None when none does. macOS's __MACOSX copies are
+    not releases."""
+    level = [""]
+    for _ in range(depth):
+        below = []
+        for folder in level:
+            path = os.path.join(data_root, folder)
+            below += [os.path.join(folder, d) for d in sorted(os.listdir(path))
+                      if d != "__MACOSX" and os.path.isdir(os.path.join(path, d))]
+        for folder in below:
+            if any(os.path.isdir(os.path.join(data_root, folder, s)) for s in splits):
+                return folder
+        level = below
+    return None
