@@ -10,7 +10,7 @@ from typing import Callable
 # TFX's modules rather than its public `tfx.v1` namespace: importing `tfx.v1` loads the
 # Vertex AI client with its extensions, about 6 s of every run, wanted only for Vertex
 # training (imported where chosen).
-from tfx.components import Evaluator, ExampleValidator, Pusher, Trainer, Transform
+from tfx.components import ExampleValidator, Pusher, Trainer, Transform
 from tfx.dsl.components.base import executor_spec
 from tfx.dsl.components.base.base_node import BaseNode
 from tfx.dsl.components.common.resolver import Resolver
@@ -26,6 +26,7 @@ from components import serving_pusher
 from components.bulk_inferrer import BulkInferrer
 from components.data_gate import DataGate
 from components.ensemble import Ensemble
+from components.evaluator import Evaluator
 from components.example_gen import ImportExampleGen
 from components.model_packager import ModelPackager
 from components.serving_validator import ServingExampleValidator
@@ -44,6 +45,7 @@ from pipeline.fingerprint import code_fingerprint
 PREPROCESSING_MODULE = "modules.preprocessing"
 TRAINER_MODULE = "modules.trainer"
 EVALUATION_MODULE = "modules.evaluation"
+EVALUATOR_EXECUTOR = "components.evaluator"
 PREPROCESSING_FN = f"{PREPROCESSING_MODULE}.preprocessing_fn"
 RUN_FN = f"{TRAINER_MODULE}.run_fn"
 SERVING_SIGNATURE = "serving_default"  # serialized tf.Examples in, as the test shards hold
@@ -202,6 +204,12 @@ def training_components(config: PipelineConfig, data: _Data,
     return [*trainers, ensemble], ensemble.outputs["model"]
 
 
+def evaluator_code() -> str:
+    """The Evaluator's project code, its metrics module and its executor, as the one
+    fingerprint its eval config carries (the one property of TFX's Evaluator free to)."""
+    return "+".join(code_fingerprint(m) for m in (EVALUATION_MODULE, EVALUATOR_EXECUTOR))
+
+
 def release_components(config: PipelineConfig, data: _Data, model: Channel,
                        resolver: Resolver, serving_dir: str) -> list:
     """The Evaluator's gate, packaging of a blessed model, and the push."""
@@ -211,8 +219,7 @@ def release_components(config: PipelineConfig, data: _Data, model: Channel,
         model=model,
         baseline_model=resolver.outputs["model"],
         schema=data.schema_gen.outputs["schema"],
-        eval_config=build_eval_config(config.evaluation, config.task,
-                                      code_fingerprint(EVALUATION_MODULE)),
+        eval_config=build_eval_config(config.evaluation, config.task, evaluator_code()),
         module_path=EVALUATION_MODULE)
     packager = ModelPackager(
         model=model,

@@ -33,7 +33,8 @@ FINGERPRINTED = ("modules.preprocessing", "modules.trainer", "modules.evaluation
                  "components.serving_pusher", "components.ensemble",
                  "components.statistics_gen", "components.bulk_inferrer",
                  "components.submission_writer", "components.example_gen",
-                 "components.serving_validator", "components.task_schema")
+                 "components.serving_validator", "components.task_schema",
+                 "components.evaluator")
 
 
 def require_capability(ok: bool, missing: str) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 
 import tensorflow as tf
-from tfx.components import Evaluator
 from tfx.dsl.components.common.resolver import Resolver
 from tfx.dsl.input_resolution.strategies.latest_artifact_strategy import (
     LatestArtifactStrategy)
@@ -22,14 +21,14 @@ from tfx.orchestration import metadata
 from tfx.orchestration.pipeline import Pipeline
 from tfx.types import Channel, standard_artifacts
 
+from components.evaluator import Evaluator
 from modules.records import record_dataset
 from pipeline.beam_config import PIPELINE_STAGES
 from pipeline.config import PipelineConfig
 from pipeline.data.shards import SplitPlan, list_shards, shard_filename
 from pipeline.eval_config import build_eval_config
-from pipeline.fingerprint import code_fingerprint
 from pipeline.ops.workdir import WorkDir
-from pipeline.pipeline import EVALUATION_MODULE
+from pipeline.pipeline import EVALUATION_MODULE, evaluator_code
 from tests.benchmarks.runs import CONFIG_512, run_pipeline
 from tests.helpers import BLESS_ANY
 
@@ -68,7 +67,7 @@ def evaluator_only(config: PipelineConfig, data_root: str, work: WorkDir) -> Pip
         example_splits=SplitPlan.names(config.split_plan.evaluation),
         model=resolver.outputs["model"], schema=resolver.outputs["schema"],
         eval_config=build_eval_config(config.evaluation, config.task,
-                                      code_fingerprint(EVALUATION_MODULE)),
+                                      evaluator_code()),
         module_path=EVALUATION_MODULE)
     return Pipeline(
         pipeline_name=config.pipeline_name, pipeline_root=work.pipeline_root,
