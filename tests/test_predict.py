@@ -145,7 +145,7 @@ def test_jpeg_16_bit_png_and_dicom_score_as_the_evaluation_path_does(models, ima
 
 
 def test_a_dicom_headers_sex_and_age_reach_the_model_as_import_maps_them(models, tmp_path):
-    """The config's source.dicom.columns and values, as in the README's DICOM example: a
+    """The config's source.dicom.columns and values, as in the DICOM example of docs/data.md: a
     file whose header says F, 070Y is sent as female, 70; the same pixels without those
     attributes, and the same PNG sent as a file, as missing; and they score differently."""
     config = load_config(None, ["source.dicom.columns={PatientSex: sex, PatientAge: "

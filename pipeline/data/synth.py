@@ -8,7 +8,7 @@ distributed N(c * 2 * s * signal, 1) after scaling, and the best AUC from the im
 site is Phi(2 * s * signal / sqrt(2)). Malignancy is likelier with age (the metadata signal).
 Each stored label is, with probability `label_noise`, replaced by an independent draw at the
 malignant share; that keeps the ideal ranking and shrinks every AUC towards 0.5 by the factor
-(1 - label_noise). `best_auc` turns this into numbers; the README quotes them.
+(1 - label_noise). `best_auc` turns this into numbers; docs/data.md quotes them.
 """
 
 from __future__ import annotations
