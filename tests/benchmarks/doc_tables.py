@@ -83,7 +83,7 @@ def stages(report: dict, date: str) -> str:
         machine_line(report, date) + f" The 64 px run: the default config on "
         f"{sizes['images']:,} images, {sizes['epochs']} epochs; the 512 px run: "
         f"`siim-isic-512.yaml` with {', '.join(sizes['overrides_512'])}, on "
-        f"{sizes['images_512']} images.", row_table(rows), component_table(report["components"])])
+        f"{sizes['images_512']} training images.", row_table(rows), component_table(report["components"])])
 
 
 def input_pipeline(report: dict, date: str) -> str:
