@@ -92,6 +92,14 @@ class EvaluationConfig(Settings):
     # memory is the model's and one batch's activations, whatever the number of images.
     max_batch: int = Field(default=64, ge=1)
 
+    def slice_auc_bound(self, family: list[str] | tuple[str, ...]) -> float:
+        """The AUC a gated slice of `family` (its features, e.g. ["sex"]) must reach; a
+        cross matches in any order (TFMA sorts a slice's features by name)."""
+        for name, bound in self.slice_auc_thresholds.items():
+            if sorted(name.split("*")) == sorted(family):
+                return bound
+        return self.slice_auc_threshold
+
 
 class ModelCardConfig(Settings):
     """The parts of each pushed model's card that a run cannot measure."""

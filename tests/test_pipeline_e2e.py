@@ -226,7 +226,14 @@ def test_report_renders_in_chromium_and_names_failed_checks(first_run):
         assert "auc on overall" in driver.find_element(By.TAG_NAME, "ul").text
         charts = driver.find_elements(By.CSS_SELECTOR, "svg.chart")
         captions = [c.text for c in driver.find_elements(By.TAG_NAME, "figcaption")]
-        assert captions[:2] == ["ROC, overall", "Precision-recall, overall"]
+        assert captions[0].startswith("Slices: estimate and 95% interval")
+        assert captions[1:3] == ["ROC, overall", "Precision-recall, overall"]
+        # The first screen: the verdict, the headline and the forest plot, one row a slice.
+        forest = driver.find_element(By.CSS_SELECTOR, "svg.forest")
+        assert forest.location["y"] < 300 and forest.size["height"] > 17 * len(
+            first_run["summary"]["metrics"])
+        assert len(forest.find_elements(By.CSS_SELECTOR, "rect.estimate")) >= len(
+            first_run["summary"]["metrics"])
         assert "Calibration, overall" in captions
         assert all(c.size["width"] > 200 and c.size["height"] > 200 for c in charts)
         assert driver.find_elements(By.CSS_SELECTOR, "svg.chart polyline")

@@ -16,6 +16,7 @@ from pipeline.ops.workdir import WorkDir
 from pipeline.results.eval_results import (SLICE_AND, SLICE_IS, Matrix, SliceResult,
                                            load_evaluation)
 from pipeline.results.classes import balanced_majority, per_class
+from pipeline.results.forest import ForestRow, forest_plot, forest_rows, gap
 from pipeline.results.mlmd import find_run, open_store, outputs_by_type
 from pipeline.results.statistics import SplitStats, load_statistics
 from pipeline.results.summary import failed_check
@@ -68,31 +69,64 @@ def _verdict(summary: dict) -> str:
     if summary["blessed"] and summary["pushed_model"]:
         return ('<p><span class="verdict blessed">BLESSED</span> pushed to '
                 f'<code>{html.escape(summary["pushed_model"])}</code></p>')
+    verdict = "BLESSED, NOT PUSHED" if summary["blessed"] else "NOT BLESSED"
+    return f'<p><span class="verdict rejected">{verdict}</span> nothing pushed.</p>'
+
+
+def _failed_checks(summary: dict) -> str:
+    if not summary["failed_checks"]:
+        return ""
     checks = "".join(f"<li>{html.escape(failed_check(c))}</li>"
                      for c in summary["failed_checks"])
-    verdict = "BLESSED, NOT PUSHED" if summary["blessed"] else "NOT BLESSED"
-    return (f'<p><span class="verdict rejected">{verdict}</span> nothing pushed; failed '
-            f"checks:</p><ul>{checks}</ul>")
+    return f"<p>Failed checks:</p><ul>{checks}</ul>"
 
 
-def _slice_rows(slices: dict[str, SliceResult], summary: dict, task: TaskSpec) -> str:
+def _forest(slices: dict[str, SliceResult], summary: dict, config: PipelineConfig
+            ) -> tuple[str, list[ForestRow]]:
+    """The forest plot and its rows (the slice table shows their gaps to overall)."""
+    task, cfg = config.task, config.evaluation
     failed = {c.get("slice") for c in summary["failed_checks"]}
+    rows = forest_rows(slices, summary["operating_threshold"],
+                       "AUC" if task.binary else "macro AUC",
+                       lambda r: cfg.slice_auc_bound(r.family) if task.binary else None,
+                       failed)
+    at = ("" if summary["operating_threshold"] is None else
+          f"; sensitivity and specificity at the operating threshold "
+          f"{summary['operating_threshold']:.3f}")
+    caption = (f"Slices: estimate and 95% interval{at}. Dashed: overall; red tick: the "
+               "slice's AUC bound; grey: too small to gate; red: a failed check.")
+    return forest_plot(rows, caption), rows
+
+
+def _rate(row: ForestRow, overall: ForestRow, rate: str) -> list[str]:
+    """A rate at the operating threshold with its Wilson interval, and its gap to overall."""
+    estimate = row.estimates.get(rate)
+    if estimate is None:
+        return ["", ""]
+    difference = gap(row, overall, rate)
+    return [f"{_fmt(estimate.value)} {_span(estimate.interval)}".strip(),
+            "" if row is overall or difference is None else f"{difference:+.3f}"]
+
+
+def _slice_rows(slices: dict[str, SliceResult], forest: list[ForestRow], summary: dict,
+                task: TaskSpec) -> str:
     threshold = summary["operating_threshold"]
     rows = []
-    for name, r in slices.items():
+    for row, (name, r) in zip(forest, slices.items()):
         m = r.metrics
         at = r.at(threshold) if threshold is not None else None
-        cls = "fail" if name in failed else "" if r.gated else "ungated"
+        cls = "fail" if row.failed else "" if r.gated else "ungated"
         rows.append((cls, [
             name, f"{int(m.get('example_count') or 0)}", f"{r.positives}",
-            _fmt(m.get("auc")), _interval(r, "auc"), _fmt(r.baseline.get("auc")),
-            _fmt(r.changes.get("auc"), 4), _fmt(at.sensitivity if at else None),
-            _fmt(at.specificity if at else None), _fmt(at.precision if at else None),
-            _fmt(at.accuracy if at else None), _fmt(r.majority_rate),
-            _fmt(at.f1 if at else None), "yes" if r.gated else "no"]))
-    return _table(["slice", "examples", task.label.positive, "AUC", "95% interval",
-                   "baseline AUC", "change", "sensitivity", "specificity", "precision",
-                   "accuracy", "majority class", "F1", "gated"], rows)
+            _fmt(m.get("auc")), _interval(r, "auc"), _fmt(row.bound),
+            _fmt(r.baseline.get("auc")), _fmt(r.changes.get("auc"), 4),
+            *_rate(row, forest[0], "sensitivity"), *_rate(row, forest[0], "specificity"),
+            _fmt(at.precision if at else None), _fmt(at.accuracy if at else None),
+            _fmt(r.majority_rate), _fmt(at.f1 if at else None), "yes" if r.gated else "no"]))
+    return _table(["slice", "examples", task.label.positive, "AUC", "95% interval", "bound",
+                   "baseline AUC", "change", "sensitivity (95%)", "vs overall",
+                   "specificity (95%)", "vs overall", "precision", "accuracy",
+                   "majority class", "F1", "gated"], rows)
 
 
 def _curves(slices: dict[str, SliceResult], task: TaskSpec) -> str:
@@ -246,12 +280,15 @@ def render_report(summary: dict, config: PipelineConfig, slices: dict[str, Slice
                 f"{_fmt(overall.changes.get('auc'), 4)}; allowed drop "
                 f"{config.evaluation.max_auc_drop:g} overall, "
                 f"{config.evaluation.max_slice_auc_drop:g} per gated slice).</p>")
+    picture, forest = _forest(slices, summary, config)
     sections = [
         f"<h1>{html.escape(config.pipeline_name)}</h1>",
         f"<p>Run {html.escape(summary['run_id'])} on <code>"
         f"{html.escape(summary['data_root'])}</code>.</p>",
         _verdict(summary),
         f"<p>{html.escape(auc_headline(overall, task))}</p>",
+        picture,
+        _failed_checks(summary),
     ]
     if task.binary:
         sections += [
@@ -261,7 +298,7 @@ def render_report(summary: dict, config: PipelineConfig, slices: dict[str, Slice
             f"{task.negative}) need AUC at least {config.evaluation.slice_auc_threshold:g} "
             f"(per family: {html.escape(json.dumps(config.evaluation.slice_auc_thresholds))});"
             " smaller slices are shown grey and do not gate.</p>",
-            _slice_rows(slices, summary, task)]
+            _slice_rows(slices, forest, summary, task)]
     else:
         sections += ["<h2>Classes</h2>", _classes(slices, task)]
     sections += ["<h2>Comparison with the last blessed model</h2>", baseline]
