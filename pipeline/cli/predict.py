@@ -37,6 +37,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("--out", type=_out_file, metavar="FILE.csv|FILE.json",
                          help="also write one record per file, with every class's "
                          "probability, as CSV or JSON (by the suffix)")
+    predict.add_argument("--log", metavar="DIR", help="also record each request and its "
+                         "answer in a new JSON-lines file in DIR, as a logging proxy in front "
+                         "of TF Serving records them, for `medtfx monitor`")
     predict.add_argument("--batch", type=_positive, default=DEFAULT_BATCH, metavar="N",
                          help=f"images per request (default: {DEFAULT_BATCH}; never more "
                          "than the model accepts)")
@@ -64,6 +67,7 @@ def command(args: argparse.Namespace) -> int:
     serving = os.path.abspath(WorkDir(args.work_dir).serving)
 
     def body(console: Console) -> int:
+        from pipeline.monitor.request_log import JsonLinesLog
         from pipeline.serving.model import find_model, load_model
         from pipeline.serving.output import Table, record, summary, write_records
         from pipeline.serving.predict import find_images, predict
@@ -71,14 +75,22 @@ def command(args: argparse.Namespace) -> int:
         files, passed_over = find_images(args.paths, config.source.skip)
         model = load_model(find_model(args.model, serving), config.task)
         table, records = Table(model, files), []
+        log = (JsonLinesLog(args.log, "serving_image", model.image_input,
+                            os.path.basename(model.path.rstrip("/"))) if args.log else None)
         console.say(table.header())
-        for prediction in predict(model, files, config.source.dicom, config.task,
-                                  args.batch):
-            records.append(record(prediction, model))
-            console.say(table.line(records[-1]))
+        try:
+            for prediction in predict(model, files, config.source.dicom, config.task,
+                                      args.batch, log.write if log else None):
+                records.append(record(prediction, model))
+                console.say(table.line(records[-1]))
+        finally:
+            if log:
+                log.close()
         if args.out:
             write_records(args.out, model, records)
         console.say(summary(records, passed_over, model, args.out))
+        if log:
+            console.say(f"medtfx: requests and answers logged in {log.path}")
         return common.EXIT_FAILED if any(r["error"] for r in records) else 0
 
     return common.guarded(common.temp_log("predict"), args.verbose, body)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 from pipeline.cli import common
 from pipeline.ops.console import Console
@@ -19,6 +20,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "statistics and anomalies.")
     report.add_argument("--work-dir", default="work", help="the run's work dir (./work)")
     report.add_argument("--out", help="where to write the page (WORK/report.html)")
+    report.add_argument("--logs", metavar="DIR", help="also check the requests logged under "
+                        "DIR for drift, as `medtfx monitor` does, in a section of its own")
     common.add_verbose(report)
     report.set_defaults(command=command)
 
@@ -31,7 +34,18 @@ def command(args: argparse.Namespace) -> int:
     def body(console: Console) -> int:
         from pipeline.results.report import write_report
 
-        console.say(f"medtfx: report written to {write_report(work, args.out)}")
+        extra = () if args.logs is None else (("Monitoring", _monitoring(work, args.logs)),)
+        console.say(f"medtfx: report written to {write_report(work, args.out, extra)}")
         return 0
 
     return common.guarded(work.log_file("report", common.stamp()), args.verbose, body)
+
+
+def _monitoring(work: WorkDir, logs: str) -> str:
+    """The monitoring section, judged with the config the reported run used."""
+    from pipeline.config import load_config_dict
+    from pipeline.monitor.verdict import monitor, verdict_html
+
+    with open(work.summary) as f:
+        config = load_config_dict(json.load(f)["config"])
+    return verdict_html(monitor(logs, work, config, None), config.monitor.min_requests)

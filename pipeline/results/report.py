@@ -315,8 +315,11 @@ def render_report(summary: dict, config: PipelineConfig, slices: dict[str, Slice
             + "\n".join(sections) + "</body></html>")
 
 
-def write_report(work: WorkDir, out_path: str | None = None) -> str:
-    """The report of the run in WORK/run_summary.json, written beside it (or to out_path)."""
+def write_report(work: WorkDir, out_path: str | None = None,
+                 extra: tuple[tuple[str, str], ...] = ()) -> str:
+    """The report of the run in WORK/run_summary.json, written beside it (or to out_path);
+    `extra`: (heading, HTML) sections to add at the end, such as the monitoring of logged
+    requests."""
     with open(work.summary) as f:
         summary = json.load(f)
     config = load_config_dict(summary["config"])
@@ -330,6 +333,9 @@ def write_report(work: WorkDir, out_path: str | None = None) -> str:
     stats = load_statistics(outputs["ExampleStatistics"][0].uri, splits)
     anomalies = describe_anomalies(outputs["ExampleAnomalies"][0].uri, splits)
     page = render_report(summary, config, slices, stats, anomalies)
+    if extra:
+        page = page.replace("</body>", "".join(f"<h2>{html.escape(heading)}</h2>{body}"
+                                               for heading, body in extra) + "</body>")
     out_path = out_path or work.path("report.html")
     with open(out_path, "w") as f:
         f.write(page)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from typing import Iterator
+from typing import Callable, Iterator
 
 import tensorflow as tf
 
@@ -91,10 +91,14 @@ def read_image(path: str, settings: DicomSettings, task: TaskSpec
     return png, metadata_codes(header, settings, task)
 
 
+Answered = Callable[[list[bytes], list[dict[str, int]], dict], None]
+
+
 def predict(model: ServedModel, files: list[str], settings: DicomSettings, task: TaskSpec,
-            batch: int) -> Iterator[Prediction]:
+            batch: int, answered: Answered | None = None) -> Iterator[Prediction]:
     """One prediction per file, in order, in requests of at most `batch` images (and never
-    more than the model accepts); files are read one request at a time."""
+    more than the model accepts); files are read one request at a time. `answered` gets
+    each request the model answered, with its outputs (the request log)."""
     size = min(batch, model.batch_limit or batch)
     for start in range(0, len(files), size):
         answers, readable = {}, []
@@ -105,12 +109,12 @@ def predict(model: ServedModel, files: list[str], settings: DicomSettings, task:
                 answers[path] = Prediction(path, error=f"cannot read: {err.strerror}")
             except dicom.DicomError as err:
                 answers[path] = Prediction(path, error=str(err))
-        answers.update((p.file, p) for p in _score(model, readable))
+        answers.update((p.file, p) for p in _score(model, readable, answered))
         yield from (answers[path] for path in files[start:start + size])
 
 
-def _score(model: ServedModel, images: list[tuple[str, bytes, dict[str, int]]]
-           ) -> list[Prediction]:
+def _score(model: ServedModel, images: list[tuple[str, bytes, dict[str, int]]],
+           answered: Answered | None) -> list[Prediction]:
     """Predictions for one request; when the model refuses it (an image that does not decode
     or is beyond the image limits), each half is asked again, down to the file at fault."""
     if not images:
@@ -121,7 +125,9 @@ def _score(model: ServedModel, images: list[tuple[str, bytes, dict[str, int]]]
         if len(images) == 1:
             return [Prediction(images[0][0], error=_reason(err))]
         half = len(images) // 2
-        return _score(model, images[:half]) + _score(model, images[half:])
+        return _score(model, images[:half], answered) + _score(model, images[half:], answered)
+    if answered is not None:
+        answered([data for _, data, _ in images], [codes for *_, codes in images], outputs)
     return [_answer(path, outputs, i, model) for i, (path, *_) in enumerate(images)]
 
 
