@@ -8,7 +8,10 @@ decodes exactly as training did; both check each image against the image limits 
 decoding it, and each request against the batch bound. A binary model returns the probability of the positive
 class and a decision at the operating threshold; a model of K classes returns the K class
 probabilities, the top class's code and name, and, when the task names urgent classes, their
-summed probability and a decision at the operating threshold. `transform_features` shows
+summed probability and a decision at the operating threshold. A model with an
+out-of-distribution guard (modules/ood.py) also returns `ood_score` and `in_distribution`
+(0: the image is unlike the training images), from the same pass of the network at
+orientation 0. `transform_features` shows
 what the network sees; `slicing_features` derives the features the Evaluator slices on but
 the raw examples lack (the buckets of bucketed numbers, such as the age bucket).
 """
@@ -22,6 +25,7 @@ import tensorflow_transform as tft
 
 from modules.artifacts import THRESHOLD_ASSET
 from modules.augment import orient
+from modules.ood import Guard
 from modules.preprocessing import transform
 from modules.settings import ImageLimits
 from modules.task import IMAGE_INPUT, METADATA_KEY, TaskSpec, bucket
@@ -74,18 +78,19 @@ def transform_examples(tft_layer, examples: tf.Tensor, task: TaskSpec,
     return transform(tft_layer, tf.io.parse_example(examples, raw_spec(task)), task, limits)
 
 
-def predict(model, transformed: dict, tta: int) -> tf.Tensor:
+def predict(model, transformed: dict, tta: int, first: tf.Tensor | None = None) -> tf.Tensor:
     """The model's probabilities ([B, 1] binary, [B, K] otherwise), averaged over the first
     `tta` orientations.
 
     Test-time augmentation lives in the serving graph, so TF Serving, the Evaluator and every
     client get the same averaged score. The orientations run one after another: run side by
     side, as the graph would otherwise schedule them, each holds its own activations (8 at
-    once took 1.7x the memory of one, B0 at 512 px, for no gain in speed).
+    once took 1.7x the memory of one, B0 at 512 px, for no gain in speed). `first`:
+    orientation 0's probabilities when the caller has them (the guard's pass computes them).
     """
     inputs = {name: transformed[name] for name in model.input_names}
-    total = None
-    for k in range(tta):
+    total = first
+    for k in range(0 if first is None else 1, tta):
         with tf.control_dependencies([] if total is None else [total]):
             score = model({**inputs, IMAGE_INPUT: orient(inputs[IMAGE_INPUT], k)},
                           training=False)
@@ -103,12 +108,15 @@ def within_batch(inputs: tf.Tensor, max_batch: int) -> tf.Tensor:
 
 
 def make_signatures(model, tf_transform_output: tft.TFTransformOutput, task: TaskSpec,
-                    asset_dir: str, tta: int, limits: ImageLimits) -> dict:
-    """Signatures for `model.save`; attaches the Transform layer and the threshold so the
-    model tracks them. Each request is checked against `limits.batch`, each image against
-    the image limits."""
+                    asset_dir: str, tta: int, limits: ImageLimits,
+                    guard: Guard | None = None) -> dict:
+    """Signatures for `model.save`; attaches the Transform layer, the threshold and the
+    out-of-distribution detector so the model tracks them. Each request is checked against
+    `limits.batch`, each image against the image limits."""
     model.tft_layer = tf_transform_output.transform_features_layer()
     model.operating_threshold = OperatingThreshold(asset_dir)
+    if guard is not None:
+        model.ood_detector = guard.detector
     bucketed_spec = {n.key: tf.io.FixedLenFeature([], tf.int64, default_value=task.missing)
                      for n in task.bucketed}
 
@@ -119,7 +127,11 @@ def make_signatures(model, tf_transform_output: tft.TFTransformOutput, task: Tas
         return {PREDICTION_KEY: probability, DECISION_KEY: decision}
 
     def respond(transformed: dict) -> dict:
-        probabilities = predict(model, transformed, tta)
+        """The answer, with `ood_score` and `in_distribution` when the model has a guard."""
+        first, guarded = guard(transformed) if guard is not None else (None, {})
+        return {**classify(predict(model, transformed, tta, first)), **guarded}
+
+    def classify(probabilities: tf.Tensor) -> dict:
         if task.binary:
             return decide(probabilities)
         top = tf.argmax(probabilities, axis=-1)

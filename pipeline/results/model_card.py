@@ -9,6 +9,7 @@ from modules.task import TaskSpec
 from pipeline.results.classes import balanced_majority, confusion_markdown, per_class
 from pipeline.results.eval_results import (NOT_VERIFIED, SliceResult, rate_intervals,
                                            unverified_slice)
+from pipeline.results.report_ood import guard_card, guard_card_line
 from pipeline.results.statistics import SplitStats
 
 
@@ -70,6 +71,8 @@ def build_card(settings: dict, slices: dict[str, SliceResult], threshold: float 
         "gate": settings["gate"],
         "metrics": rows,
         "limitations": settings["limitations"] + _measured_limitations(rows, settings, task),
+        "out_of_distribution": guard_card(settings.get("ood"),
+                                          slices["overall"].metrics.get("ood_flagged")),
     }
     if not task.binary:
         result = slices["overall"]
@@ -167,6 +170,7 @@ def render_markdown(card: dict) -> str:
               f"precision {_number(point['precision'])}, F1 {_number(point['f1'])}; accuracy "
               f"{_number(point['accuracy'])}, where always answering the commoner class "
               f"scores {_number(point['majority_rate'])}."]
+    lines += guard_card_line(card)
     lines += ["",
               "## Metrics per slice (95% intervals)", "",
               f"| slice | examples | {positive} | AUC | AUC interval | sensitivity (95%) | "

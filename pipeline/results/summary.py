@@ -15,6 +15,7 @@ from pipeline.results.eval_results import (CLASS_OF, NOT_VERIFIED, SliceResult, 
                                            load_evaluation, operating_threshold,
                                            rate_intervals, shown, unverified_slice)
 from pipeline.results.mlmd import find_run, node_name, open_store, outputs_by_type
+from pipeline.results.report_ood import guard_line, guard_summary
 from pipeline.serving.load_check import FAILURE_PROPERTY
 
 REPORTED_INTERVALS = ("auc", "auc_pr", "specificity_at_sensitivity",
@@ -85,6 +86,10 @@ def summarize_run(metadata_path: str, config: PipelineConfig) -> dict:
                               cfg.min_slice_negatives) if evaluations else {})
     overall = slices.get("overall")
     threshold = operating_threshold(overall.curve, cfg.target_sensitivity) if overall else None
+    metrics = {name: {**slice_summary(result, threshold, config.task),
+                      **_auc_bound(name, result, config)}
+               for name, result in slices.items()}
+    training = training_summary(outputs.get("Model", []))
     return {
         "run_id": run.name,
         "blessed": blessed,
@@ -94,15 +99,14 @@ def summarize_run(metadata_path: str, config: PipelineConfig) -> dict:
         "target_sensitivity": cfg.target_sensitivity,
         "classes": config.task.label.classes,
         "urgent": config.task.label.urgent,
-        "metrics": {name: {**slice_summary(result, threshold, config.task),
-                           **_auc_bound(name, result, config)}
-                    for name, result in slices.items()},
+        "metrics": metrics,
         "failed_checks": ((failed_checks(evaluations[0].uri, config.task)
                            if evaluations else [])
                           + load_check_failures(outputs.get("Model", []))),
         "components": components,
-        "training": training_summary(outputs.get("Model", [])),
+        "training": training,
         **submission_summary(outputs.get(SUBMISSION_TYPE, [])),
+        "ood": guard_summary(training, metrics, outputs.get(SUBMISSION_TYPE, [])),
     }
 
 
@@ -212,6 +216,8 @@ def summary_lines(summary: dict) -> list[str]:
             lines.append(f"        {name}: out-of-fold AUC {recorded['oof_auc']:.3f} over "
                          f"{recorded['examples']} examples of {len(recorded['fold_aucs'])} "
                          "folds")
+    if guard_line(summary):
+        lines.append(guard_line(summary))
     if summary["blessed"] and summary.get("pushed_model"):
         lines.append(f"medtfx: BLESSED; serving model: {summary['pushed_model']}")
         if summary.get("submission"):

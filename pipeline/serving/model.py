@@ -19,6 +19,7 @@ from tfx.dsl.io import fileio
 
 from modules.artifacts import CARD_DIR, THRESHOLD_ASSET
 from modules.errors import MedtfxError
+from modules.ood import IN_DISTRIBUTION_KEY
 from modules.signatures import DECISION_KEY, PROBABILITIES_KEY
 from modules.task import TaskSpec
 from pipeline.ops.serving_dir import serving_versions
@@ -64,6 +65,7 @@ class ServedModel:
     image_input: str
     metadata_inputs: list[str]  # empty unless the model has a metadata branch
     loaded: object  # the SavedModel object, kept alive with its signature
+    guarded: bool = False  # answers ood_score and in_distribution (modules/ood.py)
 
     @property
     def binary(self) -> bool:
@@ -106,7 +108,7 @@ def load_model(path: str, task: TaskSpec) -> ServedModel:
         batch_limit=_batch_limit(signature), missing=task.missing, signature=signature,
         image_input=next(k for k, spec in inputs.items() if spec.dtype == tf.string),
         metadata_inputs=sorted(k for k, spec in inputs.items() if spec.dtype == tf.int64),
-        loaded=loaded)
+        loaded=loaded, guarded=IN_DISTRIBUTION_KEY in outputs)
 
 
 def _card(path: str) -> dict | None:

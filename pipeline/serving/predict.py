@@ -19,6 +19,7 @@ from typing import Callable, Iterator
 import tensorflow as tf
 
 from modules.errors import MedtfxError
+from modules.ood import IN_DISTRIBUTION_KEY, OOD_SCORE_KEY
 from modules.signatures import (CLASS_NAME_KEY, DECISION_KEY, PREDICTION_KEY,
                                 PROBABILITIES_KEY)
 from pipeline.data import dicom
@@ -44,6 +45,10 @@ class Prediction:
     # decision taken on it at the threshold (1: refer); None when the model takes none.
     probability: float | None = None
     decision: int | None = None
+    # A model with an out-of-distribution guard: the image's distance to the training
+    # images' features, and 1 when it is within the threshold (0: unlike them).
+    ood_score: float | None = None
+    in_distribution: int | None = None
 
 
 def find_images(paths: list[str], skip: list[str]) -> tuple[list[str], int]:
@@ -139,6 +144,9 @@ def _answer(path: str, outputs: dict, i: int, model: ServedModel) -> Prediction:
     if PREDICTION_KEY in outputs:
         answer.probability = float(outputs[PREDICTION_KEY][i, 0])
         answer.decision = int(outputs[DECISION_KEY][i, 0])
+    if IN_DISTRIBUTION_KEY in outputs:
+        answer.ood_score = float(outputs[OOD_SCORE_KEY][i, 0])
+        answer.in_distribution = int(outputs[IN_DISTRIBUTION_KEY][i, 0])
     return answer
 
 
