@@ -41,9 +41,7 @@ class _FlaggedCombiner(beam.CombineFn):
         return np.zeros(2)
 
     def add_input(self, accumulator: np.ndarray, element) -> np.ndarray:
-        predictions = element.predictions
-        if isinstance(predictions, dict) and self._key.model_name in predictions:
-            predictions = predictions[self._key.model_name]  # candidate and baseline
+        predictions = element.get_predictions(model_name=self._key.model_name or None)
         if isinstance(predictions, dict) and IN_DISTRIBUTION_KEY in predictions:
             inside = np.asarray(predictions[IN_DISTRIBUTION_KEY]).ravel()
             accumulator += [float((inside == 0).sum()), float(inside.size)]

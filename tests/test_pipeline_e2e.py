@@ -313,3 +313,20 @@ def test_a_model_that_fails_the_load_check_is_not_pushed_and_the_summary_says_wh
     assert "medtfx: BLESSED, but nothing pushed. Failed checks:" in failed["stdout"]
     assert f"load check: {reason}" in failed["stdout"]
     assert versions(first_run["work"]) == before
+
+
+def test_the_guards_flags_are_counted_on_the_evaluation_fold_and_the_test_shards(first_run):
+    """The Evaluator's ood_flagged, the Submission's in_distribution.csv (submission.csv
+    keeps Kaggle's two columns) and the summary line all count the served model's flags."""
+    summary = first_run["summary"]
+    guard = summary["ood"]
+    assert guard["train_images"] > 0 and 0 < guard["threshold"]
+    assert guard["evaluation_flagged"] == summary["metrics"]["overall"]["ood_flagged"]
+    with open(os.path.join(os.path.dirname(summary["submission"]), "in_distribution.csv"),
+              newline="") as f:
+        header, *rows = list(csv.reader(f))
+    assert header == ["image_name", "ood_score", "in_distribution"]
+    assert len(rows) == guard["test_images"] == summary["scored"]
+    flagged = sum(1 for *_, inside in rows if inside == "0")
+    assert guard["test_flagged"] == round(flagged / len(rows), 4)
+    assert "out-of-distribution guard (threshold" in first_run["stdout"]

@@ -21,7 +21,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "signature, so images are decoded as served; a DICOM file is first converted as "
         "`medtfx data import` converts it (the config's source.dicom settings), and the "
         "header attributes source.dicom.columns names are sent as its metadata, mapped as "
-        "import maps them; other metadata is sent as missing. Prints one line per file and a summary.",
+        "import maps them; other metadata is sent as missing. Prints one line per file and a "
+        "summary; a model with an out-of-distribution guard adds each image's ood_score and "
+        "in_distribution (0: unlike the images it was trained on, whatever its probability).",
         epilog=f"exit status: 0 when every file was scored; {common.EXIT_FAILED} when a file "
         "could not be read, converted or decoded (its line names it and why; the others are "
         f"still scored), or nothing was found to score; {common.EXIT_USAGE} for a wrong "
