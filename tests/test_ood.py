@@ -1,7 +1,8 @@
-"""The out-of-distribution guard: the detector on Gaussian data whose answer is known, and a
-melanoma model trained a little on the sample, whose serving signatures flag the other
-tasks' pictures (chest X-rays, mammograms, faces, a blank frame) and pass its own
-evaluation fold."""
+"""The out-of-distribution guard: the detector on Gaussian data whose answer is known; a
+melanoma model trained on the sample, whose serving signatures flag the other tasks'
+pictures (chest X-rays, mammograms, faces, a blank frame) and pass its own evaluation fold,
+and whose flags `medtfx predict` shows; the submission's separate guard file; the
+Evaluator's count of flags; the config's check."""
 
 from __future__ import annotations
 
@@ -18,10 +19,12 @@ from modules.ood import (IN_DISTRIBUTION_KEY, OOD_SCORE_KEY, OodDetector, fit_ga
                          set_threshold)
 from modules.ood_metric import OodFlagged
 from modules.task import TaskSpec
+from pipeline.config import load_config
 from pipeline.data.sources import DicomSettings
 from pipeline.data.synth_render import encode, render_chest, render_face, render_mammogram
 from pipeline.serving.model import load_model
 from pipeline.serving.output import Table, fields, record
+from pipeline.errors import ConfigError
 from pipeline.serving.predict import predict
 from tests.helpers import shard_records
 from tests.test_scoring import prediction_log, read_csv
@@ -167,3 +170,8 @@ def test_the_evaluator_counts_the_candidates_flags_and_none_for_a_baseline_witho
 
     assert share("candidate", [1, 0, 1, 1]) == 0.25
     assert np.isnan(share("baseline", [1, 0]))
+
+
+def test_a_quantile_outside_zero_and_one_is_refused_naming_the_field():
+    with pytest.raises(ConfigError, match="trainer: ood: quantile 1.5 must be between 0 and 1"):
+        load_config(None, ["trainer.ood.quantile=1.5"])
