@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow_model_analysis.metrics import metric_types
+from tfx.types import standard_artifacts
 
+from components import ensemble
 from components.submission_writer import submission_rows, write_guard_file, write_submission
 from modules import features as F
 from modules.ood import (IN_DISTRIBUTION_KEY, OOD_SCORE_KEY, OodDetector, fit_gaussian,
@@ -22,9 +24,10 @@ from modules.task import TaskSpec
 from pipeline.config import load_config
 from pipeline.data.sources import DicomSettings
 from pipeline.data.synth_render import encode, render_chest, render_face, render_mammogram
+from pipeline.errors import ConfigError
+from pipeline.pipeline import run_settings
 from pipeline.serving.model import load_model
 from pipeline.serving.output import Table, fields, record
-from pipeline.errors import ConfigError
 from pipeline.serving.predict import predict
 from tests.helpers import shard_records
 from tests.test_scoring import prediction_log, read_csv
@@ -86,10 +89,17 @@ def other_tasks(count: int) -> dict[str, list[bytes]]:
 
 
 @pytest.fixture(scope="module")
-def melanoma_dir(tiny_data, tmp_path_factory) -> str:
-    """The Trainer's export of a model trained on the melanoma sample, three epochs of the
+def trained(tiny_data, tmp_path_factory) -> dict:
+    """run_fn's outputs for a model trained on the melanoma sample, three epochs of the
     small CNN at 32 px (after four steps its features hardly tell a face from a lesion)."""
-    return train(tiny_data, tmp_path_factory.mktemp("ood"), ["train_steps=null", "epochs=3", "batch_size=16"])["model"]
+    return train(tiny_data, tmp_path_factory.mktemp("ood"),
+                 ["train_steps=null", "epochs=3", "batch_size=16"])
+
+
+@pytest.fixture(scope="module")
+def melanoma_dir(trained) -> str:
+    """The Trainer's export of that model."""
+    return trained["model"]
 
 
 @pytest.fixture(scope="module")
@@ -175,3 +185,30 @@ def test_the_evaluator_counts_the_candidates_flags_and_none_for_a_baseline_witho
 def test_a_quantile_outside_zero_and_one_is_refused_naming_the_field():
     with pytest.raises(ConfigError, match="trainer: ood: quantile 1.5 must be between 0 and 1"):
         load_config(None, ["trainer.ood.quantile=1.5"])
+
+
+def test_an_ensemble_guards_with_its_first_members_detector(trained, melanoma, tiny_data,
+                                                              tmp_path):
+    """Two copies of the trained model as fold members: the ensemble's answers, guard
+    included, are the single model's."""
+    artifact = os.path.dirname(trained["model"])
+
+    def model_artifact(uri: str):
+        made = standard_artifacts.Model()
+        made.uri = uri
+        return made
+
+    transform = standard_artifacts.TransformGraph()
+    transform.uri = os.path.join(os.path.dirname(artifact), "transform")
+    output = model_artifact(str(tmp_path / "ensemble"))
+    ensemble.Executor().Do(
+        {"model_0": [model_artifact(artifact)], "model_1": [model_artifact(artifact)],
+         "transform_graph": [transform]}, {"model": [output]},
+        {"settings": run_settings(trained["config"]).model_dump_json()})
+    served = tf.saved_model.load(os.path.join(output.uri, "Format-Serving"))
+    records = tf.constant(shard_records(tiny_data, EVALUATION_SHARDS)[:8])
+    single = melanoma.signatures["serving_default"](examples=records)
+    averaged = served.signatures["serving_default"](examples=records)
+    for key in ("probability", OOD_SCORE_KEY):
+        np.testing.assert_allclose(averaged[key], single[key], rtol=1e-5)
+    np.testing.assert_array_equal(averaged[IN_DISTRIBUTION_KEY], single[IN_DISTRIBUTION_KEY])
