@@ -56,8 +56,9 @@ def guard_section(summary: dict) -> str:
     on the test shards and on the slices it flags most."""
     guard = summary.get("ood")
     if not guard:
-        return ("<p>No out-of-distribution guard: the model answers every image "
-                "(trainer.ood.enabled is off).</p>")
+        return ("<p>No out-of-distribution guard: the model answers every image as one of "
+                "its kind (trained with trainer.ood.enabled off, or before the guard "
+                "existed).</p>")
     slices = sorted(((name, m) for name, m in summary["metrics"].items()
                      if name != "overall" and m.get("ood_flagged") is not None),
                     key=lambda item: -item[1]["ood_flagged"])[:5]
