@@ -37,6 +37,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("--out", type=_out_file, metavar="FILE.csv|FILE.json",
                          help="also write one record per file, with every class's "
                          "probability, as CSV or JSON (by the suffix)")
+    predict.add_argument("--explain", metavar="DIR",
+                         help="also write each file's Grad-CAM heat map over the image, as "
+                         "FILE-explained.png in DIR (the model's explain signature)")
+    predict.add_argument("--overwrite", action="store_true",
+                         help="with --explain: replace overlays already in DIR")
     predict.add_argument("--batch", type=_positive, default=DEFAULT_BATCH, metavar="N",
                          help=f"images per request (default: {DEFAULT_BATCH}; never more "
                          "than the model accepts)")
@@ -70,15 +75,30 @@ def command(args: argparse.Namespace) -> int:
 
         files, passed_over = find_images(args.paths, config.source.skip)
         model = load_model(find_model(args.model, serving), config.task)
+        overlays = explain_targets(model, files, args)
         table, records = Table(model, files), []
         console.say(table.header())
         for prediction in predict(model, files, config.source.dicom, config.task,
-                                  args.batch):
+                                  args.batch, overlays):
             records.append(record(prediction, model))
             console.say(table.line(records[-1]))
         if args.out:
             write_records(args.out, model, records)
         console.say(summary(records, passed_over, model, args.out))
+        if overlays:
+            written = sum(1 for r in records if not r["error"])
+            console.say(f"medtfx: {written} heat map overlays written to {args.explain}")
         return common.EXIT_FAILED if any(r["error"] for r in records) else 0
 
     return common.guarded(common.temp_log("predict"), args.verbose, body)
+
+
+def explain_targets(model, files: list[str], args: argparse.Namespace) -> dict | None:
+    """Each file's overlay path with --explain (checked before anything is scored: the
+    model explains, no overlay would replace a file unasked), else None."""
+    if not args.explain:
+        return None
+    from pipeline.serving.overlay import overlay_paths
+
+    model.require_explainer()
+    return overlay_paths(files, args.explain, args.overwrite)
