@@ -11,6 +11,14 @@ from pipeline.results.eval_results import NOT_VERIFIED, SliceResult, unverified_
 from pipeline.results.statistics import SplitStats
 
 
+EXPLANATIONS = (
+    "Grad-CAM heat maps: the model's `explain` signature answers, for an encoded image, "
+    "where its last convolutional block saw what raised the score (`medtfx predict "
+    "--explain DIR` writes them over the images). They show where the score came from, not "
+    "why; a map may light up an artefact the model learned to rely on.")
+EXPLANATIONS_NONE = "No heat maps: a hub backbone has no convolutional block to read."
+
+
 def _share(part: float, whole: float) -> float | None:
     return round(part / whole, 4) if whole else None
 
@@ -66,6 +74,8 @@ def build_card(settings: dict, slices: dict[str, SliceResult], threshold: float 
         "gate": settings["gate"],
         "metrics": rows,
         "limitations": settings["limitations"] + _measured_limitations(rows, settings, task),
+        "explanations": EXPLANATIONS_NONE if settings["backbone"].startswith("hub:")
+        else EXPLANATIONS,
     }
     if not task.binary:
         result = slices["overall"]
@@ -176,5 +186,7 @@ def render_markdown(card: dict) -> str:
                   "not block the model, and nothing here was checked.", ""]
         lines += ["- " + unverified_slice(r["slice"], r["examples"], r["positives"], positive,
                                           r["auc"], r["auc_ci"]) for r in small]
+    if card.get("explanations"):
+        lines += ["", "## Explanations", "", card["explanations"]]
     lines += ["", "## Limitations", ""] + [f"- {note}" for note in card["limitations"]]
     return "\n".join(lines) + "\n"
