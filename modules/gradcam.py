@@ -140,11 +140,12 @@ def to_image_size(cam: tf.Tensor, height: tf.Tensor, width: tf.Tensor, size: int
     square = tf.image.resize(cam[..., None], [size, size])
     height32, width32 = tf.cast(height, tf.int32), tf.cast(width, tf.int32)
     if resize == "pad":
+        # where tf.image.resize_with_pad put the image: its size and offset, floored
         ratio = tf.maximum(tf.cast(width, tf.float32) / size, tf.cast(height, tf.float32) / size)
-        inner_h = tf.cast(tf.cast(height, tf.float32) / ratio, tf.int32)
-        inner_w = tf.cast(tf.cast(width, tf.float32) / ratio, tf.int32)
-        square = square[(size - inner_h) // 2:(size - inner_h) // 2 + inner_h,
-                        (size - inner_w) // 2:(size - inner_w) // 2 + inner_w]
+        inner = tf.stack([tf.cast(height, tf.float32), tf.cast(width, tf.float32)]) / ratio
+        start = tf.cast(tf.floor((size - inner) / 2), tf.int32)
+        end = start + tf.cast(tf.floor(inner), tf.int32)
+        square = square[start[0]:end[0], start[1]:end[1]]
     if resize == "crop":
         side = tf.minimum(height32, width32)
         placed = tf.image.resize(square, tf.stack([side, side]))

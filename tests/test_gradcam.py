@@ -124,7 +124,11 @@ def test_the_map_lights_up_the_part_of_the_image_that_raises_the_score(transform
     assert patch_share > 0.5  # the patch is 1/16 of the picture
 
 
-def test_a_centre_crop_is_put_back_in_place_with_no_heat_beside_it():
+def test_the_padding_is_cut_off_and_a_centre_crop_put_back_in_place():
+    top = to_image_size(tf.constant([[1.0, 1.0], [0.0, 0.0]]), tf.constant(16, tf.int64),
+                        tf.constant(32, tf.int64), 32, "pad").numpy()
+    assert top.shape == (16, 32)  # rows 8-23 of the model's square held the picture
+    assert top[:4].mean() > 0.5 > top[-4:].mean() > 0
     cam = tf.ones([2, 2])
     heat = to_image_size(cam, tf.constant(20, tf.int64), tf.constant(40, tf.int64), 32,
                          "crop").numpy()

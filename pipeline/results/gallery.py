@@ -142,6 +142,8 @@ def gallery_html(model_dir: str, record_files: list[str], config: PipelineConfig
     cfg, task = config.evaluation, config.task
     if threshold is None or not cfg.gallery_cases:
         return "<p>No gallery: no operating threshold to call a case missed.</p>"
+    if not os.path.exists(os.path.join(model_dir, "saved_model.pb")):
+        return f"<p>No gallery: the evaluated model is no longer at {html.escape(model_dir)}.</p>"
     model = load_model(model_dir, task)
     if model.explainer is None:
         return ("<p>No gallery: the model has no explain signature (exported before "
