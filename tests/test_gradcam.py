@@ -5,6 +5,7 @@ graph is the same with or without it; the map follows what raises the score."""
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 import pytest
@@ -44,6 +45,7 @@ def jpeg(height: int, width: int, seed: int = 0) -> bytes:
 
 
 def signatures_of(model: keras.Model, transform_dir: str, tmp_path, task=TASK) -> dict:
+    os.makedirs(tmp_path, exist_ok=True)
     return make_signatures(model, tft.TFTransformOutput(transform_dir), task,
                            str(tmp_path), tta=1, limits=LIMITS)
 
@@ -137,3 +139,59 @@ def test_the_padding_is_cut_off_and_a_centre_crop_put_back_in_place():
     stretched = to_image_size(cam, tf.constant(20, tf.int64), tf.constant(40, tf.int64), 32,
                               "stretch").numpy()
     assert stretched.shape == (20, 40) and stretched.min() == 1
+
+
+@pytest.mark.parametrize("urgent", [["mc", "mm"], []])
+def test_k_classes_explain_the_urgent_classes_sum_or_the_top_class(urgent, transforms,
+                                                                   tmp_path):
+    task = TaskSpec.model_validate({**TASK.model_dump(), "label": {
+        **TASK.label.model_dump(), "classes": ["normal", "bc", "bm", "mc", "mm"],
+        "urgent": urgent}})
+    model = build_model("pneumonia_cnn", "none", 32, 0.1, classes=5)
+    signatures = signatures_of(model, transforms[32], tmp_path, task)
+    images = tf.constant([jpeg(32, 32, seed) for seed in range(3)])
+    probabilities = signatures["serving_image"](images)["probabilities"].numpy()
+    served = probabilities[:, 3:].sum(axis=1) if urgent else probabilities.max(axis=1)
+    np.testing.assert_allclose(signatures[EXPLAIN](images)[SCORE_KEY].numpy(), served,
+                               rtol=1e-4)
+
+
+def test_an_ensemble_explains_the_mean_of_its_members(transforms, tmp_path):
+    """Two copies of one network explain as the network; with another member, the score
+    is the served mean."""
+    def member(name: str, seed: int) -> keras.Model:
+        keras.utils.set_random_seed(seed)
+        net = build_model("pneumonia_cnn", "none", 32, 0.1)
+        net._name = name
+        return net
+
+    def ensemble(members: list) -> keras.Model:  # as components/ensemble.py builds it
+        inputs = {"image": keras.Input(shape=(32, 32, 3), name="image")}
+        average = keras.layers.Average(name="probability")([net(inputs) for net in members])
+        return keras.Model(inputs, average)
+
+    images = tf.constant([jpeg(40, 40, seed) for seed in range(2)])
+    single = signatures_of(member("single", 1), transforms[32], tmp_path / "single")
+    twins = signatures_of(ensemble([member("member_0", 1), member("member_1", 1)]),
+                          transforms[32], tmp_path / "twins")
+    alone, both = single[EXPLAIN](images), twins[EXPLAIN](images)
+    np.testing.assert_allclose(both[HEATMAP_KEY], alone[HEATMAP_KEY], atol=1e-5)
+    np.testing.assert_allclose(both[SCORE_KEY], alone[SCORE_KEY], rtol=1e-5)
+    mixed = signatures_of(ensemble([member("member_0", 1), member("member_1", 2)]),
+                          transforms[32], tmp_path / "mixed")
+    np.testing.assert_allclose(mixed[EXPLAIN](images)[SCORE_KEY],
+                               mixed["serving_image"](images)["probability"][:, 0], rtol=1e-4)
+
+
+def test_under_mixed_precision_the_map_is_float32_and_the_score_served(transforms, tmp_path):
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = build_model("xray_sex_cnn", "none", 32, 0.1)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    signatures = signatures_of(model, transforms[32], tmp_path)
+    images = tf.constant([jpeg(32, 32, seed) for seed in range(2)])
+    answer = signatures[EXPLAIN](images)
+    assert answer[HEATMAP_KEY].dtype == tf.float32 and answer[HEATMAP_KEY].shape == (2, 32, 32)
+    np.testing.assert_allclose(answer[SCORE_KEY], signatures["serving_image"](images)[
+        "probability"][:, 0], rtol=1e-3)

@@ -43,47 +43,35 @@ class Example:
     codes: dict[str, int]  # the task's metadata codes, as served
 
 
-def read_fold(files: list[str], task: TaskSpec, limit: int) -> list[dict]:
-    """The first `limit` records of the evaluation fold's record files, parsed."""
+def score_fold(model_dir: str, files: list[str], task: TaskSpec, limit: int, batch: int
+               ) -> list[Example]:
+    """The first `limit` records of the evaluation fold, each scored by the model's
+    serving_default as the Evaluator scored it, `batch` at a time."""
     import tensorflow as tf
 
+    serve = tf.saved_model.load(model_dir).signatures["serving_default"]
     features = {task.image_key: tf.io.FixedLenFeature([], tf.string),
                 task.label.key: tf.io.FixedLenFeature([], tf.int64),
                 task.image_name_key: tf.io.FixedLenFeature([], tf.string, default_value=b""),
                 **{key: tf.io.FixedLenFeature([], tf.int64, default_value=task.missing)
                    for key in task.metadata}}
-    records = []
-    for path in files:
-        kind = "GZIP" if path.endswith(".gz") else ""
-        for record in tf.data.TFRecordDataset(path, compression_type=kind):
-            if len(records) == limit:
-                return records
-            parsed = tf.io.parse_single_example(record, features)
-            records.append({"record": record.numpy(),
-                            **{k: v.numpy() for k, v in parsed.items()}})
-    return records
-
-
-def score(model_dir: str, records: list[dict], task: TaskSpec, batch: int
-          ) -> list[Example]:
-    """Each record scored by the model's serving_default, as the Evaluator scored it."""
-    import tensorflow as tf
-
-    serve = tf.saved_model.load(model_dir).signatures["serving_default"]
-    scores = np.concatenate([
-        serve(examples=tf.constant([r["record"] for r in records[start:start + batch]])
-              )["probability"].numpy()[:, 0]
-        for start in range(0, len(records), batch)]) if records else np.zeros(0)
     flagged = [1] if task.binary else task.urgent_ids
-    return [Example(r[task.image_key], r[task.image_name_key].decode(),
-                    int(r[task.label.key] in flagged), float(s),
-                    {k: int(r[k]) for k in task.metadata})
-            for r, s in zip(records, scores)]
+    compression = "GZIP" if files and files[0].endswith(".gz") else ""
+    examples = []
+    for records in tf.data.TFRecordDataset(files, compression).take(limit).batch(batch):
+        parsed = {k: v.numpy() for k, v in tf.io.parse_example(records, features).items()}
+        scores = serve(examples=records)["probability"].numpy()[:, 0]
+        examples += [Example(parsed[task.image_key][i], parsed[task.image_name_key][i].decode(),
+                             int(parsed[task.label.key][i] in flagged), float(score),
+                             {key: int(parsed[key][i]) for key in task.metadata})
+                     for i, score in enumerate(scores)]
+    return examples
 
 
 def slice_names(codes: dict[str, int], families: list[list[str]], task: TaskSpec
                 ) -> set[str]:
-    """The names of the slices an example falls in, as the report names them."""
+    """The names of the slices an example falls in, as the report names them (TFMA orders
+    a cross's features by name)."""
     values = dict(codes)
     for feature in task.bucketed:
         edges = sorted(feature.buckets)
@@ -91,7 +79,7 @@ def slice_names(codes: dict[str, int], families: list[list[str]], task: TaskSpec
         values[feature.slice_key] = (task.missing if raw == task.missing
                                      else int(np.searchsorted(edges, raw, side="right")))
     return {SLICE_AND.join(SLICE_IS.join(task.slice_value(column, values[column]))
-                           for column in family)
+                           for column in sorted(family))
             for family in families if all(column in values for column in family)}
 
 
@@ -148,8 +136,8 @@ def gallery_html(model_dir: str, record_files: list[str], config: PipelineConfig
     if model.explainer is None:
         return ("<p>No gallery: the model has no explain signature (exported before "
                 "explanations, or a hub backbone).</p>")
-    examples = score(model_dir, read_fold(record_files, task, cfg.gallery_max_examples),
-                     task, cfg.max_batch)
+    examples = score_fold(model_dir, record_files, task, cfg.gallery_max_examples,
+                          cfg.max_batch)
     groups = {"overall": examples}
     lowest = lowest_gated_slice(slices)
     if lowest:
@@ -194,15 +182,16 @@ def explained(models: list) -> bool:
     """Whether the run's trained model answers heat maps: the first Model artifact's
     SavedModel holds the `explain` signature (a hub backbone's does not)."""
     from tensorflow.core.protobuf import saved_model_pb2
+    from tfx.dsl.io import fileio
     from tfx.utils import path_utils
 
     from modules.signatures import EXPLAIN
 
     for model in models:
         path = os.path.join(path_utils.serving_model_path(model.uri), "saved_model.pb")
-        if os.path.exists(path):
+        if fileio.exists(path):
             saved = saved_model_pb2.SavedModel()
-            with open(path, "rb") as f:
+            with fileio.open(path, "rb") as f:
                 saved.ParseFromString(f.read())
             return EXPLAIN in saved.meta_graphs[0].signature_def
     return False
