@@ -43,8 +43,11 @@ def read_fold(data: str, shards: range, size: int) -> tuple:
 
 
 def train(settings, images: np.ndarray, labels: np.ndarray):
+    import tf_keras as keras
+
     from modules.trainer import build, compile_model
 
+    keras.utils.set_random_seed(settings.seed)
     steps = len(images) // settings.batch_size
     model = build(settings)
     compile_model(model, settings, steps, 1.0)
