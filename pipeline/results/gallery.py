@@ -167,8 +167,10 @@ def evaluated_inputs(store, executions, splits: list[str]) -> tuple[str, list[st
     if not evaluator:
         return None
     events = store.get_events_by_execution_ids([evaluator[0].id])
-    inputs = {event.path.steps[0].key: event.artifact_id for event in events
-              if event.type == event.INPUT and event.path.steps}
+    # One event lists every key an artifact came in under: a cached Trainer's model is
+    # both the candidate and the baseline.
+    inputs = {step.key: event.artifact_id for event in events if event.type == event.INPUT
+              for step in event.path.steps if step.HasField("key")}
     artifacts = {a.id: a for a in store.get_artifacts_by_id([inputs["model"],
                                                               inputs["examples"]])}
     model, examples = artifacts[inputs["model"]], artifacts[inputs["examples"]]
