@@ -13,7 +13,9 @@ out-of-distribution guard (modules/ood.py) also returns `ood_score` and `in_dist
 (0: the image is unlike the training images), from the same pass of the network at
 orientation 0. `transform_features` shows
 what the network sees; `slicing_features` derives the features the Evaluator slices on but
-the raw examples lack (the buckets of bucketed numbers, such as the age bucket).
+the raw examples lack (the buckets of bucketed numbers, such as the age bucket). `explain`
+takes what `serving_image` takes and answers Grad-CAM heat maps (modules/gradcam.py), in a
+function of its own so serving_default's graph stays as it was.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import tensorflow_transform as tft
 from modules.artifacts import THRESHOLD_ASSET
 from modules.augment import orient
 from modules.ood import Guard
+from modules.gradcam import explain, explainable
 from modules.preprocessing import transform
 from modules.settings import ImageLimits
 from modules.task import IMAGE_INPUT, METADATA_KEY, TaskSpec, bucket
@@ -37,6 +40,7 @@ CLASS_ID_KEY = "class_id"  # K classes: the top class's code
 CLASS_NAME_KEY = "class_name"  # ... and its name
 DECISION_KEY = "decision"  # 1: refer the case as possibly positive (or urgent)
 SLICING_FEATURES = "slicing_features"
+EXPLAIN = "explain"  # Grad-CAM heat maps (modules/gradcam.py), for people, not for TFMA
 UNSET_THRESHOLD = 0.5  # until ModelPackager writes the one chosen on evaluation data
 
 
@@ -152,14 +156,22 @@ def make_signatures(model, tf_transform_output: tft.TFTransformOutput, task: Tas
         [tf.TensorSpec([None], tf.int64, name=key) for key in task.model_features]
         if uses_metadata else [])
 
-    @tf.function(input_signature=image_specs)
-    def serve_images(image, *metadata):
+    def image_request(image, metadata) -> dict:
         image = within_batch(image, limits.batch)
         missing = tf.fill(tf.shape(image), tf.constant(task.missing, tf.int64))
-        raw = {task.image_key: image,
-               **{key: metadata[i] if metadata else missing
-                  for i, key in enumerate(task.model_features)}}
-        return respond(transform(model.tft_layer, raw, task, limits))
+        return {task.image_key: image,
+                **{key: metadata[i] if metadata else missing
+                   for i, key in enumerate(task.model_features)}}
+
+    @tf.function(input_signature=image_specs)
+    def serve_images(image, *metadata):
+        return respond(transform(model.tft_layer, image_request(image, metadata), task, limits))
+
+    @tf.function(input_signature=image_specs)
+    def explain_images(image, *metadata):
+        raw = image_request(image, metadata)
+        return explain(model, transform(model.tft_layer, raw, task, limits),
+                       raw[task.image_key], task)
 
     @tf.function(input_signature=[EXAMPLES])
     def transform_features(examples):
@@ -169,6 +181,8 @@ def make_signatures(model, tf_transform_output: tft.TFTransformOutput, task: Tas
     # multi-worker model's distributed variables cannot be saved.
     signatures = {"serving_default": serve_examples, "serving_image": serve_images,
                   "transform_features": transform_features}
+    if explainable(model):  # a separate function: serving_default's graph is untouched
+        signatures[EXPLAIN] = explain_images
     if bucketed_spec:
         @tf.function(input_signature=[EXAMPLES])
         def slicing_features(examples):

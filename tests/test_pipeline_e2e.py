@@ -239,6 +239,14 @@ def test_report_renders_in_chromium_and_names_failed_checks(first_run):
         assert driver.find_elements(By.CSS_SELECTOR, "svg.chart polyline")
         headings = [h.text for h in driver.find_elements(By.TAG_NAME, "h2")]
         assert headings[:3] == ["Slices", "Comparison with the last blessed model", "Curves"]
+        # The gallery: cases with their image and heat map, embedded in the page itself.
+        cases = driver.find_elements(By.CSS_SELECTOR, "figure.case")
+        assert "Gallery" in headings and cases
+        for image in driver.find_elements(By.CSS_SELECTOR, "figure.case img"):
+            assert image.get_attribute("src").startswith("data:image/png;base64,")
+            assert image.get_property("naturalWidth") == 32  # decoded: the sample's size
+        assert all("score" in c.text for c in cases)
+        assert not driver.find_elements(By.CSS_SELECTOR, "[src]:not([src^='data:']), link")
         assert not [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     finally:
         driver.quit()

@@ -42,6 +42,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("--log", metavar="DIR", help="also record each request and its "
                          "answer in a new JSON-lines file in DIR, as a logging proxy in front "
                          "of TF Serving records them, for `medtfx monitor`")
+    predict.add_argument("--explain", metavar="DIR",
+                         help="also write each file's Grad-CAM heat map over the image, as "
+                         "FILE-explained.png in DIR (the model's explain signature)")
+    predict.add_argument("--overwrite", action="store_true",
+                         help="with --explain: replace overlays already in DIR")
     predict.add_argument("--batch", type=_positive, default=DEFAULT_BATCH, metavar="N",
                          help=f"images per request (default: {DEFAULT_BATCH}; never more "
                          "than the model accepts)")
@@ -76,13 +81,14 @@ def command(args: argparse.Namespace) -> int:
 
         files, passed_over = find_images(args.paths, config.source.skip)
         model = load_model(find_model(args.model, serving), config.task)
+        overlays = explain_targets(model, files, args)
         table, records = Table(model, files), []
         log = (JsonLinesLog(args.log, "serving_image", model.image_input,
                             os.path.basename(model.path.rstrip("/"))) if args.log else None)
         console.say(table.header())
         try:
             for prediction in predict(model, files, config.source.dicom, config.task,
-                                      args.batch, log.write if log else None):
+                                      args.batch, overlays, log.write if log else None):
                 records.append(record(prediction, model))
                 console.say(table.line(records[-1]))
         finally:
@@ -91,8 +97,22 @@ def command(args: argparse.Namespace) -> int:
         if args.out:
             write_records(args.out, model, records)
         console.say(summary(records, passed_over, model, args.out))
+        if overlays:
+            written = sum(1 for r in records if not r["error"])
+            console.say(f"medtfx: {written} heat map overlays written to {args.explain}")
         if log:
             console.say(f"medtfx: requests and answers logged in {log.path}")
         return common.EXIT_FAILED if any(r["error"] for r in records) else 0
 
     return common.guarded(common.temp_log("predict"), args.verbose, body)
+
+
+def explain_targets(model, files: list[str], args: argparse.Namespace) -> dict | None:
+    """Each file's overlay path with --explain (checked before anything is scored: the
+    model explains, no overlay would replace a file unasked), else None."""
+    if not args.explain:
+        return None
+    from pipeline.serving.overlay import overlay_paths
+
+    model.require_explainer()
+    return overlay_paths(files, args.explain, args.overwrite)

@@ -13,6 +13,14 @@ from pipeline.results.report_ood import guard_card, guard_card_line
 from pipeline.results.statistics import SplitStats
 
 
+EXPLANATIONS = (
+    "Grad-CAM heat maps: the model's `explain` signature answers, for an encoded image, "
+    "where its last convolutional block saw what raised the score (`medtfx predict "
+    "--explain DIR` writes them over the images). They show where the score came from, not "
+    "why; a map may light up an artefact the model learned to rely on.")
+EXPLANATIONS_NONE = "No heat maps: a hub backbone has no convolutional block to read."
+
+
 def _share(part: float, whole: float) -> float | None:
     return round(part / whole, 4) if whole else None
 
@@ -73,6 +81,8 @@ def build_card(settings: dict, slices: dict[str, SliceResult], threshold: float 
         "limitations": settings["limitations"] + _measured_limitations(rows, settings, task),
         "out_of_distribution": guard_card(settings.get("ood"),
                                           slices["overall"].metrics.get("ood_flagged")),
+        "explanations": EXPLANATIONS_NONE if settings["backbone"].startswith("hub:")
+        else EXPLANATIONS,
     }
     if not task.binary:
         result = slices["overall"]
@@ -193,5 +203,7 @@ def render_markdown(card: dict) -> str:
                   "not block the model, and nothing here was checked.", ""]
         lines += ["- " + unverified_slice(r["slice"], r["examples"], r["positives"], positive,
                                           r["auc"], r["auc_ci"]) for r in small]
+    if card.get("explanations"):
+        lines += ["", "## Explanations", "", card["explanations"]]
     lines += ["", "## Limitations", ""] + [f"- {note}" for note in card["limitations"]]
     return "\n".join(lines) + "\n"

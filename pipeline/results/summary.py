@@ -11,6 +11,7 @@ from pipeline.files import write_json
 from pipeline.ops.workdir import WorkDir
 from modules.task import TaskSpec
 from pipeline.results.classes import balanced_majority, per_class
+from pipeline.results.gallery import explained
 from pipeline.results.eval_results import (CLASS_OF, NOT_VERIFIED, SliceResult, failed_checks,
                                            load_evaluation, operating_threshold,
                                            rate_intervals, shown, unverified_slice)
@@ -105,6 +106,7 @@ def summarize_run(metadata_path: str, config: PipelineConfig) -> dict:
                           + load_check_failures(outputs.get("Model", []))),
         "components": components,
         "training": training,
+        "explained": explained(outputs.get("Model", [])),  # it has Grad-CAM heat maps
         **submission_summary(outputs.get(SUBMISSION_TYPE, [])),
         "ood": guard_summary(training, metrics, outputs.get(SUBMISSION_TYPE, [])),
     }
@@ -218,6 +220,9 @@ def summary_lines(summary: dict) -> list[str]:
                          "folds")
     if guard_line(summary):
         lines.append(guard_line(summary))
+    if summary.get("explained"):
+        lines.append("        heat maps: the model's explain signature (`medtfx predict "
+                     "--explain DIR`; the worst misses in `medtfx report`)")
     if summary["blessed"] and summary.get("pushed_model"):
         lines.append(f"medtfx: BLESSED; serving model: {summary['pushed_model']}")
         if summary.get("submission"):
