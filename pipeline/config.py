@@ -91,6 +91,20 @@ class EvaluationConfig(Settings):
     # Examples per model call (TFMA's ModelSpec.inference_batch_size): the Evaluator's
     # memory is the model's and one batch's activations, whatever the number of images.
     max_batch: int = Field(default=64, ge=1)
+    # The report's gallery (`medtfx report`, pipeline/results/gallery.py): this many worst
+    # false negatives and false positives at the operating threshold, overall and in the
+    # gated slice of lowest AUC, with their heat maps (0: none), found among at most
+    # gallery_max_examples of the evaluation fold, which the report scores.
+    gallery_cases: int = Field(default=4, ge=0)
+    gallery_max_examples: int = Field(default=2000, ge=1)
+
+    def slice_auc_bound(self, family: list[str] | tuple[str, ...]) -> float:
+        """The AUC a gated slice of `family` (its features, e.g. ["sex"]) must reach; a
+        cross matches in any order (TFMA sorts a slice's features by name)."""
+        for name, bound in self.slice_auc_thresholds.items():
+            if sorted(name.split("*")) == sorted(family):
+                return bound
+        return self.slice_auc_threshold
 
 
 class ModelCardConfig(Settings):
@@ -147,6 +161,24 @@ class RetrainConfig(Settings):
     settle_seconds: float = 60.0  # --watch: files unchanged this long are complete
 
 
+class MonitorConfig(Settings):
+    """`medtfx monitor`: how far a window of served requests may lie from what the model
+    was trained and evaluated on (pipeline/monitor/). Metadata features use the bounds of
+    `retrain.drift`, with TFDV's comparators, as arrivals do."""
+
+    # Population stability index of each image statistic (size, aspect, brightness,
+    # contrast, grey and one-channel shares) against the training fold, and of the scores
+    # against the evaluation fold's: below 0.1 is read as stable, above 0.25 as a shift.
+    max_psi: float = Field(default=0.25, gt=0)
+    # The share of positive decisions against the evaluation fold's, as an absolute change.
+    max_decision_change: float = Field(default=0.15, gt=0, le=1)
+    # The share the model's own out-of-distribution guard flags (it flags about 1% of
+    # in-distribution images by construction).
+    max_ood_share: float = Field(default=0.05, gt=0, le=1)
+    min_requests: int = Field(default=100, ge=1)  # fewer images in a window are not judged
+    reference_images: int = Field(default=1000, ge=10)  # training records measured
+
+
 with warnings.catch_warnings():
     # `schema` is the config's own key; BaseModel.schema() is pydantic v1 API, unused here.
     warnings.filterwarnings("ignore", message='Field name "schema"')
@@ -166,6 +198,7 @@ with warnings.catch_warnings():
         scoring: ScoringConfig = Field(default_factory=ScoringConfig)
         limits: ImageLimits = Field(default_factory=ImageLimits)
         retrain: RetrainConfig = Field(default_factory=RetrainConfig)
+        monitor: MonitorConfig = Field(default_factory=MonitorConfig)
         kubeflow: KubeflowConfig = Field(default_factory=KubeflowConfig)
 
         @functools.cached_property

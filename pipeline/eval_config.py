@@ -23,11 +23,6 @@ SPECIFICITY_AT_TARGET = "specificity_at_sensitivity"
 SENSITIVITY_AT_SPECIFICITY = "sensitivity_at_specificity"
 
 
-def family_name(features: list[str]) -> str:
-    """'sex', or 'sex*anatom_site_general_challenge' for a cross."""
-    return "*".join(features)
-
-
 def slicing_specs(cfg: EvaluationConfig) -> list[tfma.SlicingSpec]:
     """Overall first, then one family per configured feature list."""
     return [tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=family)
@@ -69,6 +64,7 @@ def _multiclass_specs(cfg: EvaluationConfig, task: TaskSpec,
 
     top_class = [
         _metric("ExampleCount"),
+        _metric("OodFlagged", module="modules.ood_metric"),
         _metric("TopClassRate", module="modules.metrics", rate="accuracy", code=code),
         _metric("TopClassRate", module="modules.metrics", rate="balanced_accuracy"),
         _metric("TopClassRate", module="modules.metrics", rate=BALANCED_OVER_MAJORITY_NAME,
@@ -133,8 +129,7 @@ def _binary_metrics(cfg: EvaluationConfig, code: str) -> list[tfma.MetricConfig]
         tfma.PerSliceMetricThreshold(
             slicing_specs=[tfma.SlicingSpec(feature_keys=family)],
             threshold=tfma.MetricThreshold(
-                value_threshold=_bound(cfg.slice_auc_thresholds.get(
-                    family_name(family), cfg.slice_auc_threshold)),
+                value_threshold=_bound(cfg.slice_auc_bound(family)),
                 change_threshold=_no_drop(cfg.max_slice_auc_drop)))
         for family in cfg.slices]
     specificity_gate = [] if cfg.min_specificity is None else [tfma.PerSliceMetricThreshold(
@@ -142,6 +137,7 @@ def _binary_metrics(cfg: EvaluationConfig, code: str) -> list[tfma.MetricConfig]
         threshold=tfma.MetricThreshold(value_threshold=_bound(cfg.min_specificity)))]
     metrics = [
         _metric("ExampleCount"),
+        _metric("OodFlagged", module="modules.ood_metric"),  # the guard's flags, reported
         _metric("MeanLabel"),  # the malignant share of the slice
         _metric("AUC", num_thresholds=CURVE_THRESHOLDS, per_slice=[tfma.PerSliceMetricThreshold(
             slicing_specs=overall, threshold=tfma.MetricThreshold(

@@ -74,7 +74,7 @@ def test_all_curves_share_one_threshold_grid():
     """One set of confusion matrices per slice serves every rate, curve and the threshold."""
     for metric in build_eval_config(load_config().evaluation, TaskSpec()).metrics_specs[0].metrics:
         if metric.class_name not in ("ExampleCount", "MeanLabel", "Calibration",
-                                     "CalibrationPlot"):
+                                     "CalibrationPlot", "OodFlagged"):
             assert f'"num_thresholds": {CURVE_THRESHOLDS}' in metric.config, metric.class_name
 
 
@@ -306,8 +306,9 @@ def test_model_card_states_use_data_metrics_and_measured_limitations():
     assert "Not verified (too small to gate): site=4 (too few" in limitations
     assert "below the target 0.9 on: site=1 (0.50)" in limitations
     markdown = render_markdown(card)
-    assert ("| overall | 100 | 20 | 0.900 | 0.850-0.950 | 0.900 | 0.750 | 0.474 | 0.780 | "
-            "0.621 | yes |") in markdown
+    # The rates at the threshold with Wilson intervals: 18 of 20 malignant, 60 of 80 benign.
+    assert ("| overall | 100 | 20 | 0.900 | 0.850-0.950 | 0.900 (0.699-0.972) | "
+            "0.750 (0.645-0.832) | 0.474 | 0.780 | 0.621 | yes |") in markdown
     assert "accuracy 0.780, where always answering the commoner class scores 0.800" in markdown
     assert "Triage only." in markdown
     assert ("## Not verified (too small to gate)" in markdown

@@ -7,11 +7,11 @@ import atexit
 import os
 import sys
 
-from pipeline.cli import (compile_kfp, data, history, predict, report, retrain, rollback,
-                          run)
+from pipeline.cli import (compile_kfp, data, history, monitor, predict, report, retrain,
+                          rollback, run)
 from pipeline.ops.process_exit import end_process
 
-COMMANDS = (run, report, retrain, rollback, history, predict, compile_kfp, data)
+COMMANDS = (run, report, retrain, rollback, history, predict, monitor, compile_kfp, data)
 # Patients' images and what is derived from them (spans, quarantine, artifacts, logs,
 # serving copies) are readable by their owner and group, never by every user.
 PRIVATE_UMASK = 0o027

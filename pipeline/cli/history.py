@@ -17,7 +17,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         description="Reads WORK/metadata.sqlite (ML Metadata). Without --version: one line "
         "per pipeline run, oldest first: the data span, the model and whether it was trained "
         "in that run or taken from the cache, the verdict, the serving version pushed, the "
-        "overall AUC and the operating threshold. With --version: that serving version's "
+        "overall AUC and the operating threshold; then each drift alert `medtfx monitor` "
+        "recorded. With --version: that serving version's "
         "lineage, from the push through packaging and training to the Examples, the files "
         "ImportExampleGen read them from, the Transform graph and the baseline model.")
     history.add_argument("--work-dir", default="work", help="the runs' work dir (./work)")
@@ -37,15 +38,17 @@ def command(args: argparse.Namespace) -> int:
 
     def body(console: Console) -> int:
         from pipeline.data.spans import list_spans
+        from pipeline.monitor.alerts import alert_lines, list_alerts
         from pipeline.results.history import list_runs, trace_version, untrained_spans
         from pipeline.results.history_text import lineage_lines, run_lines
         from pipeline.results.mlmd import open_store
 
         store = open_store(work.metadata)
         if args.version is None:
-            runs = list_runs(store)
-            listing = {"runs": [dataclasses.asdict(r) for r in runs]}
-            lines = [] if args.json else run_lines(runs)
+            runs, alerts = list_runs(store), list_alerts(store)
+            listing = {"runs": [dataclasses.asdict(r) for r in runs],
+                       "drift_alerts": [dataclasses.asdict(a) for a in alerts]}
+            lines = [] if args.json else run_lines(runs) + alert_lines(alerts)
             if args.data_root:
                 untrained = untrained_spans(runs, list_spans(args.data_root))
                 listing["untrained_spans"] = untrained

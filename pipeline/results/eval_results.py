@@ -54,6 +54,7 @@ class SliceResult:
     positives: int = 0
     negatives: int = 0
     gated: bool = False  # enough examples of both classes for the slice gate
+    family: tuple[str, ...] = ()  # the features sliced on: ("sex",); () overall
     # Three or more classes: examples by actual (rows) and top predicted class (columns),
     # and each class's one-vs-rest curve; `curve` is then the urgent classes' curve.
     confusion: list[list[float]] = dataclasses.field(default_factory=list)
@@ -121,6 +122,7 @@ def load_evaluation(evaluation_uri: str, task: TaskSpec, min_positives: int,
     for record in _records(f"{evaluation_uri}/metrics-*"):
         sliced = metrics_for_slice_pb2.MetricsForSlice.FromString(record)
         result = results.setdefault(slice_name(sliced.slice_key, task), SliceResult())
+        result.family = tuple(k.column for k in sliced.slice_key.single_slice_keys)
         for kv in sliced.metric_keys_and_values:
             if kv.value.HasField("multi_class_confusion_matrix_at_thresholds"):
                 result.confusion = _confusion(kv.value, len(task.label.classes))
@@ -161,6 +163,16 @@ def load_evaluation(evaluation_uri: str, task: TaskSpec, min_positives: int,
             result.negatives = sum(counts) - result.positives
         result.intervals = _intervals(result, task)
     return dict(sorted(results.items(), key=lambda kv: (kv[0] != "overall", kv[0])))
+
+
+def rate_intervals(matrix: Matrix) -> dict[str, tuple[float, float]]:
+    """Wilson intervals of the sensitivity and specificity at one threshold, from its
+    counts (none where a class is absent)."""
+    found = {"sensitivity": wilson(matrix.sensitivity, matrix.tp + matrix.fn)
+             if matrix.sensitivity is not None else None,
+             "specificity": wilson(matrix.specificity, matrix.tn + matrix.fp)
+             if matrix.specificity is not None else None}
+    return {name: ci for name, ci in found.items() if ci is not None}
 
 
 def _metric_name(key, task: TaskSpec) -> str:

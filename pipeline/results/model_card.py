@@ -7,8 +7,18 @@ import datetime
 
 from modules.task import TaskSpec
 from pipeline.results.classes import balanced_majority, confusion_markdown, per_class
-from pipeline.results.eval_results import NOT_VERIFIED, SliceResult, unverified_slice
+from pipeline.results.eval_results import (NOT_VERIFIED, SliceResult, rate_intervals,
+                                           unverified_slice)
+from pipeline.results.report_ood import guard_card, guard_card_line
 from pipeline.results.statistics import SplitStats
+
+
+EXPLANATIONS = (
+    "Grad-CAM heat maps: the model's `explain` signature answers, for an encoded image, "
+    "where its last convolutional block saw what raised the score (`medtfx predict "
+    "--explain DIR` writes them over the images). They show where the score came from, not "
+    "why; a map may light up an artefact the model learned to rely on.")
+EXPLANATIONS_NONE = "No heat maps: a hub backbone has no convolutional block to read."
 
 
 def _share(part: float, whole: float) -> float | None:
@@ -32,12 +42,15 @@ def build_card(settings: dict, slices: dict[str, SliceResult], threshold: float 
     rows = []
     for name, result in slices.items():
         matrix = result.at(threshold) if threshold is not None else None
+        rates = rate_intervals(matrix) if matrix else {}
         rows.append({
             "slice": name, "examples": int(result.metrics.get("example_count") or 0),
             "positives": result.positives,
             "auc": result.metrics.get("auc"), "auc_ci": result.intervals.get("auc"),
             "sensitivity": matrix.sensitivity if matrix else None,
             "specificity": matrix.specificity if matrix else None,
+            "sensitivity_ci": rates.get("sensitivity"),
+            "specificity_ci": rates.get("specificity"),
             "precision": matrix.precision if matrix else None,
             # K classes: the top class's accuracy; the other rates are the urgent rule's
             "accuracy": (result.metrics.get("accuracy") if not task.binary
@@ -66,6 +79,10 @@ def build_card(settings: dict, slices: dict[str, SliceResult], threshold: float 
         "gate": settings["gate"],
         "metrics": rows,
         "limitations": settings["limitations"] + _measured_limitations(rows, settings, task),
+        "out_of_distribution": guard_card(settings.get("ood"),
+                                          slices["overall"].metrics.get("ood_flagged")),
+        "explanations": EXPLANATIONS_NONE if settings["backbone"].startswith("hub:")
+        else EXPLANATIONS,
     }
     if not task.binary:
         result = slices["overall"]
@@ -129,6 +146,12 @@ def _number(value, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def _with_interval(value, interval) -> str:
+    """'0.850 (0.620-0.950)': a rate with its Wilson interval, when it has one."""
+    return _number(value) + ("" if interval is None else
+                             f" ({interval[0]:.3f}-{interval[1]:.3f})")
+
+
 def render_markdown(card: dict) -> str:
     model, point = card["model"], card["operating_point"]
     positive, negative = card["classes"]["positive"], card["classes"]["negative"]
@@ -157,16 +180,20 @@ def render_markdown(card: dict) -> str:
               f"precision {_number(point['precision'])}, F1 {_number(point['f1'])}; accuracy "
               f"{_number(point['accuracy'])}, where always answering the commoner class "
               f"scores {_number(point['majority_rate'])}."]
+    lines += guard_card_line(card)
     lines += ["",
               "## Metrics per slice (95% intervals)", "",
-              f"| slice | examples | {positive} | AUC | AUC interval | sensitivity | specificity "
+              f"| slice | examples | {positive} | AUC | AUC interval | sensitivity (95%) | "
+              "specificity (95%) "
               "| precision | accuracy | F1 | gated |", "|---" * 11 + "|"]
     for r in card["metrics"]:
         interval = ("n/a" if r["auc_ci"] is None
                     else f"{r['auc_ci'][0]:.3f}-{r['auc_ci'][1]:.3f}")
         lines.append(f"| {r['slice']} | {r['examples']} | {r['positives']} | "
-                     f"{_number(r['auc'])} | {interval} | {_number(r['sensitivity'])} | "
-                     f"{_number(r['specificity'])} | {_number(r['precision'])} | "
+                     f"{_number(r['auc'])} | {interval} | "
+                     f"{_with_interval(r['sensitivity'], r['sensitivity_ci'])} | "
+                     f"{_with_interval(r['specificity'], r['specificity_ci'])} | "
+                     f"{_number(r['precision'])} | "
                      f"{_number(r['accuracy'])} | {_number(r['f1'])} | "
                      f"{'yes' if r['gated'] else 'no'} |")
     small = _ungated(card["metrics"])
@@ -176,5 +203,7 @@ def render_markdown(card: dict) -> str:
                   "not block the model, and nothing here was checked.", ""]
         lines += ["- " + unverified_slice(r["slice"], r["examples"], r["positives"], positive,
                                           r["auc"], r["auc_ci"]) for r in small]
+    if card.get("explanations"):
+        lines += ["", "## Explanations", "", card["explanations"]]
     lines += ["", "## Limitations", ""] + [f"- {note}" for note in card["limitations"]]
     return "\n".join(lines) + "\n"

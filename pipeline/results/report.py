@@ -16,7 +16,10 @@ from pipeline.ops.workdir import WorkDir
 from pipeline.results.eval_results import (SLICE_AND, SLICE_IS, Matrix, SliceResult,
                                            load_evaluation)
 from pipeline.results.classes import balanced_majority, per_class
+from pipeline.results.forest import ForestRow, forest_plot, forest_rows, gap
+from pipeline.results.gallery import GALLERY_STYLE, evaluated_inputs, gallery_html
 from pipeline.results.mlmd import find_run, open_store, outputs_by_type
+from pipeline.results.report_ood import guard_section
 from pipeline.results.statistics import SplitStats, load_statistics
 from pipeline.results.summary import failed_check
 from pipeline.results.svg import line_chart
@@ -68,31 +71,64 @@ def _verdict(summary: dict) -> str:
     if summary["blessed"] and summary["pushed_model"]:
         return ('<p><span class="verdict blessed">BLESSED</span> pushed to '
                 f'<code>{html.escape(summary["pushed_model"])}</code></p>')
+    verdict = "BLESSED, NOT PUSHED" if summary["blessed"] else "NOT BLESSED"
+    return f'<p><span class="verdict rejected">{verdict}</span> nothing pushed.</p>'
+
+
+def _failed_checks(summary: dict) -> str:
+    if not summary["failed_checks"]:
+        return ""
     checks = "".join(f"<li>{html.escape(failed_check(c))}</li>"
                      for c in summary["failed_checks"])
-    verdict = "BLESSED, NOT PUSHED" if summary["blessed"] else "NOT BLESSED"
-    return (f'<p><span class="verdict rejected">{verdict}</span> nothing pushed; failed '
-            f"checks:</p><ul>{checks}</ul>")
+    return f"<p>Failed checks:</p><ul>{checks}</ul>"
 
 
-def _slice_rows(slices: dict[str, SliceResult], summary: dict, task: TaskSpec) -> str:
+def _forest(slices: dict[str, SliceResult], summary: dict, config: PipelineConfig
+            ) -> tuple[str, list[ForestRow]]:
+    """The forest plot and its rows (the slice table shows their gaps to overall)."""
+    task, cfg = config.task, config.evaluation
     failed = {c.get("slice") for c in summary["failed_checks"]}
+    rows = forest_rows(slices, summary["operating_threshold"],
+                       "AUC" if task.binary else "macro AUC",
+                       lambda r: cfg.slice_auc_bound(r.family) if task.binary else None,
+                       failed)
+    at = ("" if summary["operating_threshold"] is None else
+          f"; sensitivity and specificity at the operating threshold "
+          f"{summary['operating_threshold']:.3f}")
+    caption = (f"Slices: estimate and 95% interval{at}. Dashed: overall; red tick: the "
+               "slice's AUC bound; grey: too small to gate; red: a failed check.")
+    return forest_plot(rows, caption), rows
+
+
+def _rate(row: ForestRow, overall: ForestRow, rate: str) -> list[str]:
+    """A rate at the operating threshold with its Wilson interval, and its gap to overall."""
+    estimate = row.estimates.get(rate)
+    if estimate is None:
+        return ["", ""]
+    difference = gap(row, overall, rate)
+    return [f"{_fmt(estimate.value)} {_span(estimate.interval)}".strip(),
+            "" if row is overall or difference is None else f"{difference:+.3f}"]
+
+
+def _slice_rows(slices: dict[str, SliceResult], forest: list[ForestRow], summary: dict,
+                task: TaskSpec) -> str:
     threshold = summary["operating_threshold"]
     rows = []
-    for name, r in slices.items():
+    for row, (name, r) in zip(forest, slices.items()):
         m = r.metrics
         at = r.at(threshold) if threshold is not None else None
-        cls = "fail" if name in failed else "" if r.gated else "ungated"
+        cls = "fail" if row.failed else "" if r.gated else "ungated"
         rows.append((cls, [
             name, f"{int(m.get('example_count') or 0)}", f"{r.positives}",
-            _fmt(m.get("auc")), _interval(r, "auc"), _fmt(r.baseline.get("auc")),
-            _fmt(r.changes.get("auc"), 4), _fmt(at.sensitivity if at else None),
-            _fmt(at.specificity if at else None), _fmt(at.precision if at else None),
-            _fmt(at.accuracy if at else None), _fmt(r.majority_rate),
-            _fmt(at.f1 if at else None), "yes" if r.gated else "no"]))
-    return _table(["slice", "examples", task.label.positive, "AUC", "95% interval",
-                   "baseline AUC", "change", "sensitivity", "specificity", "precision",
-                   "accuracy", "majority class", "F1", "gated"], rows)
+            _fmt(m.get("auc")), _interval(r, "auc"), _fmt(row.bound),
+            _fmt(r.baseline.get("auc")), _fmt(r.changes.get("auc"), 4),
+            *_rate(row, forest[0], "sensitivity"), *_rate(row, forest[0], "specificity"),
+            _fmt(at.precision if at else None), _fmt(at.accuracy if at else None),
+            _fmt(r.majority_rate), _fmt(at.f1 if at else None), "yes" if r.gated else "no"]))
+    return _table(["slice", "examples", task.label.positive, "AUC", "95% interval", "bound",
+                   "baseline AUC", "change", "sensitivity (95%)", "vs overall",
+                   "specificity (95%)", "vs overall", "precision", "accuracy",
+                   "majority class", "F1", "gated"], rows)
 
 
 def _curves(slices: dict[str, SliceResult], task: TaskSpec) -> str:
@@ -235,7 +271,7 @@ def _data(summary: dict, stats: dict[str, SplitStats], anomalies: list[str],
 
 
 def render_report(summary: dict, config: PipelineConfig, slices: dict[str, SliceResult],
-                  stats: dict[str, SplitStats], anomalies: list[str]) -> str:
+                  stats: dict[str, SplitStats], anomalies: list[str], gallery: str = "") -> str:
     overall, task = slices["overall"], config.task
     components = _table(["component", "seconds"], [("", [n, f"{s:.1f}"])
                                                    for n, s in summary["components"].items()])
@@ -246,12 +282,15 @@ def render_report(summary: dict, config: PipelineConfig, slices: dict[str, Slice
                 f"{_fmt(overall.changes.get('auc'), 4)}; allowed drop "
                 f"{config.evaluation.max_auc_drop:g} overall, "
                 f"{config.evaluation.max_slice_auc_drop:g} per gated slice).</p>")
+    picture, forest = _forest(slices, summary, config)
     sections = [
         f"<h1>{html.escape(config.pipeline_name)}</h1>",
         f"<p>Run {html.escape(summary['run_id'])} on <code>"
         f"{html.escape(summary['data_root'])}</code>.</p>",
         _verdict(summary),
         f"<p>{html.escape(auc_headline(overall, task))}</p>",
+        picture,
+        _failed_checks(summary),
     ]
     if task.binary:
         sections += [
@@ -261,7 +300,7 @@ def render_report(summary: dict, config: PipelineConfig, slices: dict[str, Slice
             f"{task.negative}) need AUC at least {config.evaluation.slice_auc_threshold:g} "
             f"(per family: {html.escape(json.dumps(config.evaluation.slice_auc_thresholds))});"
             " smaller slices are shown grey and do not gate.</p>",
-            _slice_rows(slices, summary, task)]
+            _slice_rows(slices, forest, summary, task)]
     else:
         sections += ["<h2>Classes</h2>", _classes(slices, task)]
     sections += ["<h2>Comparison with the last blessed model</h2>", baseline]
@@ -269,30 +308,44 @@ def render_report(summary: dict, config: PipelineConfig, slices: dict[str, Slice
         sections += ["<h2>Curves</h2>", _curves(slices, task)]
     sections += ["<h2>Operating point</h2>",
                  _confusion(overall, summary["operating_threshold"], task)]
+    if gallery:
+        sections += ["<h2>Gallery</h2>", gallery]
     if task.binary:
         sections += ["<h2>Calibration</h2>", _calibration(overall, config.task)]
+    sections += ["<h2>Out-of-distribution guard</h2>", guard_section(summary)]
     sections += ["<h2>Data</h2>", _data(summary, stats, anomalies, config.task),
                  "<h2>Components</h2>", components]
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>medtfx report: "
-            f"{html.escape(summary['run_id'])}</title><style>{STYLE}</style></head><body>"
+            f"{html.escape(summary['run_id'])}</title><style>{STYLE}{GALLERY_STYLE}</style>"
+            "</head><body>"
             + "\n".join(sections) + "</body></html>")
 
 
-def write_report(work: WorkDir, out_path: str | None = None) -> str:
-    """The report of the run in WORK/run_summary.json, written beside it (or to out_path)."""
+def write_report(work: WorkDir, out_path: str | None = None,
+                 extra: tuple[tuple[str, str], ...] = ()) -> str:
+    """The report of the run in WORK/run_summary.json, written beside it (or to out_path);
+    `extra`: (heading, HTML) sections to add at the end, such as the monitoring of logged
+    requests."""
     with open(work.summary) as f:
         summary = json.load(f)
     config = load_config_dict(summary["config"])
     store = open_store(work.metadata)
     run = find_run(store, config.pipeline_name, summary["run_id"])
-    outputs = outputs_by_type(store, store.get_executions_by_context(run.id))
+    executions = store.get_executions_by_context(run.id)
+    outputs = outputs_by_type(store, executions)
     cfg = config.evaluation
     slices = load_evaluation(outputs["ModelEvaluation"][0].uri, config.task,
                              cfg.min_slice_positives, cfg.min_slice_negatives)
     splits = sorted({s for names in summary["splits"].values() for s in names})
     stats = load_statistics(outputs["ExampleStatistics"][0].uri, splits)
     anomalies = describe_anomalies(outputs["ExampleAnomalies"][0].uri, splits)
-    page = render_report(summary, config, slices, stats, anomalies)
+    evaluated = evaluated_inputs(store, executions, summary["splits"]["evaluation"])
+    gallery = (gallery_html(*evaluated, config, slices, summary["operating_threshold"])
+               if evaluated else "")
+    page = render_report(summary, config, slices, stats, anomalies, gallery)
+    if extra:
+        page = page.replace("</body>", "".join(f"<h2>{html.escape(heading)}</h2>{body}"
+                                               for heading, body in extra) + "</body>")
     out_path = out_path or work.path("report.html")
     with open(out_path, "w") as f:
         f.write(page)

@@ -11,10 +11,12 @@ from pipeline.files import write_json
 from pipeline.ops.workdir import WorkDir
 from modules.task import TaskSpec
 from pipeline.results.classes import balanced_majority, per_class
+from pipeline.results.gallery import explained
 from pipeline.results.eval_results import (CLASS_OF, NOT_VERIFIED, SliceResult, failed_checks,
-                                           load_evaluation, operating_threshold, shown,
-                                           unverified_slice)
+                                           load_evaluation, operating_threshold,
+                                           rate_intervals, shown, unverified_slice)
 from pipeline.results.mlmd import find_run, node_name, open_store, outputs_by_type
+from pipeline.results.report_ood import guard_line, guard_summary
 from pipeline.serving.load_check import FAILURE_PROPERTY
 
 REPORTED_INTERVALS = ("auc", "auc_pr", "specificity_at_sensitivity",
@@ -50,6 +52,8 @@ def slice_summary(result: SliceResult, threshold: float | None,
     if matrix is not None:
         rates = {"sensitivity": _round(matrix.sensitivity),
                  "specificity": _round(matrix.specificity),
+                 **{f"{name}_ci": [_round(v) for v in ci]
+                    for name, ci in rate_intervals(matrix).items()},
                  "precision": _round(matrix.precision), "accuracy": _round(matrix.accuracy),
                  "f1": _round(matrix.f1),
                  "confusion": {"tp": matrix.tp, "fp": matrix.fp, "tn": matrix.tn,
@@ -83,6 +87,10 @@ def summarize_run(metadata_path: str, config: PipelineConfig) -> dict:
                               cfg.min_slice_negatives) if evaluations else {})
     overall = slices.get("overall")
     threshold = operating_threshold(overall.curve, cfg.target_sensitivity) if overall else None
+    metrics = {name: {**slice_summary(result, threshold, config.task),
+                      **_auc_bound(name, result, config)}
+               for name, result in slices.items()}
+    training = training_summary(outputs.get("Model", []))
     return {
         "run_id": run.name,
         "blessed": blessed,
@@ -92,15 +100,25 @@ def summarize_run(metadata_path: str, config: PipelineConfig) -> dict:
         "target_sensitivity": cfg.target_sensitivity,
         "classes": config.task.label.classes,
         "urgent": config.task.label.urgent,
-        "metrics": {name: slice_summary(result, threshold, config.task)
-                    for name, result in slices.items()},
+        "metrics": metrics,
         "failed_checks": ((failed_checks(evaluations[0].uri, config.task)
                            if evaluations else [])
                           + load_check_failures(outputs.get("Model", []))),
         "components": components,
-        "training": training_summary(outputs.get("Model", [])),
+        "training": training,
+        "explained": explained(outputs.get("Model", [])),  # it has Grad-CAM heat maps
         **submission_summary(outputs.get(SUBMISSION_TYPE, [])),
+        "ood": guard_summary(training, metrics, outputs.get(SUBMISSION_TYPE, [])),
     }
+
+
+def _auc_bound(name: str, result: SliceResult, config: PipelineConfig) -> dict:
+    """The AUC a binary model must reach on the slice, where the gate bounds it."""
+    if not config.task.binary or not (name == "overall" or result.gated):
+        return {}
+    cfg = config.evaluation
+    return {"auc_bound": cfg.auc_threshold if name == "overall"
+            else cfg.slice_auc_bound(result.family)}
 
 
 def load_check_failures(models: list) -> list[dict]:
@@ -184,8 +202,9 @@ def summary_lines(summary: dict) -> list[str]:
              if name != "overall" and m.get("gated") and m.get("auc") is not None]
     if gated:
         name, m = min(gated, key=lambda s: s[1]["auc"])
+        bound = f"bound {m['auc_bound']:g}; " if "auc_bound" in m else ""
         lines.append(f"        lowest gated slice: {name} AUC {m['auc']:.3f}"
-                     f"{_interval(m, 'auc')} ({int(m['example_count'])} examples)")
+                     f"{_interval(m, 'auc')} ({bound}{int(m['example_count'])} examples)")
     ungated = [] if multiclass else [
         unverified_slice(name, int(m.get("example_count") or 0), m["positives"],
                          summary["classes"][1], m.get("auc"), m.get("auc_ci"))
@@ -199,6 +218,11 @@ def summary_lines(summary: dict) -> list[str]:
             lines.append(f"        {name}: out-of-fold AUC {recorded['oof_auc']:.3f} over "
                          f"{recorded['examples']} examples of {len(recorded['fold_aucs'])} "
                          "folds")
+    if guard_line(summary):
+        lines.append(guard_line(summary))
+    if summary.get("explained"):
+        lines.append("        heat maps: the model's explain signature (`medtfx predict "
+                     "--explain DIR`; the worst misses in `medtfx report`)")
     if summary["blessed"] and summary.get("pushed_model"):
         lines.append(f"medtfx: BLESSED; serving model: {summary['pushed_model']}")
         if summary.get("submission"):

@@ -91,8 +91,8 @@ def measure(sizes: Sizes, scratch: str) -> dict:
     from tests.benchmarks.data import make_data
     from pipeline.data.shards import SplitPlan
     from tests.benchmarks.measures import (TWO_WORKERS, beam_rows, import_rows, input_rows,
-                                           orchestration_row, serving_rows, training_rows,
-                                           tta_rows)
+                                           monitor_rows, orchestration_row, serving_rows,
+                                           training_rows, tta_rows)
     from tests.benchmarks.runs import CONFIG_512, run_pipeline
     from tests.benchmarks.figures import component_report, size_rows
     from tests.helpers import BLESS_ANY
@@ -120,6 +120,8 @@ def measure(sizes: Sizes, scratch: str) -> dict:
     rows += [orchestration_row(run_64, sizes.images), *serving_rows(run_64, sizes.serving_calls)]
     print("test-time augmentation: AUC and cost by orientations")
     rows += tta_rows(run_64, config.task, SplitPlan.names(config.split_plan.evaluation))
+    print("monitor: logged requests against the served model's reference")
+    rows += monitor_rows(run_64, config)
     two_workers = run_pipeline(data_64, os.path.join(scratch, "beam-2"),
                                [f"epochs={sizes.epochs}", *sizes.overrides_64, *TWO_WORKERS],
                                to_nodes=["DataGate"])

@@ -245,3 +245,28 @@ def import_rows(scratch: str, images: int, size: int) -> list[dict]:
     seconds = time.perf_counter() - start
     return [row(f"import Kermany {size} px (img/s)", len(files) / seconds, len(files) / floor,
                 "img/s", "higher")]
+
+
+def monitor_rows(run: PipelineRun, config, images: int = 10_000) -> list[dict]:
+    """`medtfx monitor` on `images` logged requests: the BulkInferrer's PredictionLogs of
+    the test shards, repeated, against reading the same logs alone."""
+    from pipeline.monitor.request_log import read_logs, read_records
+    from pipeline.monitor.verdict import monitor
+    from pipeline.ops.workdir import WorkDir
+
+    logs = os.path.join(run.work, "monitor-logs")
+    os.makedirs(logs, exist_ok=True)
+    source = glob.glob(os.path.join(run.output_uri("BulkInferrer", "InferenceResult"),
+                                    "prediction_logs*"))
+    records = [r for path in source for r in read_records(path)]
+    with tf.io.TFRecordWriter(os.path.join(logs, "prediction_logs-0")) as writer:
+        for i in range(images):
+            writer.write(records[i % len(records)])
+    start = time.perf_counter()
+    read = sum(1 for _ in read_logs(logs, config.task))
+    floor = time.perf_counter() - start
+    start = time.perf_counter()
+    verdict = monitor(logs, WorkDir(run.work), config, None)
+    seconds = time.perf_counter() - start
+    return [row(f"monitor, {read} logged requests (s)", seconds, floor, "s",
+                checks=len(verdict.checks), drifted=[c.name for c in verdict.drifted])]
