@@ -72,34 +72,35 @@ def broken_links(page: str, text: str) -> list[str]:
     return broken
 
 
-def command_lines(text: str) -> list[list[str]]:
-    """The `medtfx` command lines of a page as argument lists (without the program): each
-    line of a code block that runs `medtfx`, `.venv/bin/medtfx` or `make run ARGS=...`
-    (continuation lines joined, a `$ ` prompt and comments dropped), and each inline code
-    span that starts with `medtfx `."""
+def command_lines(text: str) -> list[tuple[list[str], bool]]:
+    """The `medtfx` command lines of a page as argument lists (without the program), each
+    with whether it is a whole command to run: each line of a code block that runs
+    `medtfx`, `.venv/bin/medtfx` or `make run ARGS=...` (continuation lines joined, a `$ `
+    prompt and comments dropped) is; an inline code span that starts with `medtfx ` names a
+    command and some of its options in prose."""
     lines = []
     for block in FENCE.findall(text):
-        lines += [line.strip().removeprefix("$ ")
+        lines += [(line.strip().removeprefix("$ "), True)
                   for line in block.replace("\\\n", " ").splitlines()]
-    lines += [span.strip("`") for span in INLINE_CODE.findall(FENCE.sub("", text))]
+    lines += [(span.strip("`"), False) for span in INLINE_CODE.findall(FENCE.sub("", text))]
     commands = []
-    for line in lines:
+    for line, whole in lines:
         try:
             words = shlex.split(re.sub(r"(^|\s)#.*", "", line))
         except ValueError:  # not a command line: an unbalanced quote in prose or output
             continue
         if words and words[0] in PROGRAMS:
-            commands.append(words[1:])
+            commands.append((words[1:], whole))
         elif words[:2] == ["make", "run"]:
             args = [w.removeprefix("ARGS=") for w in words[2:] if w.startswith("ARGS=")]
-            commands.append(["run", *shlex.split(args[0] if args else "")])
+            commands.append((["run", *shlex.split(args[0] if args else "")], whole))
     return commands
 
 
-def unaccepted(argv: list[str]) -> str | None:
+def unaccepted(argv: list[str], whole: bool = True) -> str | None:
     """Why `medtfx` refuses `argv` (None when it accepts it): an unknown command or flag;
-    for a full command line, also a missing or malformed value, or a config (`--config`,
-    `--set`) that does not load."""
+    for a whole command line (not a synopsis), also a missing or malformed value, or a
+    config (`--config`, `--set`) that does not load."""
     parser, words = build_parser(), list(argv)
     while words and re.fullmatch(r"[a-z][\w-]*", words[0]):  # the command, a sub-command
         choices = next((a.choices for a in parser._actions
@@ -113,8 +114,8 @@ def unaccepted(argv: list[str]) -> str | None:
     unknown = sorted(flags - set(parser._option_string_actions))
     if unknown:
         return f"{parser.prog} has no option {', '.join(unknown)}"
-    if not words or any(mark in word for word in argv for mark in SYNOPSIS):
-        return None  # a command named in prose, or a synopsis
+    if not whole or any(mark in word for word in argv for mark in SYNOPSIS):
+        return None  # named in prose, or a synopsis
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err):
@@ -143,14 +144,15 @@ def test_every_relative_link_resolves(page):
 @pytest.mark.parametrize("page", PAGES)
 def test_every_medtfx_command_line_is_accepted_by_its_parser(page):
     commands = command_lines(read(page))
-    refused = {shlex.join(argv): why for argv in commands if (why := unaccepted(argv))}
+    refused = {shlex.join(argv): why for argv, whole in commands
+               if (why := unaccepted(argv, whole))}
     assert refused == {}
 
 
 def test_the_readme_shows_the_tour_and_the_command_ci_runs():
     """The front door: the tour's five commands, and `make test`, which .ci/run calls."""
     readme = read("README.md")
-    assert {argv[0] for argv in command_lines(readme) if argv} >= {
+    assert {argv[0] for argv, whole in command_lines(readme) if whole} >= {
         "run", "report", "predict", "retrain", "compile-kfp"}
     assert "make test" in read(".ci/run") and "make test " in readme
 
@@ -159,10 +161,12 @@ def test_a_missing_file_or_heading_and_an_unknown_flag_are_caught():
     text = ("[a](docs/performance.md#how-a-stage-is-measured) [b](docs/nowhere.md) "
             "[c](docs/data.md#no-such-heading)\n```sh\nmedtfx run --no-such-flag\n"
             "medtfx predict --out scores.txt img.png\nmedtfx rollback --to 3\n"
-            "medtfx run --set trainer.backbone=efficientnet_b0 --set epochs=two\n```\n")
+            "medtfx run --set trainer.backbone=efficientnet_b0 --set epochs=two\n```\n"
+            "In prose, `medtfx predict --out FILE.csv` names an option, `medtfx report --outt` "
+            "none.\n")
     assert [line.split(": ")[1] for line in broken_links("README.md", text)] == [
         "docs/nowhere.md", "docs/data.md#no-such-heading"]
-    assert [unaccepted(argv) is None for argv in command_lines(text)] == [
-        False, False, True, False]
+    assert [unaccepted(*command) is None for command in command_lines(text)] == [
+        False, False, True, False, True, False]
     assert unaccepted(["data", "synth", "--out", "DIR", "[--images", "N]"]) is None
     assert "has no option --nope" in unaccepted(["compile-kfp", "...", "--nope"])
