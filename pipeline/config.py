@@ -17,13 +17,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, Field, ValidationError
 
-from modules.section import Settings
+from modules.settings_base import Settings
 from modules.settings import ImageLimits, TrainerSettings
 from modules.task import TaskSpec
-from pipeline.beam_config import BeamConfig
+from pipeline.core.beam import BeamConfig
 from pipeline.data.shards import SplitPlan, ensemble_splits, plan_splits
 from pipeline.data.sources import SourceConfig
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 from pipeline.kubeflow_config import KubeflowConfig
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

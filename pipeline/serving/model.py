@@ -21,7 +21,7 @@ from modules.artifacts import CARD_DIR, THRESHOLD_ASSET
 from modules.errors import MedtfxError
 from modules.signatures import DECISION_KEY, PROBABILITIES_KEY
 from modules.task import TaskSpec
-from pipeline.ops.serving_dir import serving_versions
+from pipeline.serving.directory import serving_versions
 
 SIGNATURE = "serving_image"
 CARD_FILE = "model_card.json"
