@@ -33,5 +33,5 @@ setup(
     # dask: Beam's DaskRunner (beam.runner=dask) and the dask.distributed cluster it submits to.
     extras_require={"test": ["pytest", "pytest-timeout", "pytest-xdist", "selenium"],
                     "dask": ["apache-beam[dask]"]},
-    entry_points={"console_scripts": ["medtfx=pipeline.cli:entry"]},
+    entry_points={"console_scripts": ["medtfx=pipeline.cli.main:entry"]},
 )

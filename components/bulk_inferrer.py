@@ -40,7 +40,7 @@ class Executor(tfx_executor.Executor):
 class BulkInferrer(base_beam_component.BaseBeamComponent):
     """PredictionLogs (`inference_result`) of the `data_spec` splits, from a blessed model.
 
-    `code`: the fingerprint of this executor's code (pipeline/fingerprint.py)."""
+    `code`: the fingerprint of this executor's code (pipeline/core/fingerprint.py)."""
     SPEC_CLASS = BulkInferrerSpec
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
 

@@ -89,7 +89,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
 
 class ImportExampleGen(component.FileBasedExampleGen):
     """TFX's ImportExampleGen (spec, driver, spans) on the copying executor. `code`: the
-    fingerprint of this executor's code (pipeline/fingerprint.py), in custom_config. The
+    fingerprint of this executor's code (pipeline/core/fingerprint.py), in custom_config. The
     class keeps TFX's name, which kubeflow.resources keys match."""
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
 

@@ -1,4 +1,4 @@
-"""The Pusher's executor: atomic (pipeline/ops/serving_dir.py publish), idempotent (the
+"""The Pusher's executor: atomic (pipeline/serving/directory.py publish), idempotent (the
 model that already serves is not copied again) and tidy (only the newest `keep_versions`
 versions medtfx pushed stay).
 
@@ -21,7 +21,7 @@ from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
-from pipeline.ops.serving_dir import prune, publish, serving_now
+from pipeline.serving.directory import prune, publish, serving_now
 
 
 def _base_directory(exec_properties: dict) -> str:

@@ -5,7 +5,7 @@ would report the label as dropped; leaving such splits out (`exclude_splits`) wo
 nothing of them at all. This one validates in the schema's SERVING environment, where the
 curated schemas mark the label (and other training-only features) absent: the test shards'
 image, name and metadata are held to the same domains as the training data's. Its spec is
-ExampleValidator's with the code fingerprint (pipeline/fingerprint.py) as a property, so an
+ExampleValidator's with the code fingerprint (pipeline/core/fingerprint.py) as a property, so an
 edit of this executor reruns it.
 """
 
@@ -24,7 +24,7 @@ from tfx.types import standard_artifacts, standard_component_specs
 from tfx.types.component_spec import ExecutionParameter
 from tfx.utils import writer_utils
 
-from components.data_gate import ANOMALIES_FILE
+from pipeline.results.anomalies import ANOMALIES_FILE
 
 SERVING = "SERVING"
 
@@ -52,7 +52,7 @@ class ServingExampleValidatorSpec(standard_component_specs.ExampleValidatorSpec)
 class ServingExampleValidator(base_component.BaseComponent):
     """ExampleValidator's inputs, outputs and anomalies files, in the SERVING environment.
 
-    `code`: the fingerprint of this executor's code (pipeline/fingerprint.py)."""
+    `code`: the fingerprint of this executor's code (pipeline/core/fingerprint.py)."""
     SPEC_CLASS = ServingExampleValidatorSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
 

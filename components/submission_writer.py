@@ -111,7 +111,7 @@ def SubmissionWriter(inference_result: InputArtifact[standard_artifacts.Inferenc
                      submission: OutputArtifact[Submission], task: Parameter[str],
                      code: Parameter[str] = "") -> None:
     """`task`: the TaskSpec as JSON; `code`: the fingerprint of this component's code
-    (pipeline/fingerprint.py). A model that was not blessed scored nothing: no file, and
+    (pipeline/core/fingerprint.py). A model that was not blessed scored nothing: no file, and
     no `examples` property."""
     if blessing.get_int_custom_property("blessed") != 1:
         return

@@ -41,7 +41,7 @@ def task_schema(schema_file: str, label_key: str, classes: int) -> schema_pb2.Sc
 def TaskSchema(schema: OutputArtifact[standard_artifacts.Schema], schema_file: Parameter[str],
                label_key: Parameter[str], classes: Parameter[int],
                code: Parameter[str] = "") -> None:
-    """`code`: the fingerprint of this component's code (pipeline/fingerprint.py)."""
+    """`code`: the fingerprint of this component's code (pipeline/core/fingerprint.py)."""
     fileio.makedirs(schema.uri)  # Kubeflow's launcher leaves creating it to the executor
     with fileio.open(os.path.join(schema.uri, SCHEMA_FILE), "w") as f:
         f.write(text_format.MessageToString(task_schema(schema_file, label_key, classes)))

@@ -1,7 +1,7 @@
 """Progress as log records, which medtfx's console turns into one updating line.
 
 The model code knows nothing of terminals: it logs to PROGRESS_LOGGER, with the numbers in
-the record's `medtfx_progress` attribute. `medtfx run` draws them (pipeline/ops/console.py);
+the record's `medtfx_progress` attribute. `medtfx run` draws them (pipeline/core/console.py);
 under any other orchestrator they are ordinary log lines. No heavy imports: the console
 reads these names without loading TensorFlow.
 """

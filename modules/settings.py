@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from modules.section import Settings
+from modules.settings_base import Settings
 from modules.task import TaskSpec
 
 CLASS_BALANCE = ("weights", "sampling", "none")
@@ -162,7 +162,7 @@ class RunSettings(TrainerSettings):
     task: TaskSpec = Field(default_factory=TaskSpec)  # keys, classes, metadata, buckets
     limits: ImageLimits = Field(default_factory=ImageLimits)  # the serving batch bound
     ensemble_member: int | None = None  # the fold this Trainer trains, in an ensemble
-    code: str = ""  # the code fingerprint: keeps TFX's cache honest (pipeline/fingerprint.py)
+    code: str = ""  # the code fingerprint: keeps TFX's cache honest (pipeline/core/fingerprint.py)
 
     @classmethod
     def from_custom_config(cls, custom_config: dict) -> RunSettings:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from modules import features as F
-from modules.section import Settings
+from modules.settings_base import Settings
 
 RESIZE_POLICIES = ("stretch", "pad", "crop")
 # The Transform graph's outputs, the model's inputs: the decoded image, and the model

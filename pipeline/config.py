@@ -17,13 +17,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, Field, ValidationError
 
-from modules.section import Settings
+from modules.settings_base import Settings
 from modules.settings import ImageLimits, TrainerSettings
 from modules.task import TaskSpec
-from pipeline.beam_config import BeamConfig
+from pipeline.core.beam import BeamConfig
 from pipeline.data.shards import SplitPlan, ensemble_splits, plan_splits
 from pipeline.data.sources import SourceConfig
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 from pipeline.kubeflow_config import KubeflowConfig
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -91,7 +91,7 @@ class EvaluationConfig(Settings):
     # Examples per model call (TFMA's ModelSpec.inference_batch_size): the Evaluator's
     # memory is the model's and one batch's activations, whatever the number of images.
     max_batch: int = Field(default=64, ge=1)
-    # The report's gallery (`medtfx report`, pipeline/results/gallery.py): this many worst
+    # The report's gallery (`medtfx report`, pipeline/ops/gallery.py): this many worst
     # false negatives and false positives at the operating threshold, overall and in the
     # gated slice of lowest AUC, with their heat maps (0: none), found among at most
     # gallery_max_examples of the evaluation fold, which the report scores.

@@ -5,15 +5,12 @@ fails at once."""
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
 from pydantic import Field
 
-from modules.section import Settings
-from pipeline.errors import ConfigError
+from modules.settings_base import Settings
+from pipeline.core.errors import ConfigError
 
-if TYPE_CHECKING:  # the config imports this module for its kubeflow: section
-    from pipeline.config import PipelineConfig
 
 PIPELINE_NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,127}")
 QUANTITY_RE = re.compile(r"(?P<number>\d+(\.\d+)?)(?P<unit>[KMGT]i?)?")
@@ -60,12 +57,11 @@ class KubeflowConfig(Settings):
     vertex_training: VertexTrainingConfig | None = None  # null: train inside the task
 
 
-def check_kubeflow_config(config: PipelineConfig) -> None:
+def check_kubeflow_config(kubeflow: KubeflowConfig, pipeline_name: str) -> None:
     """The settings a compiled pipeline cannot run without."""
-    if not PIPELINE_NAME_RE.fullmatch(config.pipeline_name):
-        raise ConfigError(f"pipeline_name {config.pipeline_name!r}: Kubeflow needs lowercase "
+    if not PIPELINE_NAME_RE.fullmatch(pipeline_name):
+        raise ConfigError(f"pipeline_name {pipeline_name!r}: Kubeflow needs lowercase "
                           "letters, digits and '-' ([a-z0-9][a-z0-9-]{0,127})")
-    kubeflow = config.kubeflow
     if not kubeflow.image:
         raise ConfigError("kubeflow.image is not set: set it to the image built from "
                           "kubeflow/Dockerfile (--set kubeflow.image=REGISTRY/medtfx:TAG)")

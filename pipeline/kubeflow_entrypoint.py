@@ -1,7 +1,7 @@
 """The command every container task of the compiled pipeline runs (`python -m
 pipeline.kubeflow_entrypoint ARGS`): TFX's executor entrypoint for the v2 runner, run as
 `python -m` runs it, then the process ends with its exit status without the interpreter's
-teardown (pipeline/ops/process_exit.py), as the medtfx CLI ends.
+teardown (pipeline/core/process_exit.py), as the medtfx CLI ends.
 
 A task's outputs and its ExecutorOutput are written before TFX's entrypoint returns; the
 teardown after it only frees memory, and it has aborted finished tasks. The exit handlers
@@ -17,7 +17,7 @@ import runpy
 import sys
 import traceback
 
-from pipeline.ops.process_exit import end_process
+from pipeline.core.process_exit import end_process
 
 # TFX's own command for a v2 container task: kubeflow_v2_dag_runner.KUBEFLOW_TFX_CMD.
 EXECUTOR_MODULE = "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"

@@ -19,9 +19,9 @@ from tfx import version as tfx_version
 from tfx.orchestration.data_types import RuntimeParameter
 from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
 
-from pipeline.beam_config import PIPELINE_STAGES
+from pipeline.core.beam import PIPELINE_STAGES
 from pipeline.config import PipelineConfig
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 from pipeline.kubeflow_config import (
     KubeflowConfig,
     ResourcesConfig,
@@ -46,7 +46,7 @@ class CompiledPipeline:
 def compile_pipeline(config: PipelineConfig, output: str) -> CompiledPipeline:
     """Writes the PipelineSpec YAML that the kfp client and Vertex AI Pipelines submit."""
     kubeflow = config.kubeflow
-    check_kubeflow_config(config)
+    check_kubeflow_config(config.kubeflow, config.pipeline_name)
     parameters = runtime_parameters(config)
     pipeline = create_pipeline(
         in_image(config), data_root=parameters[DATA_ROOT_PARAMETER],

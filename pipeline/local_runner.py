@@ -9,8 +9,8 @@ from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 from tfx.orchestration.pipeline import Pipeline
 
 from pipeline.config import PipelineConfig
-from pipeline.ops.console import ComponentProgress, Console
-from pipeline.ops.workdir import WorkDir
+from pipeline.core.console import ComponentProgress, Console
+from pipeline.core.workdir import WorkDir
 from pipeline.pipeline import create_pipeline
 
 

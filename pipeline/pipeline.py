@@ -34,13 +34,13 @@ from components.statistics_gen import StatisticsGen
 from components.submission_writer import SubmissionWriter
 from components.task_schema import TaskSchema
 from modules.settings import RunSettings
-from pipeline.beam_config import PIPELINE_STAGES
+from pipeline.core.beam import PIPELINE_STAGES
 from pipeline.config import PipelineConfig
 from pipeline.data.shards import (TEST_SHARDS_PATTERN, TEST_SPLIT, Shard, SplitPlan,
                                   ensemble_splits)
-from pipeline.data.spans import span_pattern
+from pipeline.data.spans import span_input_pattern
 from pipeline.eval_config import build_eval_config
-from pipeline.fingerprint import code_fingerprint
+from pipeline.core.fingerprint import code_fingerprint
 
 PREPROCESSING_MODULE = "modules.preprocessing"
 TRAINER_MODULE = "modules.trainer"
@@ -54,7 +54,7 @@ SERVING_SIGNATURE = "serving_default"  # serialized tf.Examples in, as the test 
 def shard_pattern(config: PipelineConfig, index: int) -> str:
     """Train shard `index` under the data root, in the newest span when there are spans."""
     pattern = Shard("", "train", index, 0).pattern
-    return span_pattern(pattern) if config.data.spans else pattern
+    return span_input_pattern(pattern) if config.data.spans else pattern
 
 
 def default_train_args(config: PipelineConfig,

@@ -17,7 +17,7 @@ def pytest_configure(config):
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> str:
     """300 labelled 32 px images in 15 triple-stratified shards, plus 4 test shards."""
-    from pipeline.data.synth import SynthSpec, generate
+    from pipeline.sample.synth import SynthSpec, generate
 
     root = str(tmp_path_factory.mktemp("tiny-data"))
     generate(root, SynthSpec(images=300, size=32, seed=7, malignant_share=0.3))

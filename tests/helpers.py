@@ -27,7 +27,7 @@ BLESS_ANY = ["--set", "auc_threshold=0", "--set", "slice_auc_threshold=0",
              "--set", "max_auc_drop=1", "--set", "max_slice_auc_drop=1",
              "--set", "min_specificity=null"]
 
-# The entry modules whose code fingerprint (pipeline/fingerprint.py) some component carries.
+# The entry modules whose code fingerprint (pipeline/core/fingerprint.py) some component carries.
 FINGERPRINTED = ("modules.preprocessing", "modules.trainer", "modules.evaluation",
                  "components.data_gate", "components.model_packager",
                  "components.serving_pusher", "components.ensemble",

@@ -3,28 +3,33 @@ fingerprint of each component covers the code its executor runs."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
 
 import pytest
 
-from pipeline.fingerprint import (code_fingerprint, imported_modules, module_file,
-                                  project_closure)
+from pipeline.core.fingerprint import (code_fingerprint, imported_modules, module_file,
+                                       project_closure)
 from tests.helpers import FINGERPRINTED, REPO
 
-# What components/ may use of pipeline/: readers of results, the serving directory, and
-# the warm-up requests and load check of a packaged model, which import nothing of the
-# pipeline definition, its runners or the CLI.
-SHARED = ("pipeline.errors", "pipeline.files", "pipeline.results.eval_results",
-          "pipeline.results.intervals", "pipeline.results.classes",
-          "pipeline.results.statistics", "pipeline.results.model_card",
-          "pipeline.results.report_ood",
-          "pipeline.ops.serving_dir", "pipeline.serving.warmup",
-          "pipeline.serving.load_check")
-# The definition, runners and CLI: nothing below them may import these.
-TOP = ("pipeline.pipeline", "pipeline.local_runner", "pipeline.kubeflow_runner",
-       "pipeline.cli")
+# The layers, bottom first: a module imports only from its own layer and those below it
+# (imports inside functions included), and no two modules import each other. Folders show
+# them: modules/, pipeline/core/, pipeline/{data,results,serving,sample}/, components/, the
+# definition and runners at pipeline/, pipeline/{ops,monitor}/, pipeline/cli/.
+LAYERS = (
+    ("modules",),  # model code for the Trainer, Transform and Evaluator
+    ("pipeline.core", "pipeline.compat"),  # errors, files, fingerprints, console, locks
+    ("pipeline.data", "pipeline.results", "pipeline.serving", "pipeline.sample"),
+    ("components",),
+    ("pipeline.config", "pipeline.kubeflow_config", "pipeline.eval_config",
+     "pipeline.pipeline"),  # the definition
+    ("pipeline.local_runner", "pipeline.kubeflow_runner", "pipeline.kubeflow_entrypoint"),
+    ("pipeline.ops", "pipeline.monitor"),  # use cases: run, retrain, report, monitor
+    ("pipeline.cli",),  # argparse and one call per command
+)
+PACKAGES = ("modules", "components", "pipeline")
 
 
 def python_files(*packages: str) -> list[str]:
@@ -33,55 +38,85 @@ def python_files(*packages: str) -> list[str]:
             for name in files if name.endswith(".py")]
 
 
-def project_imports(package: str) -> dict[str, set[str]]:
-    """For each file under `package`, the project modules it imports."""
-    return {os.path.relpath(path, REPO): {
-        n for n in imported_modules(path) if n.split(".")[0] in ("modules", "components",
-                                                                 "pipeline")}
-        for path in python_files(package)}
+def module_name(path: str) -> str:
+    name = os.path.relpath(path, REPO)[:-3].replace(os.sep, ".")
+    return name.removesuffix(".__init__")
+
+
+@functools.cache
+def project_imports() -> dict[str, set[str]]:
+    """For each project module, the project modules it imports anywhere in the file."""
+    return {module_name(path): {n for n in imported_modules(path)
+                                if n.split(".")[0] in PACKAGES}
+            for path in python_files(*PACKAGES)}
 
 
 def under(module: str, prefixes: tuple[str, ...]) -> bool:
     return any(module == p or module.startswith(p + ".") for p in prefixes)
 
 
-def test_modules_import_nothing_from_the_pipeline_or_the_components():
-    wrong = {path: sorted(n for n in names if not under(n, ("modules",)))
-             for path, names in project_imports("modules").items()}
-    assert not {p: n for p, n in wrong.items() if n}
+def layer(module: str) -> int | None:
+    """The layer of a module; the bare `pipeline` package (which only picks Keras 2) sits
+    with the core."""
+    if module == "pipeline":
+        return 1
+    return next((i for i, prefixes in enumerate(LAYERS) if under(module, prefixes)), None)
 
 
-def test_components_use_only_modules_and_the_shared_layer():
-    wrong = {path: sorted(n for n in names
-                          if under(n, ("pipeline",)) and not under(n, SHARED))
-             for path, names in project_imports("components").items()}
-    assert not {p: n for p, n in wrong.items() if n}
+def test_every_module_belongs_to_a_layer():
+    assert [m for m in project_imports() if layer(m) is None] == []
 
 
-def test_the_shared_layer_imports_nothing_above_it():
-    imports = project_imports("pipeline")
-    for module in SHARED:
-        path = module.replace(".", os.sep) + ".py"
-        above = sorted(n for n in imports[path]
-                       if under(n, ("components",)) or (under(n, ("pipeline",))
-                                                        and not under(n, SHARED)))
-        assert not above, (path, above)
+def test_no_module_imports_from_a_layer_above_its_own():
+    upward = {module: sorted(n for n in names if (layer(n) or 0) > layer(module))
+              for module, names in project_imports().items() if layer(module) is not None}
+    assert {m: n for m, n in upward.items() if n} == {}
 
 
-def test_the_definition_is_imported_only_by_the_runners_and_the_cli():
-    for path, names in project_imports("pipeline").items():
-        if path.startswith(os.path.join("pipeline", "cli", "")):
-            continue
-        allowed = ("pipeline.pipeline",) if path.endswith("_runner.py") else ()
-        wrong = sorted(n for n in names if under(n, TOP) and not under(n, allowed))
-        assert not wrong, (path, wrong)
+def test_no_two_modules_import_each_other_even_for_type_hints():
+    imports = project_imports()
+    graph = {module: {n for n in names if n in imports} for module, names in imports.items()}
+    assert cycles(graph) == []
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import cycles of `graph`: each strongly connected part of more than one module."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for other in graph[node]:
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            part = []
+            while part[-1:] != [node]:
+                part.append(stack.pop())
+            if len(part) > 1:
+                found.append(sorted(part))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_the_cycle_finder_finds_a_cycle_through_a_package():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert cycles(graph) == [["a", "b", "c"]]
 
 
 def test_only_the_kubeflow_compiler_imports_tfx_v1():
     """`tfx.v1` loads the Vertex AI client (about 6 s); a local run or a component's
     container has no use for it."""
-    users = {os.path.relpath(path, REPO) for path in python_files("modules", "components",
-                                                                  "pipeline")
+    users = {os.path.relpath(path, REPO) for path in python_files(*PACKAGES)
              if any(under(name, ("tfx.v1",)) for name in imported_modules(path))}
     assert users == {os.path.join("pipeline", "kubeflow_runner.py")}
 
@@ -110,12 +145,12 @@ def fingerprints(root: str) -> dict[str, str]:
     (("components", "model_packager.py"), {"components.model_packager"}),
     (("pipeline", "results", "model_card.py"), {"components.model_packager"}),
     (("pipeline", "results", "intervals.py"), {"components.model_packager"}),
-    (("pipeline", "ops", "serving_dir.py"), {"components.serving_pusher"}),
+    (("pipeline", "serving", "directory.py"), {"components.serving_pusher"}),
     (("components", "tfrecord_copy.py"), {"components.example_gen"}),
     (("pipeline", "serving", "load_check.py"), {"components.model_packager"}),
     (("modules", "augment.py"), set(FINGERPRINTED)),
     (("components", "serving_validator.py"), {"components.serving_validator"}),
-    (("pipeline", "results", "report.py"), set()),
+    (("pipeline", "ops", "report.py"), set()),
     (("pipeline", "cli", "run.py"), set()),
 ])
 def test_an_edit_changes_the_fingerprint_of_exactly_the_components_that_run_it(

@@ -14,9 +14,9 @@ import os
 import pytest
 import tensorflow as tf
 
-from pipeline.beam_config import DATA_IMPORT, PIPELINE_STAGES
+from pipeline.core.beam import DATA_IMPORT, PIPELINE_STAGES
 from pipeline.config import CONFIG_DIR, load_config
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 from tests.helpers import REPO, dask_cluster, dask_settings, local_job_service, portable_settings
 
 IMPORT_SETTINGS = ["train_shards=5", "folds=5", "eval_fold=4", "validation_fold=3",
@@ -94,7 +94,7 @@ def test_the_pipeline_stages_are_refused_on_dask_naming_stage_and_runner():
 @pytest.fixture(scope="module")
 def kermany(tmp_path_factory) -> str:
     """A small Kermany-layout release with one image that does not decode."""
-    from pipeline.data.synth_layouts import LayoutSpec, generate_layout
+    from pipeline.sample.layouts import LayoutSpec, generate_layout
 
     root = str(tmp_path_factory.mktemp("kermany") / "data")
     generate_layout(root, LayoutSpec("pneumonia", images=40, size=32, seed=3))

@@ -3,7 +3,7 @@
 import pytest
 
 from pipeline.config import DEFAULT_CONFIG, load_config, load_config_dict, to_dict
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 
 
 def test_default_config_loads_and_is_typed():

@@ -8,7 +8,7 @@ import logging
 
 from modules.callbacks import TrainingProgress
 from modules.progress import PROGRESS_LOGGER
-from pipeline.ops.console import ComponentProgress, Console
+from pipeline.core.console import ComponentProgress, Console
 
 
 class Terminal(io.StringIO):

@@ -12,7 +12,8 @@ import pytest
 from tfx import v1 as tfx
 from tfx.orchestration.pipeline import RunOptions
 
-from components.data_gate import DataAnomaliesError, describe_anomalies
+from components.data_gate import DataAnomaliesError
+from pipeline.results.anomalies import describe_anomalies
 from modules import features as F
 from pipeline.config import load_config
 from pipeline.pipeline import create_pipeline

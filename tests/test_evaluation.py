@@ -19,7 +19,7 @@ from pipeline.results.eval_results import (Matrix, SliceResult, _count_classes, 
 from pipeline.results.intervals import delong, wilson
 from pipeline.results.model_card import build_card, render_markdown
 from pipeline.results.statistics import FeatureSummary, SplitStats
-from pipeline.results.summary import slice_summary, summary_lines
+from pipeline.ops.summary import slice_summary, summary_lines
 
 
 def metrics_by_name(eval_config) -> dict:
@@ -530,7 +530,7 @@ def test_the_multiclass_model_card_shows_classes_the_confusion_matrix_and_the_ba
 
 
 def test_the_report_headline_gives_the_auc_interval_only_where_there_is_one():
-    from pipeline.results.report import auc_headline
+    from pipeline.ops.report import auc_headline
 
     binary = SliceResult(metrics={"example_count": 803.0, "auc": 0.848, "auc_pr": 0.41},
                          intervals={"auc": (0.783, 0.912)})

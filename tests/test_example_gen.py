@@ -22,7 +22,7 @@ from components.tfrecord_copy import CHUNK_BYTES, DamagedRecordError, copy_recor
 from modules.errors import MedtfxError
 from pipeline.config import load_config
 from pipeline.data.shards import TEST_SHARDS_PATTERN, TEST_SPLIT
-from pipeline.fingerprint import code_fingerprint
+from pipeline.core.fingerprint import code_fingerprint
 from tests.helpers import beam_context, shard_records
 
 TRAIN_SPLITS = [f"train{i:02d}" for i in range(15)]

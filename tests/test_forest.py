@@ -12,7 +12,7 @@ from pipeline.config import EvaluationConfig
 from pipeline.results.eval_results import Matrix, SliceResult
 from pipeline.results.forest import forest_plot, forest_rows, gap
 from pipeline.results.intervals import wilson
-from pipeline.results.summary import slice_summary
+from pipeline.ops.summary import slice_summary
 
 
 def result(auc: float, interval, tp, fp, tn, fn, gated=True, family=("sex",)) -> SliceResult:

@@ -1,10 +1,10 @@
-"""The report's gallery (pipeline/results/gallery.py): which cases it shows. The page itself,
+"""The report's gallery (pipeline/ops/gallery.py): which cases it shows. The page itself,
 with its embedded heat maps, is checked in Chromium by tests/test_pipeline_e2e.py."""
 
 from __future__ import annotations
 
 from pipeline.config import load_config
-from pipeline.results.gallery import Example, caption, slice_names, worst
+from pipeline.ops.gallery import Example, caption, slice_names, worst
 
 CONFIG = load_config()
 TASK = CONFIG.task

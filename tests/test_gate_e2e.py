@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from pipeline.data.synth import SynthSpec, generate
+from pipeline.sample.synth import SynthSpec, generate
 from tests.helpers import medtfx
 
 pytestmark = pytest.mark.slow

@@ -13,8 +13,8 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 from tfx.utils import io_utils
 
-from pipeline.cli import main
-from pipeline.results.history import list_runs, span_pattern, trace_version
+from pipeline.cli.main import main
+from pipeline.results.history import list_runs, resolve_span_pattern, trace_version
 from pipeline.results.history_text import lineage_lines, run_lines
 from pipeline.results.mlmd import open_store
 from modules.task import TaskSpec
@@ -152,9 +152,10 @@ def recorded(tmp_path) -> dict:
 
 
 def test_span_pattern_fills_the_span_as_example_gen_does():
-    assert span_pattern("span-{SPAN}/train00-*.tfrec", 12, None) == "span-12/train00-*.tfrec"
-    assert span_pattern("span-{SPAN:3}/train00-*.tfrec", 4, None) == "span-004/train00-*.tfrec"
-    assert span_pattern("train00-*.tfrec", 0, None) == "train00-*.tfrec"  # today's flat layout
+    resolve = resolve_span_pattern
+    assert resolve("span-{SPAN}/train00-*.tfrec", 12, None) == "span-12/train00-*.tfrec"
+    assert resolve("span-{SPAN:3}/train00-*.tfrec", 4, None) == "span-004/train00-*.tfrec"
+    assert resolve("train00-*.tfrec", 0, None) == "train00-*.tfrec"  # today's flat layout
 
 
 def test_lineage_of_an_ensemble_reaches_its_span_files_and_flags_a_changed_one(recorded):

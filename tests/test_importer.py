@@ -1,6 +1,6 @@
-"""`medtfx data import` on datasets in their published layouts (pipeline/data/
-synth_layouts.py writes them, quirks included): what lands in which shard, what is joined to
-what, and what happens to bad input."""
+"""`medtfx data import` on datasets in their published layouts (pipeline/sample/layouts.py
+writes them, quirks included): what lands in which shard, what is joined to what, and what
+happens to bad input."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import tensorflow as tf
 from pipeline.config import CONFIG_DIR, load_config
 from pipeline.data.importer import QUARANTINE, DataImportError, import_dataset
 from pipeline.data.shards import list_shards
-from pipeline.data.synth_layouts import LayoutSpec, generate_layout
+from pipeline.sample.layouts import LayoutSpec, generate_layout
 from tests.helpers import medtfx
 
 

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from modules import features as F
 from modules.settings import ImageLimits
-from pipeline.cli import main
+from pipeline.cli.main import main
 from pipeline.data.input_checks import check_shard
 from pipeline.data.shards import list_shards
 from tests.helpers import FAST_RUN, medtfx

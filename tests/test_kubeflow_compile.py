@@ -25,7 +25,7 @@ from tests.helpers import FINGERPRINTED, REPO, medtfx, require_capability
 from tests.kubeflow_helpers import KUBEFLOW_SET, set_args
 
 GOLDEN = os.path.join(REPO, "tests", "golden", "kubeflow-pipeline.yaml")
-# The golden file outlives edits to the code of FINGERPRINTED (pipeline/fingerprint.py).
+# The golden file outlives edits to the code of FINGERPRINTED (pipeline/core/fingerprint.py).
 ENTRYPOINT = ["python", "-m", "pipeline.kubeflow_entrypoint"]
 DATAFLOW = ["--runner=DataflowRunner", "--project=medtfx-test", "--region=europe-west4",
             "--temp_location=gs://medtfx-test/tmp",
@@ -256,7 +256,7 @@ def test_a_resources_key_names_a_component_or_every_component_of_a_class():
                                                   "container"),
 ])
 def test_resources_for_what_is_not_a_container_task_are_refused(tmp_path, resources, message):
-    from pipeline.errors import ConfigError
+    from pipeline.core.errors import ConfigError
     from pipeline.kubeflow_runner import compile_pipeline
 
     config = load_config(None, KUBEFLOW_SET + [f"kubeflow.resources={resources}"])
@@ -378,7 +378,7 @@ def test_vertex_ai_sdk_accepts_the_file_and_a_per_run_parameter(compiled, tmp_pa
 
 
 def test_golden_file(compiled):
-    from pipeline.fingerprint import code_fingerprint
+    from pipeline.core.fingerprint import code_fingerprint
 
     text = compiled["text"]
     for entry in FINGERPRINTED:

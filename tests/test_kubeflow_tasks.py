@@ -47,7 +47,7 @@ BEAM_TASKS = ("ImportExampleGen", "StatisticsGen", "Evaluator", "BulkInferrer",
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> str:
-    from pipeline.data.synth import SynthSpec, generate
+    from pipeline.sample.synth import SynthSpec, generate
 
     root = str(tmp_path_factory.mktemp("release-70k"))
     generate(root, SynthSpec(images=300, size=48, seed=9, release="70k", grayscale_share=0.3,
@@ -171,7 +171,7 @@ def test_the_pushed_model_serves_what_the_submission_scored(single, backend, dat
 def test_the_data_gate_task_stops_a_run_whose_data_has_an_anomaly(single, tmp_path):
     from tensorflow_metadata.proto.v0 import anomalies_pb2
 
-    from components.data_gate import ANOMALIES_FILE
+    from pipeline.results.anomalies import ANOMALIES_FILE
 
     (anomalies,) = single.outputs["ExampleValidator"]["anomalies"]
     tampered = {**anomalies, "name": "tampered/anomalies", "uri": str(tmp_path / "anomalies")}

@@ -19,8 +19,8 @@ import tensorflow as tf
 from PIL import Image
 from tensorflow_serving.apis import prediction_log_pb2
 
-from pipeline.data.synth import SynthSpec, generate
-from pipeline.data.synth_render import encode, render_chest
+from pipeline.sample.synth import SynthSpec, generate
+from pipeline.sample.render import encode, render_chest
 from pipeline.monitor.distances import psi_of_samples
 from pipeline.monitor.request_log import (JsonLinesLog, RequestLogError, read_logs,
                                           read_records)

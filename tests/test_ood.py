@@ -23,8 +23,8 @@ from modules.ood_metric import OodFlagged
 from modules.task import TaskSpec
 from pipeline.config import load_config
 from pipeline.data.sources import DicomSettings
-from pipeline.data.synth_render import encode, render_chest, render_face, render_mammogram
-from pipeline.errors import ConfigError
+from pipeline.sample.render import encode, render_chest, render_face, render_mammogram
+from pipeline.core.errors import ConfigError
 from pipeline.pipeline import run_settings
 from pipeline.serving.model import load_model
 from pipeline.serving.output import Table, fields, record

@@ -140,7 +140,7 @@ def test_a_submission_csv_scores_every_test_image_and_the_summary_names_it(first
 def test_rerun_reuses_finished_work_and_pushes_nothing_new(first_run, tiny_data, code):
     """An edit no component runs (the report) leaves the cache alone."""
     before = versions(first_run["work"])
-    edit(code, "pipeline", "results", "report.py")
+    edit(code, "pipeline", "ops", "report.py")
     again = run(tiny_data, first_run["work"], *BLESS_ANY, env=code["env"])
     first_run["second"] = again
     lines = progress_lines(again["stdout"])

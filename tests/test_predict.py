@@ -24,7 +24,7 @@ from modules import features as F
 from modules.artifacts import CARD_DIR, THRESHOLD_ASSET
 from modules.export import export_model
 from modules.trainer import build
-from pipeline.cli import main
+from pipeline.cli.main import main
 from pipeline.config import load_config
 from pipeline.data import dicom
 from pipeline.data.sources import DicomSettings

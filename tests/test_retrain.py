@@ -17,8 +17,8 @@ from pipeline.config import load_config
 from pipeline.data import spans
 from pipeline.data.incoming import QUARANTINE_REPORT, Verdict, check_incoming, quarantine
 from pipeline.data.shards import shard_filename
-from pipeline.files import AlreadyExistsError
-from pipeline.ops.lock import LockedError
+from pipeline.core.files import AlreadyExistsError
+from pipeline.core.lock import LockedError
 from pipeline.ops.retrain import register, retrain_lock, wait_until_settled
 from tests.helpers import REPO, medtfx
 from tests.test_input_checks import rewrite_record
@@ -109,7 +109,7 @@ def test_a_batch_that_would_leave_a_span_incomplete_is_not_registered(tmp_path, 
     """The good files stay in the incoming folder; nothing is half-registered."""
     import shutil
 
-    from pipeline.ops.console import Console
+    from pipeline.core.console import Console
 
     incoming = tmp_path / "incoming"
     incoming.mkdir()
@@ -128,7 +128,7 @@ def test_a_file_still_being_written_is_neither_taken_nor_quarantined(tmp_path, t
     import shutil
     import time
 
-    from pipeline.ops.console import Console
+    from pipeline.core.console import Console
 
     incoming = tmp_path / "incoming"
     incoming.mkdir()
@@ -153,7 +153,7 @@ def test_watch_survives_a_failed_run_and_runs_the_span_again_after_growing_pause
         tmp_path, tiny_data):
     import shutil
 
-    from pipeline.ops.console import Console
+    from pipeline.core.console import Console
     from pipeline.ops.retrain import retrain
 
     incoming = tmp_path / "incoming"
@@ -189,8 +189,8 @@ def test_a_file_delivered_twice_is_registered_once_and_a_patient_keeps_their_fol
         tmp_path, tiny_data):
     import shutil
 
-    from pipeline.data.synth import SynthSpec, generate
-    from pipeline.ops.console import Console
+    from pipeline.sample.synth import SynthSpec, generate
+    from pipeline.core.console import Console
 
     incoming, data = tmp_path / "incoming", tmp_path / "data"
     incoming.mkdir()
@@ -259,11 +259,11 @@ def test_one_retrain_per_data_root_and_the_lock_dies_with_its_holder(tmp_path):
 
 def test_a_second_run_on_a_work_dir_in_use_is_refused_with_the_holders_pid(
         tmp_path, tiny_data, capfd):
-    from pipeline.cli import main
+    from pipeline.cli.main import main
 
     work = tmp_path / "work"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pipeline.ops.lock import FolderLock; "
+        [sys.executable, "-c", "import sys, time; from pipeline.core.lock import FolderLock; "
          "FolderLock(sys.argv[1], '.medtfx-run.lock', 'run').__enter__(); "
          "print('held', flush=True); time.sleep(600)", str(work)],
         stdout=subprocess.PIPE, text=True, cwd=REPO)

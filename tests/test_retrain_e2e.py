@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 def labelled_batch(folder: str, seed: int) -> list[str]:
     """A hospital's delivery: 15 labelled shards in the public layout, nothing else."""
-    from pipeline.data.synth import SynthSpec, generate
+    from pipeline.sample.synth import SynthSpec, generate
 
     generate(folder, SynthSpec(images=300, size=32, seed=seed, malignant_share=0.3,
                                test_shards=1, first_patient=10_000 * seed))  # new patients
@@ -105,7 +105,7 @@ def test_span_2_holds_both_arrivals_and_its_model_starts_from_span_1s(site, span
 
 def test_corrupted_and_drifted_files_are_quarantined_and_serving_keeps_the_last_model(
         site, span2):
-    from pipeline.data.synth import SynthSpec, generate
+    from pipeline.sample.synth import SynthSpec, generate
 
     batch = site["root"] / "batch3"
     generate(str(batch), SynthSpec(images=300, size=32, seed=9, malignant_share=0.3))

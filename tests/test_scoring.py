@@ -16,7 +16,7 @@ from components.submission_writer import (SubmissionError, read_prediction_logs,
                                           submission_rows, write_submission)
 from modules.task import TaskSpec
 from pipeline.config import load_config, with_scoring_resolved
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 
 BINARY = TaskSpec()
 THREE = TaskSpec.model_validate({"label": {"classes": ["normal", "benign", "malignant"]}})

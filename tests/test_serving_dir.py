@@ -15,10 +15,10 @@ import time
 import pytest
 
 from modules.artifacts import CARD_DIR, PACKAGE_FILE
-from pipeline.ops import serving_dir
-from pipeline.ops.serving_dir import (ROLLBACK_FILE, ServingDirError, prune, publish,
+from pipeline.serving import directory as serving_dir
+from pipeline.serving.directory import (ROLLBACK_FILE, ServingDirError, prune, publish,
                                       rollback, serving_now)
-from pipeline import files
+from pipeline.core import files
 from tests.helpers import REPO, medtfx
 
 
@@ -79,7 +79,7 @@ def test_a_push_that_fails_midway_leaves_no_version_and_the_old_one_serving(
 # A push that copies one file, says so and waits to be killed.
 PUSH_KILLED_MID_COPY = """
 import os, sys, time
-from pipeline.ops import serving_dir
+from pipeline.serving import directory as serving_dir
 
 def copy_half(source, target, **kwargs):
     os.makedirs(target, exist_ok=True)
@@ -217,7 +217,7 @@ def test_the_rollback_command_names_an_unknown_version_and_changes_nothing(servi
 
 def test_keep_versions_must_be_positive():
     from pipeline.config import load_config
-    from pipeline.errors import ConfigError
+    from pipeline.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="serving.keep_versions 0 must be at least 1"):
         load_config(None, ["keep_versions=0"])
@@ -226,7 +226,7 @@ def test_keep_versions_must_be_positive():
 @pytest.mark.parametrize("count", [0, 1025])
 def test_warm_up_requests_hold_at_least_one_example_and_no_more_than_a_request_may(count):
     from pipeline.config import load_config
-    from pipeline.errors import ConfigError
+    from pipeline.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match=f"serving.warmup_examples {count} must be at least 1 "
                        r"and at most limits.batch \(1024\)"):

@@ -3,7 +3,7 @@
 import pytest
 
 from pipeline.data.shards import SHARD_RE, ensemble_splits, plan_splits
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 
 
 def test_default_plan_keeps_roles_apart_and_uses_every_shard():

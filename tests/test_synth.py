@@ -16,7 +16,7 @@ from PIL import Image
 from modules import features as F
 from modules.errors import MedtfxError
 from pipeline.data.shards import list_shards
-from pipeline.data.synth import SynthSpec, _draw_patients, best_auc, generate, lesion_masks
+from pipeline.sample.synth import SynthSpec, _draw_patients, best_auc, generate, lesion_masks
 from tests.helpers import medtfx, shard_records
 
 TRAIN_KEYS = {F.IMAGE_KEY, F.IMAGE_NAME_KEY, F.PATIENT_KEY, F.SEX_KEY, F.AGE_KEY, F.SITE_KEY,

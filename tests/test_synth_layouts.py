@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from modules.errors import MedtfxError
-from pipeline.data.synth_layouts import LayoutSpec, generate_layout
+from pipeline.sample.layouts import LayoutSpec, generate_layout
 from tests.helpers import medtfx
 
 # Spelled out here from CelebA's list_attr_celeba, not read from the generator.

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from pipeline.config import CONFIG_DIR
-from pipeline.data.synth_layouts import LayoutSpec, generate_layout
+from pipeline.sample.layouts import LayoutSpec, generate_layout
 from tests.helpers import medtfx
 
 pytestmark = pytest.mark.slow

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from modules import features as F
 from modules.task import TaskSpec
-from pipeline.results.summary import failed_check, summary_lines
+from pipeline.ops.summary import failed_check, summary_lines
 from pipeline.serving.load_check import FailedLoad, check_model, run_requests
 from pipeline.serving.warmup import (CLIENT_SIGNATURES, WARMUP_FILE, build_requests,
                                      evaluation_records, read_requests, request_inputs,

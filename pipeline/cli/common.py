@@ -13,17 +13,13 @@ import traceback
 from typing import TYPE_CHECKING, Callable
 
 from modules.errors import MedtfxError
-from pipeline.errors import ConfigError
-from pipeline.ops.console import Console
+from pipeline.core.errors import ConfigError
+from pipeline.core.exits import EXIT_FAILED, EXIT_NOT_PUSHED, EXIT_USAGE  # noqa: F401
+from pipeline.core.console import Console
 
 if TYPE_CHECKING:  # hints only: the config module is cheap, but commands load it lazily
     from pipeline.config import PipelineConfig
 
-EXIT_FAILED = 1  # the run or the data failed
-EXIT_USAGE = 2  # the command line or the config is wrong
-# With --strict: the run finished and pushed nothing (its model was not blessed, or failed
-# the load check).
-EXIT_NOT_PUSHED = 3
 SHOWN_DETAILS = 10  # lines of an error's details on the terminal; all go to the log
 
 

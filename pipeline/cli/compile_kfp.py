@@ -7,8 +7,8 @@ import sys
 import time
 
 from pipeline.cli import common
-from pipeline.errors import ConfigError
-from pipeline.ops.console import Console
+from pipeline.core.errors import ConfigError
+from pipeline.core.console import Console
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -33,7 +33,7 @@ def command(args: argparse.Namespace) -> int:
     if config is None:
         return common.EXIT_USAGE
     try:
-        check_kubeflow_config(config)
+        check_kubeflow_config(config.kubeflow, config.pipeline_name)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return common.EXIT_USAGE

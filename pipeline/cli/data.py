@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from pipeline.cli import common, data_import
-from pipeline.ops.console import Console
+from pipeline.core.console import Console
 
 # SynthSpec fields that only --task melanoma reads; their options default to None, so that
 # an option given for another task can be refused.
@@ -33,8 +33,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _synth_arguments(parser: argparse.ArgumentParser) -> None:
-    from pipeline.data.synth import SynthSpec
-    from pipeline.data.synth_layouts import DEFAULT_SIZE, TASKS, LayoutSpec
+    from pipeline.sample.synth import SynthSpec
+    from pipeline.sample.layouts import DEFAULT_SIZE, TASKS, LayoutSpec
 
     d = SynthSpec()
     parser.add_argument("--task", choices=("melanoma", *TASKS), default="melanoma",
@@ -74,7 +74,7 @@ def _synth_arguments(parser: argparse.ArgumentParser) -> None:
 def synth_command(args: argparse.Namespace) -> int:
     if args.task != "melanoma":
         return _layout_command(args)
-    from pipeline.data.synth import SynthSpec
+    from pipeline.sample.synth import SynthSpec
 
     try:
         given = _given(args, ("images", "size", "seed", *MELANOMA_ONLY))
@@ -86,7 +86,7 @@ def synth_command(args: argparse.Namespace) -> int:
         return common.EXIT_USAGE
 
     def body(console: Console) -> int:
-        from pipeline.data.synth import generate
+        from pipeline.sample.synth import generate
 
         manifest = generate(args.out, spec)
         train, test = manifest["train"], manifest["test"]
@@ -102,7 +102,7 @@ def synth_command(args: argparse.Namespace) -> int:
 
 
 def _layout_command(args: argparse.Namespace) -> int:
-    from pipeline.data.synth_layouts import LayoutSpec
+    from pipeline.sample.layouts import LayoutSpec
 
     melanoma_only = sorted(_given(args, MELANOMA_ONLY))
     try:
@@ -115,7 +115,7 @@ def _layout_command(args: argparse.Namespace) -> int:
         return common.EXIT_USAGE
 
     def body(console: Console) -> int:
-        from pipeline.data.synth_layouts import generate_layout
+        from pipeline.sample.layouts import generate_layout
 
         console.say(_layout_summary(generate_layout(args.out, spec)))
         return 0

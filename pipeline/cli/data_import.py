@@ -6,10 +6,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipeline.beam_config import DATA_IMPORT
+from pipeline.core.beam import DATA_IMPORT
 from pipeline.cli import common
 from pipeline.data.sources import ON_BAD
-from pipeline.ops.console import Console
+from pipeline.core.console import Console
 
 
 def add_parser(data_commands: argparse._SubParsersAction) -> None:

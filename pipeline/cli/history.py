@@ -7,8 +7,8 @@ import dataclasses
 import json
 
 from pipeline.cli import common
-from pipeline.ops.console import Console
-from pipeline.ops.workdir import WorkDir
+from pipeline.core.console import Console
+from pipeline.core.workdir import WorkDir
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:

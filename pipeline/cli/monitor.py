@@ -6,10 +6,9 @@ import argparse
 import json
 
 from pipeline.cli import common
-from pipeline.ops.console import Console
-from pipeline.ops.workdir import WorkDir
-
-EXIT_DRIFT = 3
+from pipeline.core.console import Console
+from pipeline.core.exits import EXIT_DRIFT
+from pipeline.core.workdir import WorkDir
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:

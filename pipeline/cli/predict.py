@@ -6,8 +6,8 @@ import argparse
 import os
 
 from pipeline.cli import common
-from pipeline.ops.console import Console
-from pipeline.ops.workdir import WorkDir
+from pipeline.core.console import Console
+from pipeline.core.workdir import WorkDir
 
 DEFAULT_BATCH = 32
 

@@ -6,8 +6,8 @@ import argparse
 import json
 
 from pipeline.cli import common
-from pipeline.ops.console import Console
-from pipeline.ops.workdir import WorkDir
+from pipeline.core.console import Console
+from pipeline.core.workdir import WorkDir
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -33,7 +33,7 @@ def command(args: argparse.Namespace) -> int:
         return common.EXIT_FAILED
 
     def body(console: Console) -> int:
-        from pipeline.results.report import write_report
+        from pipeline.ops.report import write_report
 
         extra = () if args.logs is None else (("Monitoring", _monitoring(work, args.logs)),)
         console.say(f"medtfx: report written to {write_report(work, args.out, extra)}")

@@ -7,8 +7,8 @@ import os
 import sys
 
 from pipeline.cli import common
-from pipeline.ops.console import Console
-from pipeline.ops.workdir import WorkDir
+from pipeline.core.console import Console
+from pipeline.core.workdir import WorkDir
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -57,7 +57,7 @@ def command(args: argparse.Namespace) -> int:
     work = WorkDir(args.work_dir)
 
     def body(console: Console) -> int:
-        from pipeline.cli.run import run_pipeline
+        from pipeline.ops.run import run_pipeline
         from pipeline.ops.retrain import import_arrival, retrain
 
         def train() -> int:

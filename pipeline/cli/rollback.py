@@ -6,8 +6,8 @@ import argparse
 import os
 
 from pipeline.cli import common
-from pipeline.ops.console import Console
-from pipeline.ops.workdir import WorkDir
+from pipeline.core.console import Console
+from pipeline.core.workdir import WorkDir
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -30,8 +30,8 @@ def command(args: argparse.Namespace) -> int:
     serving = os.path.abspath(args.serving_dir or WorkDir(args.work_dir).serving)
 
     def body(console: Console) -> int:
-        from pipeline.files import remove_stale_staging
-        from pipeline.ops.serving_dir import rollback, serving_versions
+        from pipeline.core.files import remove_stale_staging
+        from pipeline.serving.directory import rollback, serving_versions
 
         for line in remove_stale_staging(serving):  # rollback's own staging would, silently
             console.say(f"medtfx: removed {line}")

@@ -1,19 +1,12 @@
-"""`medtfx run`: checks the backbone and the data, runs the pipeline locally, and writes and
-prints the run summary."""
+"""`medtfx run`: the command line of the run use case (pipeline/ops/run.py)."""
 
 from __future__ import annotations
 
 import argparse
-import os
+import functools
 
-from modules.errors import MedtfxError
 from pipeline.cli import common
-from pipeline.config import PipelineConfig
-from pipeline.ops.console import Console
-from pipeline.ops.lock import FolderLock
-from pipeline.ops.workdir import WorkDir
-
-RUN_LOCK = ".medtfx-run.lock"
+from pipeline.core.workdir import WorkDir
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -37,79 +30,8 @@ def command(args: argparse.Namespace) -> int:
     config = common.load_config_or_say(args)
     if config is None:
         return common.EXIT_USAGE
+    from pipeline.ops.run import run
+
     work = WorkDir(args.work_dir)
-
-    def body(console: Console) -> int:
-        data_root = os.path.abspath(args.data_root or sample_data(work, console, config))
-        if config.source.imported:
-            from pipeline.data.importer import imported
-
-            data_root = imported(data_root, work.imports, config, console.say)
-        return run_pipeline(config, data_root, work, console, args.strict)
-
-    return common.guarded(work.log_file("run", common.stamp()), args.verbose, body)
-
-
-def run_pipeline(config: PipelineConfig, data_root: str, work: WorkDir, console: Console,
-                 strict: bool = False) -> int:
-    """Checks the backbone and the data (the newest span, with spans), runs every
-    component, and writes and prints the summary; returns 0, or with `strict`
-    EXIT_NOT_PUSHED when no model was pushed. A second run on the same work dir is
-    refused while one is running."""
-    with FolderLock(work.path(), RUN_LOCK, "run"):  # one run per work dir
-        return _checked_run(config, data_root, work, console, strict)
-
-
-def _checked_run(config: PipelineConfig, data_root: str, work: WorkDir, console: Console,
-                 strict: bool) -> int:
-    from modules.model import validate_backbone
-    from pipeline.config import with_scoring_resolved
-    from pipeline.data.input_checks import check_data_root, check_test_shards
-    from pipeline.data.spans import latest_span_dir
-
-    validate_backbone(config.trainer.backbone, config.trainer.weights)
-    data_dir = latest_span_dir(data_root) if config.data.spans else data_root
-    data = check_data_root(data_dir, config.data.train_shards, config.limits,
-                           work.input_check_cache)
-    console.say(f"medtfx: {len(data.shards)} train shards, {data.examples} examples in "
-                f"{data.data_root}")
-    console.say(f"medtfx: {config.split_plan.describe()}")
-    tests = (check_test_shards(data_root, config.limits, work.input_check_cache)
-             if config.scoring.test_shards is not False else ())
-    config = with_scoring_resolved(config, len(tests))
-    if config.scoring.test_shards:
-        console.say(f"medtfx: a blessed model scores {len(tests)} test shards, "
-                    f"{sum(s.count for s in tests)} examples")
-
-    from pipeline.local_runner import run_local  # imports TFX: only for good input
-    from pipeline.results.summary import record_run, summary_lines
-
-    run_local(config, data_root, work, console)
-    summary = record_run(config, data.data_root, work)
-    for line in summary_lines(summary):
-        console.say(line)
-    console.say(f"medtfx: summary in {work.summary}")
-    return common.EXIT_NOT_PUSHED if strict and not summary["pushed_model"] else 0
-
-
-def sample_data(work: WorkDir, console: Console, config: PipelineConfig) -> str:
-    """The sample dataset under the work dir, generated on first use: melanoma shards, or
-    for a task read from a published layout, a small dataset in that layout."""
-    from pipeline.data.synth import MANIFEST, SynthSpec, generate
-    from pipeline.data.synth_layouts import TASKS, LayoutSpec, generate_layout
-
-    if config.source.imported:
-        if config.task.name not in TASKS:
-            raise MedtfxError(f"no sample dataset for task {config.task.name!r}: give "
-                              "--data-root")
-        folder = work.path(f"sample-{config.task.name}")
-        if not os.path.isdir(folder):
-            console.say(f"medtfx: generating a sample {config.task.name} dataset in {folder}")
-            generate_layout(folder, LayoutSpec(config.task.name))
-        return folder
-    if not os.path.exists(os.path.join(work.sample_data, MANIFEST)):
-        spec = SynthSpec()
-        console.say(f"medtfx: generating the sample dataset ({spec.images} images, "
-                    f"{spec.size} px) in {work.sample_data}")
-        generate(work.sample_data, spec)
-    return work.sample_data
+    return common.guarded(work.log_file("run", common.stamp()), args.verbose, functools.partial(
+        run, config, args.data_root, work, strict=args.strict))

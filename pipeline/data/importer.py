@@ -20,11 +20,11 @@ import os
 
 from modules.settings import ImageLimits
 from modules.task import TaskSpec
-from pipeline.beam_config import DATA_IMPORT
+from pipeline.core.beam import DATA_IMPORT
 from pipeline.data.catalog import Catalog, DataImportError, Item, Problem, build_catalog
 from pipeline.data.shards import SplitPlan
 from pipeline.data.sources import SourceConfig
-from pipeline.files import staged_dir, write_json
+from pipeline.core.files import staged_dir, write_json
 
 IMPORT_MANIFEST = "import-manifest.json"
 QUARANTINE = "quarantine.csv"

@@ -18,7 +18,7 @@ from modules.settings import ImageLimits
 from pipeline.data.input_checks import check_shard
 from pipeline.data.shards import SHARD_RE, Shard, fold_of
 from pipeline.data.spans import file_digest, file_patients
-from pipeline.files import move_file
+from pipeline.core.files import move_file
 
 QUARANTINE_REPORT = "quarantine-report.json"
 PREVIOUS = "previous span"  # the statistics key of the span the files are compared with
@@ -122,7 +122,7 @@ def _statistics(patterns: dict[str, str], options) -> dict:
     import tensorflow_data_validation as tfdv
     from tfx.dsl.io import fileio
 
-    from components.statistics_gen import GenerateStatisticsByName, by_name
+    from pipeline.data.named_statistics import GenerateStatisticsByName, by_name
 
     files = [(name, path) for name, pattern in patterns.items()
              for path in sorted(fileio.glob(pattern))]

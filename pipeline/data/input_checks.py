@@ -24,7 +24,7 @@ from modules.errors import MedtfxError
 from modules.preprocessing import decode
 from modules.settings import ImageLimits
 from pipeline.data.shards import DataLayoutError, Shard, list_shards
-from pipeline.files import write_json
+from pipeline.core.files import write_json
 
 # Reading is worth a second process (which pays ~5 s to import TensorFlow) above this.
 PARALLEL_BYTES = 200 * 2**20

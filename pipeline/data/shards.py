@@ -12,7 +12,7 @@ import os
 import re
 
 from modules.errors import MedtfxError
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 
 SHARD_RE = re.compile(r"^(?P<kind>train|test)(?P<index>\d{2,})-(?P<count>\d+)\.tfrec$")
 # Every test shard, as a glob relative to the data root (ImportExampleGen reads them as one

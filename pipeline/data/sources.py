@@ -21,7 +21,7 @@ import re
 
 from pydantic import Field, model_validator
 
-from modules.section import Settings
+from modules.settings_base import Settings
 
 LAYOUTS = ("tfrecord", "folders", "csv", "dicom")
 # What a published split is used for: fit on, select epochs on, gate on (never trained

@@ -24,7 +24,7 @@ import shutil
 
 from modules.errors import MedtfxError
 from pipeline.data.shards import SHARD_RE, shard_filename
-from pipeline.files import staged_dir
+from pipeline.core.files import staged_dir
 
 SPAN_RE = re.compile(r"^span-(?P<number>\d+)$")
 ARRIVALS = "arrivals"
@@ -40,7 +40,7 @@ def span_dir(data_root: str, span: int) -> str:
     return os.path.join(data_root, f"span-{span}")
 
 
-def span_pattern(shard_pattern: str) -> str:
+def span_input_pattern(shard_pattern: str) -> str:
     """An ImportExampleGen pattern that reads the shard from the newest span."""
     return f"span-{{SPAN}}/{shard_pattern}"
 

@@ -19,8 +19,8 @@ import numpy as np
 from modules.errors import MedtfxError
 from pipeline.config import PipelineConfig
 from pipeline.monitor.image_stats import image_features
-from pipeline.ops.serving_dir import serving_versions
-from pipeline.ops.workdir import WorkDir
+from pipeline.serving.directory import serving_versions
+from pipeline.core.workdir import WorkDir
 from pipeline.results.eval_results import load_evaluation, score_histograms
 from pipeline.results.history import trace_version
 from pipeline.results.mlmd import find_run, open_store, outputs_by_type

@@ -10,7 +10,7 @@ from pipeline.config import PipelineConfig
 from pipeline.monitor.checks import Check, observe, run_checks
 from pipeline.monitor.reference import load_reference
 from pipeline.monitor.request_log import log_files, read_logs
-from pipeline.ops.workdir import WorkDir
+from pipeline.core.workdir import WorkDir
 
 
 @dataclasses.dataclass(frozen=True)

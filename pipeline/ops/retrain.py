@@ -17,8 +17,8 @@ from pipeline.config import PipelineConfig
 from pipeline.data import incoming as inc
 from pipeline.data import spans
 from pipeline.data.shards import SHARD_RE
-from pipeline.ops.console import Console
-from pipeline.ops.lock import FolderLock
+from pipeline.core.console import Console
+from pipeline.core.lock import FolderLock
 
 LOCK_FILE = ".medtfx-retrain.lock"
 MAX_RETRY_PAUSE = 3600.0  # --watch: the longest wait before a failed span runs again

@@ -295,7 +295,7 @@ def _data_source(store: PipelineStore, examples: Artifact) -> DataSource:
     fingerprints = set((_property(examples, "input_fingerprint") or "").splitlines())
     splits = []
     for split in config.splits:
-        pattern = os.path.join(input_base, span_pattern(split.pattern, span, version))
+        pattern = os.path.join(input_base, resolve_span_pattern(split.pattern, span, version))
         splits.append(SplitFiles(
             split.name, split.pattern, sorted(tf.io.gfile.glob(pattern)),
             io_utils.generate_fingerprint(split.name, pattern) in fingerprints
@@ -304,7 +304,7 @@ def _data_source(store: PipelineStore, examples: Artifact) -> DataSource:
                       input_base, splits)
 
 
-def span_pattern(pattern: str, span: int, version: int | None) -> str:
+def resolve_span_pattern(pattern: str, span: int, version: int | None) -> str:
     """An ImportExampleGen split pattern with {SPAN} (or the date specs) and {VERSION}
     filled in, as TFX fills them; a pattern without them is returned as it is."""
     # Imported here: importing any of tfx.components loads every component (seconds), and

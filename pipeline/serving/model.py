@@ -23,7 +23,7 @@ from modules.gradcam import HEATMAP_KEY, HEIGHT_KEY, WIDTH_KEY
 from modules.ood import IN_DISTRIBUTION_KEY
 from modules.signatures import DECISION_KEY, EXPLAIN, PROBABILITIES_KEY
 from modules.task import TaskSpec
-from pipeline.ops.serving_dir import serving_versions
+from pipeline.serving.directory import serving_versions
 
 SIGNATURE = "serving_image"
 CARD_FILE = "model_card.json"

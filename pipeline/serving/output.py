@@ -16,7 +16,7 @@ import csv
 import io
 import os
 
-from pipeline.files import write_json, write_text
+from pipeline.core.files import write_json, write_text
 from pipeline.serving.model import ServedModel
 from pipeline.serving.predict import Prediction
 

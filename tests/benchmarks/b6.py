@@ -23,11 +23,11 @@ from tfx.types import Channel, standard_artifacts
 
 from components.evaluator import Evaluator
 from modules.records import record_dataset
-from pipeline.beam_config import PIPELINE_STAGES
+from pipeline.core.beam import PIPELINE_STAGES
 from pipeline.config import PipelineConfig
 from pipeline.data.shards import SplitPlan, list_shards, shard_filename
 from pipeline.eval_config import build_eval_config
-from pipeline.ops.workdir import WorkDir
+from pipeline.core.workdir import WorkDir
 from pipeline.pipeline import EVALUATION_MODULE, evaluator_code
 from tests.benchmarks.runs import CONFIG_512, run_pipeline
 from tests.helpers import BLESS_ANY

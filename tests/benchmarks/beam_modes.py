@@ -9,7 +9,7 @@ runs: ImportExampleGen, StatisticsGen, Transform, the Evaluator and BulkInferrer
 the DirectRunner in one process and in two worker processes, Beam's portable job service
 (LOOPBACK) and Dask on two worker processes, the last two started here. Prints each stage's
 wall time (the pipeline's from ML Metadata). The pipeline stages do not run on Dask
-(pipeline/beam_config.py says why): its column holds the import alone.
+(pipeline/core/beam.py says why): its column holds the import alone.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ import os
 import tempfile
 import time
 
-from pipeline.beam_config import DATA_IMPORT, PIPELINE_STAGES
+from pipeline.core.beam import DATA_IMPORT, PIPELINE_STAGES
 from pipeline.config import CONFIG_DIR, load_config
 from pipeline.data.importer import import_dataset
-from pipeline.data.synth import SynthSpec
-from pipeline.data.synth_layouts import LayoutSpec, generate_layout
+from pipeline.sample.synth import SynthSpec
+from pipeline.sample.layouts import LayoutSpec, generate_layout
 from tests.benchmarks.data import make_data
 from tests.benchmarks.runs import run_pipeline
 from tests.helpers import dask_cluster, dask_settings, local_job_service, portable_settings

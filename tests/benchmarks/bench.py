@@ -41,7 +41,7 @@ import time
 
 # Nothing here imports TensorFlow: the measuring modules are imported once the console
 # sends library output to the log, TensorFlow's start-up lines included.
-from pipeline.ops.console import Console
+from pipeline.core.console import Console
 
 PER_SHARD = 200  # --scale: train images per shard; the 2020 release has ~2,208
 # siim-isic-512.yaml with a short training: on a CPU its EfficientNet-B6 took over 6 minutes
@@ -86,7 +86,7 @@ def measure(sizes: Sizes, scratch: str) -> dict:
     """Every measurement, in the order that keeps each one alone on the machine."""
     from modules.settings import AugmentSettings
     from pipeline.config import load_config
-    from pipeline.data.synth import SynthSpec
+    from pipeline.sample.synth import SynthSpec
     from pipeline.pipeline import run_settings
     from tests.benchmarks.data import make_data
     from pipeline.data.shards import SplitPlan

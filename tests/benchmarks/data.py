@@ -12,7 +12,7 @@ import struct
 import threading
 import time
 
-from pipeline.data.synth import MANIFEST, SynthSpec, generate
+from pipeline.sample.synth import MANIFEST, SynthSpec, generate
 
 PROGRESS_SECONDS = 15.0
 

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     from modules.signatures import EXPLAIN, make_signatures
     from modules.trainer import build
     from pipeline.config import load_config
-    from pipeline.data.synth import SynthSpec, generate
+    from pipeline.sample.synth import SynthSpec, generate
     from pipeline.pipeline import run_settings
     from tests.helpers import run_transform, shard_records
 

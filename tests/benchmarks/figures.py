@@ -9,7 +9,7 @@ import json
 import os
 
 from pipeline.config import PipelineConfig
-from pipeline.data.synth import MANIFEST
+from pipeline.sample.synth import MANIFEST
 from tests.benchmarks.floors import (Floor, copy_records, evaluate, measure_floors,
                                      parse_records, score_examples, split_files,
                                      transform_images)

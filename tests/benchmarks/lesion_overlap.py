@@ -4,7 +4,7 @@
         [--size 64] [--epochs 3] [--images 4000] [--set trainer.FIELD=VALUE ...]
 
 Generates the sample (`medtfx data synth`, whose generator knows each lesion's outline:
-pipeline/data/synth.py lesion_masks), trains the config's network on folds 0-2 (default
+pipeline/sample/synth.py lesion_masks), trains the config's network on folds 0-2 (default
 config: the pneumonia notebook's CNN at 64 px, 3 epochs; no augmentation), and maps the
 evaluation fold (train12-14) with modules/gradcam.py, the code the `explain` signature runs.
 Prints the evaluation AUC and, over all images and over the malignant ones: the lesion's
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     from sklearn.metrics import roc_auc_score
 
     from pipeline.config import load_config
-    from pipeline.data.synth import SynthSpec, generate, lesion_masks
+    from pipeline.sample.synth import SynthSpec, generate, lesion_masks
     from pipeline.pipeline import run_settings
 
     overrides = [f"trainer.image_size={args.size}", *args.set,

@@ -229,7 +229,7 @@ def import_rows(scratch: str, images: int, size: int) -> list[dict]:
     image file and decoding it once (the check the import cannot skip)."""
     from pipeline.config import CONFIG_DIR, load_config
     from pipeline.data.importer import import_dataset
-    from pipeline.data.synth_layouts import LayoutSpec, generate_layout
+    from pipeline.sample.layouts import LayoutSpec, generate_layout
 
     root = os.path.join(scratch, "kermany")
     generate_layout(root, LayoutSpec("pneumonia", images=images, size=size))
@@ -252,7 +252,7 @@ def monitor_rows(run: PipelineRun, config, images: int = 10_000) -> list[dict]:
     the test shards, repeated, against reading the same logs alone."""
     from pipeline.monitor.request_log import read_logs, read_records
     from pipeline.monitor.verdict import monitor
-    from pipeline.ops.workdir import WorkDir
+    from pipeline.core.workdir import WorkDir
 
     logs = os.path.join(run.work, "monitor-logs")
     os.makedirs(logs, exist_ok=True)

@@ -25,7 +25,7 @@ from modules.export import export_model, keras_path
 from modules.model import load_weights
 from modules.ood import IN_DISTRIBUTION_KEY
 from modules.trainer import build, run_fn
-from pipeline.data.synth import SynthSpec, generate
+from pipeline.sample.synth import SynthSpec, generate
 from pipeline.pipeline import run_settings
 from tests.helpers import REPO, run_transform, shard_records, trainer_fn_args, write_examples
 from tests.test_ood import EVALUATION_SHARDS, other_tasks

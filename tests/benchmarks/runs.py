@@ -22,7 +22,7 @@ from tfx.orchestration.pipeline import Pipeline, RunOptions
 
 from pipeline.config import CONFIG_DIR, PipelineConfig, load_config
 from pipeline.local_runner import build_local_pipeline
-from pipeline.ops.workdir import WorkDir
+from pipeline.core.workdir import WorkDir
 from pipeline.results.mlmd import find_run, node_name, open_store, outputs_by_type
 
 SAMPLE_SECONDS = 1.0  # reading smaps_rollup of a TensorFlow process takes ~60 ms

@@ -14,7 +14,7 @@ import dataclasses
 import os
 
 from pipeline.config import PipelineConfig, load_config
-from pipeline.data.synth import SynthSpec
+from pipeline.sample.synth import SynthSpec
 from tests.benchmarks import b6, extrapolate
 from tests.benchmarks.data import make_data
 from tests.benchmarks.figures import component_report, size_rows

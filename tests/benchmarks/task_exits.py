@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tfx-command", action="store_true",
                         help="launch TFX's own executor command, not medtfx's entrypoint")
     args = parser.parse_args(argv)
-    from pipeline.data.synth import SynthSpec, generate
+    from pipeline.sample.synth import SynthSpec, generate
 
     with tempfile.TemporaryDirectory(prefix="task-exits-") as root, \
             local_job_service() as endpoint:

@@ -5,14 +5,11 @@ AUC an ideal classifier reaches on it (the numbers `medtfx data synth` and docs/
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from modules import features as F
-
-if TYPE_CHECKING:
-    from pipeline.data.synth import SynthSpec
+from pipeline.sample.spec import SynthSpec
 
 SITE_SHARES = (0.51, 0.25, 0.15, 0.056, 0.011, 0.004)  # torso ... oral/genital; rest missing
 AGES = np.arange(0, 95, 5)

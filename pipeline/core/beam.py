@@ -14,9 +14,9 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from modules.section import Settings
-from pipeline.errors import ConfigError
-from pipeline.fingerprint import REPO_ROOT
+from modules.settings_base import Settings
+from pipeline.core.errors import ConfigError
+from pipeline.core.fingerprint import REPO_ROOT
 
 # The Beam stages, by the names the refusals below and their messages use.
 IMPORT_EXAMPLE_GEN, STATISTICS_GEN, TRANSFORM, EVALUATOR, BULK_INFERRER = (

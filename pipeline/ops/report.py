@@ -9,19 +9,19 @@ import collections
 import html
 import json
 
-from components.data_gate import describe_anomalies
 from modules.task import TaskSpec
 from pipeline.config import PipelineConfig, load_config_dict
-from pipeline.ops.workdir import WorkDir
+from pipeline.core.workdir import WorkDir
 from pipeline.results.eval_results import (SLICE_AND, SLICE_IS, Matrix, SliceResult,
                                            load_evaluation)
+from pipeline.results.anomalies import describe_anomalies
 from pipeline.results.classes import balanced_majority, per_class
 from pipeline.results.forest import ForestRow, forest_plot, forest_rows, gap
-from pipeline.results.gallery import GALLERY_STYLE, evaluated_inputs, gallery_html
+from pipeline.ops.gallery import GALLERY_STYLE, evaluated_inputs, gallery_html
 from pipeline.results.mlmd import find_run, open_store, outputs_by_type
 from pipeline.results.report_ood import guard_section
 from pipeline.results.statistics import SplitStats, load_statistics
-from pipeline.results.summary import failed_check
+from pipeline.ops.summary import failed_check
 from pipeline.results.svg import line_chart
 
 STYLE = """

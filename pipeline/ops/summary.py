@@ -7,11 +7,11 @@ import os
 
 from modules.artifacts import SUBMISSION_FILE, SUBMISSION_TYPE, VALIDATION_FILE
 from pipeline.config import PipelineConfig, to_dict
-from pipeline.files import write_json
-from pipeline.ops.workdir import WorkDir
+from pipeline.core.files import write_json
+from pipeline.core.workdir import WorkDir
 from modules.task import TaskSpec
 from pipeline.results.classes import balanced_majority, per_class
-from pipeline.results.gallery import explained
+from pipeline.ops.gallery import explained
 from pipeline.results.eval_results import (CLASS_OF, NOT_VERIFIED, SliceResult, failed_checks,
                                            load_evaluation, operating_threshold,
                                            rate_intervals, shown, unverified_slice)

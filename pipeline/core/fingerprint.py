@@ -15,7 +15,7 @@ import ast
 import hashlib
 import os
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PROJECT_PACKAGES = ("modules", "components", "pipeline")
 
 

@@ -1,7 +1,7 @@
 """Small synthetic datasets in the published download layouts of four public datasets (Kermany
 pneumonia, SPR chest X-ray sex, CelebA, the DDSM notebook's CSVs), for the tests and demos of
 an importer. Folders, names, CSV headers and the quirks of the real downloads are reproduced;
-each picture carries a label signal that a small CNN learns at 32-64 px (synth_render). The
+each picture carries a label signal that a small CNN learns at 32-64 px (pipeline/sample/render.py). The
 manifest is returned, not written, so the tree holds only what the real download holds."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Callable
 import numpy as np
 
 from modules.errors import MedtfxError
-from pipeline.data.synth import staging_in
-from pipeline.data.synth_render import encode, render_chest, render_face, render_mammogram
+from pipeline.sample.synth import staging_in
+from pipeline.sample.render import encode, render_chest, render_face, render_mammogram
 
 TASKS = ("pneumonia", "chest-xray-sex", "celeba", "ddsm")
 DEFAULT_SIZE = {"pneumonia": 64, "chest-xray-sex": 64, "celeba": 178, "ddsm": 299}

@@ -17,7 +17,7 @@ from tfx.utils import io_utils
 
 from modules.artifacts import CARD_DIR, PACKAGE_FILE
 from modules.errors import MedtfxError
-from pipeline.files import staged_dir, write_json
+from pipeline.core.files import staged_dir, write_json
 
 ROLLBACK_FILE = "medtfx-rollback.json"
 WARMUP_FILE = "tf_serving_warmup_requests"  # TF Serving replays it from assets.extra
