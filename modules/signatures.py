@@ -5,7 +5,8 @@ features the examples carry); `serving_image` takes encoded JPEG/PNG bytes (and,
 with a metadata branch, the task's model features, e.g. sex, age and site codes, -1 when
 unknown) for REST clients. Both run the Transform graph before the network, so serving
 decodes exactly as training did; both check each image against the image limits before
-decoding it, and each request against the batch bound. A binary model returns the probability of the positive
+decoding it, and each request against the batch bound. Every probability is calibrated
+(modules/calibration_graph.py) before any decision. A binary model returns the probability of the positive
 class and a decision at the operating threshold; a model of K classes returns the K class
 probabilities, the top class's code and name, and, when the task names urgent classes, their
 summed probability and a decision at the operating threshold. `transform_features` shows
@@ -22,6 +23,8 @@ import tensorflow_transform as tft
 
 from modules.artifacts import THRESHOLD_ASSET
 from modules.augment import orient
+from modules.calibration import CalibrationMap
+from modules.calibration_graph import ServedCalibration
 from modules.preprocessing import transform
 from modules.settings import ImageLimits
 from modules.task import IMAGE_INPUT, METADATA_KEY, TaskSpec, bucket
@@ -103,11 +106,13 @@ def within_batch(inputs: tf.Tensor, max_batch: int) -> tf.Tensor:
 
 
 def make_signatures(model, tf_transform_output: tft.TFTransformOutput, task: TaskSpec,
-                    asset_dir: str, tta: int, limits: ImageLimits) -> dict:
-    """Signatures for `model.save`; attaches the Transform layer and the threshold so the
-    model tracks them. Each request is checked against `limits.batch`, each image against
-    the image limits."""
+                    asset_dir: str, tta: int, limits: ImageLimits,
+                    calibration: CalibrationMap | None = None) -> dict:
+    """Signatures for `model.save`; attaches the Transform layer, the calibration map (the
+    identity when none is given) and the threshold so the model tracks them. Each request
+    is checked against `limits.batch`, each image against the image limits."""
     model.tft_layer = tf_transform_output.transform_features_layer()
+    model.calibration = ServedCalibration(calibration or CalibrationMap(), task.binary)
     model.operating_threshold = OperatingThreshold(asset_dir)
     bucketed_spec = {n.key: tf.io.FixedLenFeature([], tf.int64, default_value=task.missing)
                      for n in task.bucketed}
@@ -119,7 +124,7 @@ def make_signatures(model, tf_transform_output: tft.TFTransformOutput, task: Tas
         return {PREDICTION_KEY: probability, DECISION_KEY: decision}
 
     def respond(transformed: dict) -> dict:
-        probabilities = predict(model, transformed, tta)
+        probabilities = model.calibration(predict(model, transformed, tta))
         if task.binary:
             return decide(probabilities)
         top = tf.argmax(probabilities, axis=-1)

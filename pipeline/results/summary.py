@@ -18,7 +18,7 @@ from pipeline.results.mlmd import find_run, node_name, open_store, outputs_by_ty
 from pipeline.serving.load_check import FAILURE_PROPERTY
 
 REPORTED_INTERVALS = ("auc", "auc_pr", "specificity_at_sensitivity",
-                      "sensitivity_at_specificity")
+                      "sensitivity_at_specificity", "ece", "brier_score")
 
 
 def _round(value: float | None) -> float | None:
@@ -232,8 +232,9 @@ def failed_check(check: dict) -> str:
         return f"{check['metric']}{where}: {check['reason']}"
     where = (f" ({check['slice']})" if " on class " in check["metric"]
              else f" on {check['slice']}")
+    (side, bound), = check["bound"].items()
     return (f"{check['metric']}{where}: {shown(check['value'])} "
-            f"(must be at least {check['bound']['at_least']:g})")
+            f"(must be {side.replace('_', ' ')} {bound:g})")
 
 
 def _class_lines(overall: dict) -> list[str]:
