@@ -13,6 +13,7 @@ import tf_keras as keras
 from modules import features as F
 from modules.artifacts import VALIDATION_FILE
 from modules.augment import orient
+from modules.calibration import CalibrationMap
 from modules.callbacks import BestEpoch
 from modules.export import keras_path
 from modules.inputs import balanced_batches, class_weights
@@ -25,7 +26,7 @@ from modules.task import METADATA_KEY
 from modules.trainer import build, run_fn, schedule_steps, stages, warm_start
 from pipeline.config import load_config
 from pipeline.pipeline import run_settings
-from tests.helpers import shard_records, trainer_fn_args, write_trainer_inputs
+from tests.helpers import serve_both_ways, shard_records, trainer_fn_args, write_trainer_inputs
 
 def train(data: str, root, overrides: list[str], base_model: str | None = None) -> dict:
     """run_fn on the tiny dataset as the Trainer executor calls it; returns its outputs."""
@@ -258,3 +259,69 @@ def test_a_multiclass_model_serves_class_probabilities_names_and_the_urgent_rule
     np.testing.assert_array_equal(out["decision"][:, 0], probabilities[:, 3:].sum(1) >= 0.5)
     from_images = served.signatures["serving_image"](image=tf.constant(encoded_images(records)))
     np.testing.assert_allclose(from_images["probabilities"], probabilities, atol=1e-5)
+
+
+def calibrated_by_hand(served, net, records: list[bytes], tta: int,
+                       fitted: CalibrationMap) -> np.ndarray:
+    """`fitted` (numpy) applied to the network's own TTA-averaged probabilities."""
+    transformed = served.signatures["transform_features"](examples=tf.constant(records))
+    raw = predict(net, transformed, tta).numpy()
+    return fitted.apply(raw[:, 0] if raw.shape[1] == 1 else raw)
+
+
+@pytest.mark.parametrize("which", ["trained", "warm_tta"])
+def test_both_signatures_serve_the_validation_folds_calibration_map(which, request, tiny_data):
+    """The map run_fn fitted on the validation fold (and recorded with its ECE before and
+    after) is stored in the SavedModel, and serving_default and serving_image both return
+    it applied to the network's (TTA-averaged) probability."""
+    trained_model = request.getfixturevalue(which)
+    with open(os.path.join(trained_model["artifact"], VALIDATION_FILE)) as f:
+        recorded = json.load(f)["calibration"]
+    assert recorded["method"] == "platt", recorded["reason"]
+    assert recorded["ece_after"] <= recorded["ece_before"]
+    served = tf.saved_model.load(trained_model["model"])
+    assert served.calibration.temperature.numpy() == pytest.approx(recorded["temperature"])
+    assert served.calibration.bias.numpy() == pytest.approx(recorded["bias"], abs=1e-6)
+    settings = run_settings(trained_model["config"])
+    net = build(settings)
+    load_weights(net, keras_path(trained_model["model"]))
+    records = shard_records(tiny_data, "test00-*.tfrec")[:16]
+    fitted = CalibrationMap(recorded["method"], recorded["temperature"], recorded["bias"])
+    expected = calibrated_by_hand(served, net, records, settings.tta, fitted)
+    by_example, by_image = serve_both_ways(trained_model["model"], records, metadata=False)
+    np.testing.assert_allclose(by_example[:, 0], expected, atol=1e-5)
+    np.testing.assert_allclose(by_image[:, 0], expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("classes", [["benign", "malignant"], ["normal", "bc", "bm", "mc", "mm"]])
+def test_an_exported_calibration_map_is_applied_before_the_threshold(classes, trained,
+                                                                     tiny_data, tmp_path):
+    """A given map (Platt for two classes, temperature for five) in both signatures: the
+    probabilities are the map of the network's, the decision is taken on them."""
+    import tensorflow_transform as tft
+
+    from modules.export import export_model
+
+    config = load_config(None, ["image_size=32", "backbone=pneumonia_cnn", "tta=2",
+                                f"classes=[{', '.join(classes)}]"]
+                         + ([] if len(classes) == 2 else ["urgent=[mc, mm]"]))
+    settings = run_settings(config)
+    net = build(settings)
+    fitted = (CalibrationMap("platt", temperature=0.4, bias=-1.5) if len(classes) == 2
+              else CalibrationMap("temperature", temperature=0.3))
+    transform = tft.TFTransformOutput(os.path.join(os.path.dirname(trained["artifact"]),
+                                                   "transform"))
+    export_model(net, transform, settings, str(tmp_path / "Format-Serving"),
+                 calibration=fitted)
+    served = tf.saved_model.load(str(tmp_path / "Format-Serving"))
+    records = shard_records(tiny_data, "test00-*.tfrec")[:8]
+    expected = calibrated_by_hand(served, net, records, 2, fitted)
+    key = "probability" if len(classes) == 2 else "probabilities"
+    by_example = served.signatures["serving_default"](examples=tf.constant(records))
+    by_image = served.signatures["serving_image"](image=tf.constant(encoded_images(records)))
+    for out in (by_example, by_image):
+        got = out[key].numpy()
+        np.testing.assert_allclose(got[:, 0] if len(classes) == 2 else got, expected,
+                                   atol=1e-5)
+        urgent = got[:, 0] if len(classes) == 2 else got[:, 3:].sum(1)
+        np.testing.assert_array_equal(out["decision"][:, 0], urgent >= 0.5)
