@@ -18,6 +18,7 @@ from pipeline.results.eval_results import (SLICE_AND, SLICE_IS, Matrix, SliceRes
 from pipeline.results.classes import balanced_majority, per_class
 from pipeline.results.forest import ForestRow, forest_plot, forest_rows, gap
 from pipeline.results.mlmd import find_run, open_store, outputs_by_type
+from pipeline.results.report_calibration import calibration_section
 from pipeline.results.statistics import SplitStats, load_statistics
 from pipeline.results.summary import failed_check
 from pipeline.results.svg import line_chart
@@ -306,8 +307,8 @@ def render_report(summary: dict, config: PipelineConfig, slices: dict[str, Slice
         sections += ["<h2>Curves</h2>", _curves(slices, task)]
     sections += ["<h2>Operating point</h2>",
                  _confusion(overall, summary["operating_threshold"], task)]
-    if task.binary:
-        sections += ["<h2>Calibration</h2>", _calibration(overall, config.task)]
+    sections += ["<h2>Calibration</h2>", calibration_section(summary, task.binary)
+                 + (_calibration(overall, config.task) if task.binary else "")]
     sections += ["<h2>Data</h2>", _data(summary, stats, anomalies, config.task),
                  "<h2>Components</h2>", components]
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>medtfx report: "

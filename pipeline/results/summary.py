@@ -10,6 +10,8 @@ from pipeline.config import PipelineConfig, to_dict
 from pipeline.files import write_json
 from pipeline.ops.workdir import WorkDir
 from modules.task import TaskSpec
+from pipeline.results.calibration import (calibration_sentence, calibration_summary,
+                                         served_calibration)
 from pipeline.results.classes import balanced_majority, per_class
 from pipeline.results.eval_results import (CLASS_OF, NOT_VERIFIED, SliceResult, failed_checks,
                                            load_evaluation, operating_threshold,
@@ -85,6 +87,7 @@ def summarize_run(metadata_path: str, config: PipelineConfig) -> dict:
                               cfg.min_slice_negatives) if evaluations else {})
     overall = slices.get("overall")
     threshold = operating_threshold(overall.curve, cfg.target_sensitivity) if overall else None
+    training = training_summary(outputs.get("Model", []))
     return {
         "run_id": run.name,
         "blessed": blessed,
@@ -101,7 +104,8 @@ def summarize_run(metadata_path: str, config: PipelineConfig) -> dict:
                            if evaluations else [])
                           + load_check_failures(outputs.get("Model", []))),
         "components": components,
-        "training": training_summary(outputs.get("Model", [])),
+        "training": training,
+        "calibration": calibration_summary(served_calibration(training), overall),
         **submission_summary(outputs.get(SUBMISSION_TYPE, [])),
     }
 
@@ -170,7 +174,8 @@ def _interval(metrics: dict, name: str) -> str:
 
 
 def summary_lines(summary: dict) -> list[str]:
-    """A few lines: the headline metric, the operating point, the weakest slice, every slice
+    """A few lines: the headline metric, the operating point, the calibration, the weakest
+    slice, every slice
     too small to gate, the verdict and, when not blessed, every failed check."""
     overall = summary["metrics"].get("overall", {})
     multiclass = "classes" in overall
@@ -192,6 +197,8 @@ def summary_lines(summary: dict) -> list[str]:
         if not multiclass:
             lines.append(f"        accuracy there {shown(overall['accuracy'])}; always "
                          f"answering the commoner class {shown(overall['majority_rate'])}")
+    if summary.get("calibration"):
+        lines.append(f"        calibration: {calibration_sentence(summary['calibration'])}")
     gated = [(name, m) for name, m in summary["metrics"].items()
              if name != "overall" and m.get("gated") and m.get("auc") is not None]
     if gated:
