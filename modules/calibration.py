@@ -3,9 +3,13 @@ fold, and the measures of how far a probability is from a frequency.
 
 A binary head gets Platt scaling, sigmoid(logit(p) / T + b): the temperature T undoes over-
 or under-confidence, the bias b brings back the base rate that class weights, balanced
-sampling or label smoothing moved. A softmax head gets temperature scaling,
-softmax(log(p) / T) (Guo et al. 2017), which keeps the top class. Both are monotone, so the
-ranking (AUC) is unchanged. Logits are recovered from the probabilities the network returns
+sampling or label smoothing moved. A softmax head gets the same in K classes,
+softmax(log(p) / T + b) with a bias per class (b of the first class 0), which brings back
+the class priors that class weights moved (DDSM: 87% normal, every class weighted alike);
+where the validation fold holds fewer than MIN_PER_CLASS of some class, whose bias it
+cannot estimate, temperature scaling alone, softmax(log(p) / T) (Guo et al. 2017). Each map
+is increasing in the score it maps, so a binary model's ranking (AUC) is unchanged; a
+class's bias moves K-class scores between classes, which is what restoring the priors is. Logits are recovered from the probabilities the network returns
 (clipped to [EPS, 1 - EPS]), because the served score is the mean of the TTA orientations'
 probabilities: the map is fitted on that same mean score and applied to it in the serving
 graph (modules/calibration_graph.py).
@@ -38,12 +42,13 @@ BOOTSTRAP_REPLICATES = 200
 
 @dataclasses.dataclass(frozen=True)
 class CalibrationMap:
-    """`method`: "platt" (binary), "temperature" (K classes) or "identity", with `reason`
-    saying why nothing was fitted."""
+    """`method`: "platt" (binary), "temperature_bias" or "temperature" (K classes; `bias`
+    then one per class, or 0) or "identity", with `reason` saying why nothing (or, for K
+    classes, no bias) was fitted."""
 
     method: str = "identity"
     temperature: float = 1.0
-    bias: float = 0.0
+    bias: float | tuple[float, ...] = 0.0
     reason: str = ""
 
     def apply(self, scores: np.ndarray) -> np.ndarray:
@@ -51,7 +56,8 @@ class CalibrationMap:
         scores = np.asarray(scores, float)
         if scores.ndim == 1:
             return expit(binary_logits(scores) / self.temperature + self.bias)
-        return softmax(class_logits(scores) / self.temperature, axis=-1)
+        return softmax(class_logits(scores) / self.temperature + np.asarray(self.bias),
+                       axis=-1)
 
 
 def binary_logits(p: np.ndarray) -> np.ndarray:
@@ -71,12 +77,18 @@ def _platt_loss(params: np.ndarray, z: np.ndarray, target: np.ndarray) -> tuple:
     return loss, np.array([residual @ z, residual.sum()])
 
 
-def _temperature_loss(params: np.ndarray, z: np.ndarray, labels: np.ndarray) -> tuple:
-    x = params[0] * z
+def _softmax_loss(params: np.ndarray, z: np.ndarray, labels: np.ndarray) -> tuple:
+    """Log-loss of softmax(scale z + [0, b_1, ...]) (params: the scale, then the class biases
+    but the first's, if any) and its gradient."""
+    scale, biases = params[0], params[1:]
+    x = scale * z
+    if len(biases):
+        x = x + np.concatenate([[0.0], biases])
     rows = np.arange(len(labels))
     loss = np.sum(logsumexp(x, axis=1) - x[rows, labels])
-    gradient = np.sum(softmax(x, axis=1) * z) - z[rows, labels].sum()
-    return loss, np.array([gradient])
+    residual = softmax(x, axis=1)
+    residual[rows, labels] -= 1
+    return loss, np.array([np.sum(residual * z), *residual.sum(axis=0)[1:1 + len(biases)]])
 
 
 def _refusal(labels: np.ndarray, scores: np.ndarray) -> str:
@@ -95,7 +107,8 @@ def _refusal(labels: np.ndarray, scores: np.ndarray) -> str:
 def fit_calibration(labels, scores) -> CalibrationMap:
     """The map of least log-loss on the validation labels and scores (as run_fn records
     them: class codes, and positive-class probabilities or [N, K] probabilities), found by
-    L-BFGS-B from the identity; the identity, with the reason, when the fold is too small,
+    L-BFGS-B from the identity (module docstring: which map); the identity, with the
+    reason, when the fold is too small,
     holds one class, or the optimiser fails or does not improve on it. A binary fit uses
     Platt's targets, (n+ + 1) / (n+ + 2) and 1 / (n- + 2), which keep a small fold from
     pushing the probabilities to 0 and 1."""
@@ -103,25 +116,43 @@ def fit_calibration(labels, scores) -> CalibrationMap:
     reason = _refusal(labels, scores)
     if reason:
         return CalibrationMap(reason=reason)
-    if scores.ndim == 1:
-        positives = labels.sum()
-        negatives = len(labels) - positives
-        target = np.where(labels == 1, (positives + 1) / (positives + 2), 1 / (negatives + 2))
-        loss, data, start = _platt_loss, (binary_logits(scores), target), [1.0, 0.0]
-        bounds = [SCALE_BOUNDS, BIAS_BOUNDS]
-    else:
-        loss, data, start = _temperature_loss, (class_logits(scores), labels), [1.0]
-        bounds = [SCALE_BOUNDS]
+    loss, data, start, method, note = (_binary_problem if scores.ndim == 1
+                                       else _softmax_problem)(labels, scores)
+    bounds = [SCALE_BOUNDS] + [BIAS_BOUNDS] * (len(start) - 1)
     fit = minimize(loss, np.array(start), args=data, jac=True, method="L-BFGS-B",
                    bounds=bounds)
     if not fit.success or not np.all(np.isfinite(fit.x)):
         return CalibrationMap(reason=f"the optimiser failed: {fit.message}")
-    fitted = CalibrationMap("platt" if scores.ndim == 1 else "temperature",
-                            temperature=float(1 / fit.x[0]),
-                            bias=float(fit.x[1]) if scores.ndim == 1 else 0.0)
+    biases = [float(b) for b in fit.x[1:]]
+    if method == "platt":
+        bias = biases[0]
+    else:  # the first class's bias is 0: softmax ignores a shift of them all
+        bias = (0.0, *biases) if biases else 0.0
+    fitted = CalibrationMap(method, temperature=float(1 / fit.x[0]), bias=bias, reason=note)
     if log_loss(labels, fitted.apply(scores)) > log_loss(labels, scores):
         return CalibrationMap(reason="the fitted map does not lower the validation log-loss")
     return fitted
+
+
+def _binary_problem(labels: np.ndarray, scores: np.ndarray) -> tuple:
+    """Platt's: scale and bias of the logit, against Platt's targets."""
+    positives = labels.sum()
+    negatives = len(labels) - positives
+    target = np.where(labels == 1, (positives + 1) / (positives + 2), 1 / (negatives + 2))
+    return _platt_loss, (binary_logits(scores), target), [1.0, 0.0], "platt", ""
+
+
+def _softmax_problem(labels: np.ndarray, scores: np.ndarray) -> tuple:
+    """The scale and a bias per class (but the first), or the scale alone when the fold
+    holds fewer than MIN_PER_CLASS of some class."""
+    counts = np.bincount(labels, minlength=scores.shape[1])
+    data = (class_logits(scores), labels)
+    if counts.min() >= MIN_PER_CLASS:
+        return _softmax_loss, data, [1.0] + [0.0] * (len(counts) - 1), "temperature_bias", ""
+    rare = int(counts.argmin())
+    return (_softmax_loss, data, [1.0], "temperature",
+            f"no class biases: the validation fold holds {counts.min()} of class {rare} "
+            f"(at least {MIN_PER_CLASS} of each needed)")
 
 
 def log_loss(labels, scores) -> float:

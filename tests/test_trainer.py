@@ -296,8 +296,9 @@ def test_both_signatures_serve_the_validation_folds_calibration_map(which, reque
 @pytest.mark.parametrize("classes", [["benign", "malignant"], ["normal", "bc", "bm", "mc", "mm"]])
 def test_an_exported_calibration_map_is_applied_before_the_threshold(classes, trained,
                                                                      tiny_data, tmp_path):
-    """A given map (Platt for two classes, temperature for five) in both signatures: the
-    probabilities are the map of the network's, the decision is taken on them."""
+    """A given map (Platt for two classes, temperature and class biases for five) in both
+    signatures: the probabilities are the map of the network's, the decision is taken on
+    them."""
     import tensorflow_transform as tft
 
     from modules.export import export_model
@@ -308,7 +309,8 @@ def test_an_exported_calibration_map_is_applied_before_the_threshold(classes, tr
     settings = run_settings(config)
     net = build(settings)
     fitted = (CalibrationMap("platt", temperature=0.4, bias=-1.5) if len(classes) == 2
-              else CalibrationMap("temperature", temperature=0.3))
+              else CalibrationMap("temperature_bias", temperature=0.3,
+                                  bias=(0.0, -1.0, 0.5, 1.0, -2.0)))
     transform = tft.TFTransformOutput(os.path.join(os.path.dirname(trained["artifact"]),
                                                    "transform"))
     export_model(net, transform, settings, str(tmp_path / "Format-Serving"),

@@ -15,7 +15,8 @@ from modules.artifacts import VALIDATION_FILE
 from pipeline.results.eval_results import SliceResult
 
 SERVED_FIRST = ("Ensemble", "Trainer")  # the producer whose model is evaluated and served
-METHODS = {"platt": "Platt scaling", "temperature": "temperature scaling"}
+METHODS = {"platt": "Platt scaling", "temperature": "temperature scaling",
+           "temperature_bias": "temperature scaling with class biases"}
 
 
 def served_calibration(training: dict) -> dict | None:
@@ -51,6 +52,16 @@ def _with_interval(value: float | None, interval: list[float] | None) -> str:
     return f"{value:.3f}" + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
 
 
+def _parameters(entry: dict) -> str:
+    """'temperature 1.181, bias 0.855'; K classes: the class biases, or why there are none."""
+    text = f"temperature {entry['temperature']:.3f}"
+    if isinstance(entry["bias"], list):
+        text += ", class biases " + " ".join(f"{b:.2f}" for b in entry["bias"])
+    elif entry["method"] == "platt":
+        text += f", bias {entry['bias']:.3f}"
+    return text + (f"; {entry['reason']}" if entry["reason"] else "")
+
+
 def calibration_sentence(entry: dict) -> str:
     """'Platt scaling (temperature 1.181, bias 0.855) fitted on 796 validation examples,
     ECE there 0.052 -> 0.016; on the evaluation fold ECE 0.030 [0.022, 0.052], Brier
@@ -61,10 +72,9 @@ def calibration_sentence(entry: dict) -> str:
     elif method == "identity":
         fitted = f"not calibrated ({entry['reason']})"
     else:
-        bias = f", bias {entry['bias']:.3f}" if method == "platt" else ""
-        fitted = (f"{METHODS[method]} (temperature {entry['temperature']:.3f}{bias}) fitted "
-                  f"on {entry['examples']} validation examples, ECE there "
-                  f"{entry['ece_before']:.3f} -> {entry['ece_after']:.3f}")
+        fitted = (f"{METHODS[method]} ({_parameters(entry)}) fitted on {entry['examples']} "
+                  f"validation examples, ECE there {entry['ece_before']:.3f} -> "
+                  f"{entry['ece_after']:.3f}")
     if "evaluation_ece" not in entry:
         return fitted
     return (f"{fitted}; on the evaluation fold ECE "

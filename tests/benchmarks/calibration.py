@@ -1,7 +1,10 @@
 """Calibration's effect on a finished run's evaluation fold: ECE and Brier score of the pushed
 model's served (calibrated) probabilities, and of the network's own, before the map.
 
-    python -m tests.benchmarks.calibration WORK_DIR
+    python -m tests.benchmarks.calibration WORK_DIR [SAVED_MODEL_DIR]
+
+SAVED_MODEL_DIR: a model that was not pushed (the Trainer's Format-Serving); default the
+pushed one.
 
 The served model returns calibrated scores only; the network's are recovered by inverting
 the stored map (it is strictly increasing: logit(raw) = T (logit(served) - b), or
@@ -45,13 +48,13 @@ def uncalibrated(model, served: np.ndarray) -> np.ndarray:
     return softmax(temperature * np.log(np.clip(served, EPS, 1.0)), axis=1)
 
 
-def main(work_dir: str) -> dict:
+def main(work_dir: str, model_dir: str | None = None) -> dict:
     with open(os.path.join(work_dir, "run_summary.json")) as f:
         summary = json.load(f)
     config = load_config_dict(summary["config"])
     files = sorted(f for split in summary["splits"]["evaluation"]
                    for f in glob.glob(os.path.join(summary["data_root"], f"{split}-*.tfrec")))
-    model = tf.saved_model.load(summary["pushed_model"])
+    model = tf.saved_model.load(model_dir or summary["pushed_model"])
     labels, served = fold_scores(model, files, config.task.label.key, config.task.binary)
     raw = uncalibrated(model, served)
     out = {"examples": int(len(labels)),
@@ -66,4 +69,4 @@ def main(work_dir: str) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(sys.argv[1]), indent=1))
+    print(json.dumps(main(*sys.argv[1:3]), indent=1))
