@@ -87,7 +87,8 @@ class Executor(base_executor.BaseExecutor):
 
         model = types.artifact_utils.get_single_instance(output_dict["model"])
         transform_output = tft.TFTransformOutput(input_dict["transform_graph"][0].uri)
-        calibration = fit_calibration(labels, scores)  # on the out-of-fold scores
+        # on the out-of-fold scores
+        calibration = fit_calibration(labels, scores, cfg.calibration_class_bias)
         export_model(ensemble, transform_output, cfg,
                      path_utils.serving_model_dir(model.uri), members=members,
                      calibration=calibration)

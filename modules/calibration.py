@@ -3,14 +3,14 @@ fold, and the measures of how far a probability is from a frequency.
 
 A binary head gets Platt scaling, sigmoid(logit(p) / T + b): the temperature T undoes over-
 or under-confidence, the bias b brings back the base rate that class weights, balanced
-sampling or label smoothing moved. A softmax head gets the same in K classes,
-softmax(log(p) / T + b) with a bias per class (b of the first class 0), which brings back
-the class priors that class weights moved (DDSM: 87% normal, every class weighted alike);
-where the validation fold holds fewer than MIN_PER_CLASS of some class, whose bias it
-cannot estimate, temperature scaling alone, softmax(log(p) / T) (Guo et al. 2017). Each map
-is increasing in the score it maps, so a binary model's ranking (AUC) is unchanged; a
-class's bias moves K-class scores between classes, which is what restoring the priors is. Logits are recovered from the probabilities the network returns
-(clipped to [EPS, 1 - EPS]), because the served score is the mean of the TTA orientations'
+sampling or label smoothing moved; both keep the ranking (AUC). A softmax head gets
+temperature scaling, softmax(log(p) / T) (Guo et al. 2017), which keeps each case's top
+class; with `class_bias`, a bias per class beside it, softmax(log(p) / T + b) (b of the
+first class 0), which brings back the class priors that class weights moved (DDSM: 87%
+normal, every class weighted alike) but may change a case's top class, and needs
+MIN_PER_CLASS validation examples of every class (else temperature alone, the reason
+recorded). Logits are recovered from the probabilities the network returns (clipped to
+[EPS, 1 - EPS]), because the served score is the mean of the TTA orientations'
 probabilities: the map is fitted on that same mean score and applied to it in the serving
 graph (modules/calibration_graph.py).
 
@@ -104,7 +104,7 @@ def _refusal(labels: np.ndarray, scores: np.ndarray) -> str:
     return ""
 
 
-def fit_calibration(labels, scores) -> CalibrationMap:
+def fit_calibration(labels, scores, class_bias: bool = False) -> CalibrationMap:
     """The map of least log-loss on the validation labels and scores (as run_fn records
     them: class codes, and positive-class probabilities or [N, K] probabilities), found by
     L-BFGS-B from the identity (module docstring: which map); the identity, with the
@@ -116,8 +116,8 @@ def fit_calibration(labels, scores) -> CalibrationMap:
     reason = _refusal(labels, scores)
     if reason:
         return CalibrationMap(reason=reason)
-    loss, data, start, method, note = (_binary_problem if scores.ndim == 1
-                                       else _softmax_problem)(labels, scores)
+    loss, data, start, method, note = (_binary_problem(labels, scores) if scores.ndim == 1
+                                       else _softmax_problem(labels, scores, class_bias))
     bounds = [SCALE_BOUNDS] + [BIAS_BOUNDS] * (len(start) - 1)
     fit = minimize(loss, np.array(start), args=data, jac=True, method="L-BFGS-B",
                    bounds=bounds)
@@ -142,11 +142,13 @@ def _binary_problem(labels: np.ndarray, scores: np.ndarray) -> tuple:
     return _platt_loss, (binary_logits(scores), target), [1.0, 0.0], "platt", ""
 
 
-def _softmax_problem(labels: np.ndarray, scores: np.ndarray) -> tuple:
-    """The scale and a bias per class (but the first), or the scale alone when the fold
+def _softmax_problem(labels: np.ndarray, scores: np.ndarray, class_bias: bool) -> tuple:
+    """The scale, and with `class_bias` a bias per class (but the first) unless the fold
     holds fewer than MIN_PER_CLASS of some class."""
     counts = np.bincount(labels, minlength=scores.shape[1])
     data = (class_logits(scores), labels)
+    if not class_bias:
+        return _softmax_loss, data, [1.0], "temperature", ""
     if counts.min() >= MIN_PER_CLASS:
         return _softmax_loss, data, [1.0] + [0.0] * (len(counts) - 1), "temperature_bias", ""
     rare = int(counts.argmin())

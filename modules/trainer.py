@@ -166,7 +166,8 @@ def run_fn(fn_args: FnArgs) -> None:
     # stores it in the serving graph.
     chief = strategy.extended.should_checkpoint
     scores = validation_scores(model, validation.take(validation_steps or -1), cfg.tta)
-    calibration = fit_calibration(scores["labels"], scores["scores"])
+    calibration = fit_calibration(scores["labels"], scores["scores"],
+                                  cfg.calibration_class_bias)
     with tempfile.TemporaryDirectory() as scratch:
         export_model(model, tf_transform_output, cfg, fn_args.serving_model_dir if chief
                      else os.path.join(scratch, "Format-Serving"), calibration=calibration)

@@ -30,16 +30,21 @@ def test_platt_recovers_a_known_temperature_and_bias():
     assert ece(labels, fitted.apply(scores)) < 0.02 < ece(labels, scores)
 
 
-def test_a_softmax_fit_recovers_a_known_temperature_and_no_class_bias():
+def test_temperature_scaling_recovers_a_known_temperature_and_keeps_the_top_class():
     rng = np.random.default_rng(1)
     true_logits = rng.normal(0.0, 1.5, (20000, 5))
     labels = np.array([rng.choice(5, p=p) for p in softmax(true_logits, axis=1)])
     scores = softmax(true_logits * 3.0, axis=1)  # over-confident by T = 3
     fitted = fit_calibration(labels, scores)
-    assert fitted.method == "temperature_bias"
+    assert (fitted.method, fitted.bias) == ("temperature", 0.0)
     assert fitted.temperature == pytest.approx(3.0, rel=0.05)
-    np.testing.assert_allclose(fitted.bias, 0.0, atol=0.05)
-    assert ece(labels, fitted.apply(scores)) < 0.02 < ece(labels, scores)
+    calibrated = fitted.apply(scores)
+    np.testing.assert_array_equal(calibrated.argmax(1), scores.argmax(1))
+    assert ece(labels, calibrated) < 0.02 < ece(labels, scores)
+    with_bias = fit_calibration(labels, scores, class_bias=True)
+    assert with_bias.method == "temperature_bias"
+    assert with_bias.temperature == pytest.approx(3.0, rel=0.05)
+    np.testing.assert_allclose(with_bias.bias, 0.0, atol=0.05)
 
 
 @pytest.mark.parametrize("labels, scores, reason", [
@@ -153,7 +158,7 @@ def test_class_biases_bring_back_the_priors_that_class_weights_moved():
     true = softmax(evidence + np.log(priors), axis=1)
     labels = np.array([rng.choice(5, p=p) for p in true])
     weighted = softmax(evidence, axis=1)  # the model's: uniform priors
-    fitted = fit_calibration(labels, weighted)
+    fitted = fit_calibration(labels, weighted, class_bias=True)
     assert fitted.method == "temperature_bias" and fitted.temperature == pytest.approx(
         1.0, abs=0.05)
     np.testing.assert_allclose(fitted.bias, np.log(priors / priors[0]), atol=0.15)
@@ -161,6 +166,6 @@ def test_class_biases_bring_back_the_priors_that_class_weights_moved():
     assert ece(labels, calibrated) < 0.02 < ece(labels, weighted)
     few_labels, few_scores = labels[:60], weighted[:60]
     assert np.bincount(few_labels, minlength=5).min() < 3
-    few = fit_calibration(few_labels, few_scores)  # temperature alone keeps the top class
+    few = fit_calibration(few_labels, few_scores, class_bias=True)
     assert few.method == "temperature" and "no class biases" in few.reason
     np.testing.assert_array_equal(few.apply(few_scores).argmax(1), few_scores.argmax(1))

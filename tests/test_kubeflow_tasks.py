@@ -215,6 +215,19 @@ def test_the_ensemble_averages_its_folds_scored_out_of_fold(ensemble, data):
                                      if s.split_name not in ("train12", "train13", "train14"))
     # the fold networks, for the next run's warm start
     assert len(glob.glob(os.path.join(model["uri"], "*", "member-*.keras"))) == 2
+    # the ensemble's calibration map: fitted on the members' out-of-fold scores
+    from modules.calibration import fit_calibration
+
+    labels, scores = [], []
+    for fold in ("Trainer_fold0", "Trainer_fold1"):
+        (member,) = ensemble.outputs[fold]["model"]
+        with open(os.path.join(member["uri"], VALIDATION_FILE)) as f:
+            recorded = json.load(f)
+        labels, scores = labels + recorded["labels"], scores + recorded["scores"]
+    fitted = fit_calibration(labels, scores)
+    assert scored["calibration"]["method"] == fitted.method
+    assert scored["calibration"]["temperature"] == pytest.approx(fitted.temperature)
+    assert scored["calibration"]["examples"] == scored["examples"]
 
 
 def test_the_pushed_ensemble_serves_as_one_model_beside_the_first(single, ensemble,

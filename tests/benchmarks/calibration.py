@@ -7,8 +7,8 @@ SAVED_MODEL_DIR: a model that was not pushed (the Trainer's Format-Serving); def
 pushed one.
 
 The served model returns calibrated scores only; the network's are recovered by inverting
-the stored map (it is strictly increasing: logit(raw) = T (logit(served) - b), or
-raw = softmax(T log(served)) for K classes), exact up to the map's clipping at 1e-6.
+the stored map (logit(raw) = T (logit(served) - b), or raw = softmax(T (log(served) - b))
+for K classes), exact up to the map's clipping at 1e-6.
 """
 
 from __future__ import annotations
@@ -42,10 +42,10 @@ def fold_scores(model, files: list[str], label_key: str, binary: bool,
 
 def uncalibrated(model, served: np.ndarray) -> np.ndarray:
     temperature = float(model.calibration.temperature.numpy())
+    bias = model.calibration.bias.numpy()
     if served.ndim == 1:
-        return 1 / (1 + np.exp(-temperature * (binary_logits(served)
-                                                - float(model.calibration.bias.numpy()))))
-    return softmax(temperature * np.log(np.clip(served, EPS, 1.0)), axis=1)
+        return 1 / (1 + np.exp(-temperature * (binary_logits(served) - bias)))
+    return softmax(temperature * (np.log(np.clip(served, EPS, 1.0)) - bias), axis=1)
 
 
 def main(work_dir: str, model_dir: str | None = None) -> dict:
@@ -59,12 +59,15 @@ def main(work_dir: str, model_dir: str | None = None) -> dict:
     raw = uncalibrated(model, served)
     out = {"examples": int(len(labels)),
            "temperature": float(model.calibration.temperature.numpy()),
-           "bias": float(model.calibration.bias.numpy())}
+           "bias": np.round(model.calibration.bias.numpy(), 3).tolist()}
     for when, scores in (("before", raw), ("after", served)):
         out[f"ece_{when}"] = round(ece(labels, scores), 4)
         out[f"brier_{when}"] = round(float(brier_terms(labels, scores).mean()), 4)
         if scores.ndim == 1:
             out[f"predicted_over_observed_{when}"] = round(float(scores.sum() / labels.sum()), 3)
+        else:  # class biases move the top class: its balanced accuracy (mean recall)
+            recalls = [np.mean(scores[labels == k].argmax(1) == k) for k in np.unique(labels)]
+            out[f"balanced_accuracy_{when}"] = round(float(np.mean(recalls)), 4)
     return out
 
 
