@@ -41,6 +41,8 @@ def calibration_section(summary: dict, binary: bool) -> str:
             "gap between predicted probability and observed rate over 10 equal-width bins "
             "(95% bootstrap interval); Brier: the mean squared error of the probabilities "
             "(95% normal interval).</p>")
-    if record is None or "reliability_before" not in record:
-        return text
-    return f'{text}<div class="charts">{reliability_chart(record, binary)}</div>'
+    if record is not None and "reliability_before" in record:
+        text += f'<div class="charts">{reliability_chart(record, binary)}</div>'
+    if binary:  # report.py's buckets follow
+        text += "<p>The evaluation fold, as the model serves it (calibrated):</p>"
+    return text
