@@ -124,9 +124,11 @@ def test_tta_averages_the_keras_model_over_orientations(warm_tta, tiny_data):
     transformed = model.signatures["transform_features"](examples=records)
     net = build(run_settings(warm_tta["config"]))
     load_weights(net, keras_path(warm_tta["model"]))
-    expected = np.mean([net({F.IMAGE_KEY: orient(transformed[F.IMAGE_KEY], k)}).numpy()
-                        for k in range(4)], axis=0)
-    np.testing.assert_allclose(served, expected, atol=1e-5)
+    mean = np.mean([net({F.IMAGE_KEY: orient(transformed[F.IMAGE_KEY], k)}).numpy()
+                    for k in range(4)], axis=0)
+    # the served score is the mean's calibration (the map the Trainer fitted on it)
+    np.testing.assert_allclose(served[:, 0], recorded_map(warm_tta).apply(mean[:, 0]),
+                               atol=1e-5)
 
 
 def test_tta_prediction_is_the_mean_over_exact_orientations():
@@ -269,26 +271,33 @@ def calibrated_by_hand(served, net, records: list[bytes], tta: int,
     return fitted.apply(raw[:, 0] if raw.shape[1] == 1 else raw)
 
 
-@pytest.mark.parametrize("which", ["trained", "warm_tta"])
-def test_both_signatures_serve_the_validation_folds_calibration_map(which, request, tiny_data):
-    """The map run_fn fitted on the validation fold (and recorded with its ECE before and
-    after) is stored in the SavedModel, and serving_default and serving_image both return
-    it applied to the network's (TTA-averaged) probability."""
-    trained_model = request.getfixturevalue(which)
+def recorded_map(trained_model: dict) -> CalibrationMap:
+    """The calibration map run_fn recorded in the model's validation file."""
     with open(os.path.join(trained_model["artifact"], VALIDATION_FILE)) as f:
         recorded = json.load(f)["calibration"]
+    return CalibrationMap(recorded["method"], recorded["temperature"], recorded["bias"],
+                          recorded["reason"])
+
+
+def test_both_signatures_serve_the_validation_folds_calibration_map(trained, tiny_data):
+    """The map run_fn fitted on the validation fold (and recorded with its ECE before and
+    after) is stored in the SavedModel, and serving_default and serving_image both return
+    it applied to the network's probability (TTA: test_tta_averages_...)."""
+    with open(os.path.join(trained["artifact"], VALIDATION_FILE)) as f:
+        recorded = json.load(f)["calibration"]
     assert recorded["method"] == "platt", recorded["reason"]
-    assert recorded["ece_after"] <= recorded["ece_before"]
-    served = tf.saved_model.load(trained_model["model"])
+    for when in ("before", "after"):  # the fold's ECE and reliability bins, both ways
+        assert 0 <= recorded[f"ece_{when}"] <= 1
+        assert sum(n for _, _, n in recorded[f"reliability_{when}"]) == recorded["examples"]
+    served = tf.saved_model.load(trained["model"])
     assert served.calibration.temperature.numpy() == pytest.approx(recorded["temperature"])
     assert served.calibration.bias.numpy() == pytest.approx(recorded["bias"], abs=1e-6)
-    settings = run_settings(trained_model["config"])
+    settings = run_settings(trained["config"])
     net = build(settings)
-    load_weights(net, keras_path(trained_model["model"]))
+    load_weights(net, keras_path(trained["model"]))
     records = shard_records(tiny_data, "test00-*.tfrec")[:16]
-    fitted = CalibrationMap(recorded["method"], recorded["temperature"], recorded["bias"])
-    expected = calibrated_by_hand(served, net, records, settings.tta, fitted)
-    by_example, by_image = serve_both_ways(trained_model["model"], records, metadata=False)
+    expected = calibrated_by_hand(served, net, records, settings.tta, recorded_map(trained))
+    by_example, by_image = serve_both_ways(trained["model"], records, metadata=False)
     np.testing.assert_allclose(by_example[:, 0], expected, atol=1e-5)
     np.testing.assert_allclose(by_image[:, 0], expected, atol=1e-5)
 
@@ -327,3 +336,43 @@ def test_an_exported_calibration_map_is_applied_before_the_threshold(classes, tr
                                    atol=1e-5)
         urgent = got[:, 0] if len(classes) == 2 else got[:, 3:].sum(1)
         np.testing.assert_array_equal(out["decision"][:, 0], urgent >= 0.5)
+
+
+def test_the_ensemble_serves_the_map_fitted_on_its_out_of_fold_scores(trained, tiny_data,
+                                                                      tmp_path):
+    """The Ensemble executor fits its own map on the members' recorded validation scores
+    (here one fold's twice over) and serves it applied to the members' average."""
+    from tfx.types import standard_artifacts
+
+    from components.ensemble import MEMBER_PREFIX, Executor
+    from modules.calibration import fit_calibration
+
+    def artifact(cls, uri: str):
+        made = cls()
+        made.uri = uri
+        return made
+
+    output = artifact(standard_artifacts.Model, str(tmp_path / "ensemble"))
+    inputs = {f"{MEMBER_PREFIX}{k}": [artifact(standard_artifacts.Model, trained["artifact"])]
+              for k in range(2)}
+    inputs["transform_graph"] = [artifact(standard_artifacts.TransformGraph, os.path.join(
+        os.path.dirname(trained["artifact"]), "transform"))]
+    settings = run_settings(trained["config"])
+    Executor().Do(inputs, {"model": [output]}, {"settings": settings.model_dump_json()})
+
+    with open(os.path.join(trained["artifact"], VALIDATION_FILE)) as f:
+        fold = json.load(f)
+    with open(os.path.join(output.uri, VALIDATION_FILE)) as f:
+        recorded = json.load(f)["calibration"]
+    expected = fit_calibration(fold["labels"] * 2, fold["scores"] * 2)
+    assert (recorded["method"], recorded["examples"]) == ("platt", 2 * len(fold["labels"]))
+    assert recorded["temperature"] == pytest.approx(expected.temperature)
+    assert recorded["bias"] == pytest.approx(expected.bias)
+    serving = os.path.join(output.uri, "Format-Serving")
+    served = tf.saved_model.load(serving)
+    net = build(settings)
+    load_weights(net, keras_path(trained["model"]))
+    records = shard_records(tiny_data, "test00-*.tfrec")[:8]
+    by_example, _ = serve_both_ways(serving, records, metadata=False)
+    np.testing.assert_allclose(by_example[:, 0], calibrated_by_hand(
+        served, net, records, settings.tta, expected), atol=1e-5)

@@ -41,7 +41,7 @@ def calibration_summary(record: dict | None, overall: SliceResult | None) -> dic
         for name in ("ece", "brier_score"):
             out[f"evaluation_{name}"] = overall.metrics.get(name)
             interval = overall.intervals.get(name)
-            out[f"evaluation_{name}_ci"] = list(interval) if interval else None
+            out[f"evaluation_{name}_ci"] = [round(v, 4) for v in interval] if interval else None
     return {key: round(value, 4) if isinstance(value, float) else value
             for key, value in out.items()}
 
