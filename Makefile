@@ -52,13 +52,16 @@ test-fast: $(STAMP)
 	$(PYTEST) -m "not slow" $(ARGS)
 
 # Each stage's speed and memory against its floor, as a table and work/bench.json
-# (tests/benchmarks/bench.py; 6 minutes on 2 quiet cores; `ARGS=--quick` checks that it runs).
+# (tests/benchmarks/bench.py; 6 minutes on 2 quiet cores; `ARGS=--quick` checks that it runs),
+# then the tables of docs/performance.md rendered from it (tests/benchmarks/doc_tables.py;
+# a --quick run leaves them as they are).
 # `ARGS=--scale` [--per-shard N]: the siim-isic-512 pipeline on a release shaped like the
 # 2020 one at two sizes, B6's Evaluator and estimates for the real releases (under an hour
 # the first time; the releases stay in work/bench-data). A line per step; library output
 # in work/bench/bench.log.
 bench: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m tests.benchmarks.bench $(ARGS)
+	$(PY) -m tests.benchmarks.doc_tables
 
 venv: $(STAMP)
 

@@ -5,7 +5,10 @@ reports the out-of-fold AUC over all of them (every shard outside the evaluation
 by the one model that never saw it), fits the ensemble's calibration map on those same
 out-of-fold scores (each member's own; the map is applied to their average, which a member's
 score on an unseen case stands for) and exports one SavedModel whose signatures average the
-members, so the Evaluator, the Pusher and every client see a single model. The component's
+members, so the Evaluator, the Pusher and every client see a single model. Its
+out-of-distribution guard is the first member's detector on that member's features: one
+member's features answer "is this image of the trained kind" as well as the average, and
+its threshold stays set on the fold that member never trained on. The component's
 spec has one input per fold, which both LocalDagRunner and the Kubeflow compiler handle.
 """
 
@@ -29,6 +32,7 @@ from modules.artifacts import VALIDATION_FILE
 from modules.calibration import calibration_record, fit_calibration
 from modules.export import export_model, keras_path
 from modules.model import load_weights
+from modules.ood import Guard, OodDetector, detector_path, guarded_network
 from modules.settings import RunSettings
 from modules.trainer import build
 
@@ -82,15 +86,21 @@ class Executor(base_executor.BaseExecutor):
         first = members[0]
         inputs = {name: keras.Input(shape=tensor.shape[1:], name=name)
                   for name, tensor in zip(first.input_names, first.inputs)}
-        average = keras.layers.Average(name=first.output_names[0])([net(inputs) for net in members])
+        # The first member's features ride along for the guard: every member runs once.
+        first_score, first_features = guarded_network(first)(inputs)
+        average = keras.layers.Average(name=first.output_names[0])(
+            [first_score, *(net(inputs) for net in members[1:])])
         ensemble = keras.Model(inputs, average, name=f"medtfx_ensemble_{len(members)}")
 
         model = types.artifact_utils.get_single_instance(output_dict["model"])
         transform_output = tft.TFTransformOutput(input_dict["transform_graph"][0].uri)
+        detector = detector_path(input_dict[member_keys[0]][0].uri)
+        guard = (Guard(keras.Model(inputs, [average, first_features]),
+                       OodDetector.load(detector)) if tf.io.gfile.exists(detector) else None)
         # on the out-of-fold scores
         calibration = fit_calibration(labels, scores, cfg.calibration_class_bias)
         export_model(ensemble, transform_output, cfg,
-                     path_utils.serving_model_dir(model.uri), members=members,
+                     path_utils.serving_model_dir(model.uri), members=members, guard=guard,
                      calibration=calibration)
         oof_auc = score_auc(labels, scores)
         with tf.io.gfile.GFile(os.path.join(model.uri, VALIDATION_FILE), "w") as f:

@@ -6,6 +6,11 @@ class, named by the class, rather than the top class's name: a ranking metric (A
 scores, and the top class is their argmax. Each row's image name is read from the example
 the PredictionLog carries, so rows cannot be paired with the wrong image; rows are sorted
 by image name.
+
+For a model with an out-of-distribution guard, `in_distribution.csv` beside it gives each
+test image's `ood_score` and `in_distribution` (0: unlike the training images), and the
+artifact's `ood_flagged` property how many were flagged: a separate file, because Kaggle's
+melanoma competition takes `image_name,target` and nothing else.
 """
 
 import csv
@@ -20,8 +25,10 @@ from tfx.dsl.component.experimental.decorators import component
 from tfx.dsl.io import fileio
 from tfx.types import artifact, standard_artifacts
 
-from modules.artifacts import SUBMISSION_FILE, SUBMISSION_TYPE
+from modules.artifacts import (IN_DISTRIBUTION_FILE, OOD_FLAGGED, SUBMISSION_FILE,
+                               SUBMISSION_TYPE)
 from modules.errors import MedtfxError
+from modules.ood import IN_DISTRIBUTION_KEY, OOD_SCORE_KEY
 from modules.signatures import PREDICTION_KEY, PROBABILITIES_KEY
 from modules.task import TaskSpec
 
@@ -60,10 +67,20 @@ def submission_row(log: prediction_log_pb2.PredictionLog, task: TaskSpec) -> lis
     return [names[0].decode(), *scores]
 
 
-def submission_rows(logs: Iterable[prediction_log_pb2.PredictionLog],
-                    task: TaskSpec) -> list[list]:
-    """One row per PredictionLog, sorted by image name."""
-    return sorted((submission_row(log, task) for log in logs), key=lambda row: row[0])
+def submission_rows(logs: Iterable[prediction_log_pb2.PredictionLog], task: TaskSpec,
+                    guarded: list[list] | None = None) -> list[list]:
+    """One row per PredictionLog, sorted by image name. When the model answers the guard's
+    outputs, each image's name, ood_score and in_distribution are added to `guarded`."""
+    rows = []
+    for log in logs:
+        rows.append(submission_row(log, task))
+        outputs = log.predict_log.response.outputs
+        if guarded is not None and IN_DISTRIBUTION_KEY in outputs:
+            guarded.append([rows[-1][0], *(tf.make_ndarray(outputs[key]).item()
+                                           for key in (OOD_SCORE_KEY, IN_DISTRIBUTION_KEY))])
+    if guarded:
+        guarded.sort(key=lambda row: row[0])
+    return sorted(rows, key=lambda row: row[0])
 
 
 def read_prediction_logs(inference_uri: str) -> Iterable[prediction_log_pb2.PredictionLog]:
@@ -80,6 +97,14 @@ def write_submission(rows: list[list], task: TaskSpec, path: str) -> None:
         writer.writerows([row[0], *(f"{score:.6g}" for score in row[1:])] for row in rows)
 
 
+def write_guard_file(rows: list[list], task: TaskSpec, path: str) -> None:
+    """`image_name,ood_score,in_distribution`, one row per test image."""
+    with fileio.open(path, "w") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow([task.image_name_key, OOD_SCORE_KEY, IN_DISTRIBUTION_KEY])
+        writer.writerows([name, f"{score:.6g}", int(inside)] for name, score, inside in rows)
+
+
 @component
 def SubmissionWriter(inference_result: InputArtifact[standard_artifacts.InferenceResult],
                      blessing: InputArtifact[standard_artifacts.ModelBlessing],
@@ -91,9 +116,14 @@ def SubmissionWriter(inference_result: InputArtifact[standard_artifacts.Inferenc
     if blessing.get_int_custom_property("blessed") != 1:
         return
     spec = TaskSpec.model_validate_json(task)
-    rows = submission_rows(read_prediction_logs(inference_result.uri), spec)
+    guarded: list[list] = []
+    rows = submission_rows(read_prediction_logs(inference_result.uri), spec, guarded)
     if not rows:  # BulkInferrer writes an empty file for a split it did not find
         raise SubmissionError(f"{inference_result.uri}: no PredictionLogs; the test split "
                               "was not scored")
     write_submission(rows, spec, os.path.join(submission.uri, SUBMISSION_FILE))
     submission.set_int_custom_property("examples", len(rows))
+    if guarded:
+        write_guard_file(guarded, spec, os.path.join(submission.uri, IN_DISTRIBUTION_FILE))
+        submission.set_int_custom_property(OOD_FLAGGED, sum(1 for *_, inside in guarded
+                                                            if not inside))

@@ -16,6 +16,7 @@ import tf_keras as keras
 
 from modules.calibration import CalibrationMap
 from modules.model import save_keras
+from modules.ood import Guard
 from modules.settings import RunSettings
 from modules.signatures import make_signatures
 
@@ -31,6 +32,7 @@ def keras_path(serving_model_dir: str, member: int | None = None) -> str:
 def export_model(model: keras.Model, tf_transform_output: tft.TFTransformOutput,
                  settings: RunSettings, serving_model_dir: str,
                  members: list[keras.Model] | None = None,
+                 guard: Guard | None = None,
                  calibration: CalibrationMap | None = None) -> None:
     """Writes the serving SavedModel of `model`, its probabilities mapped by `calibration`
     in every signature, and the .keras file of each network (`members` of an ensemble,
@@ -40,7 +42,8 @@ def export_model(model: keras.Model, tf_transform_output: tft.TFTransformOutput,
     layer's call (`save_traces=False`): serving, TFMA (`tf_generic`) and Keras' own loader
     need no more, and writing the traces doubled the save (98 s against 48 s for
     EfficientNetB0 at 32 px, measured on 2 busy cores). Nor the optimizer's state, which
-    serving never reads. Warm starts read the .keras file."""
+    serving never reads. Warm starts read the .keras file. `guard`: the out-of-distribution
+    detector the signatures apply (modules/ood.py)."""
     if members is None:
         save_keras(model, keras_path(serving_model_dir))
     for index, member in enumerate(members or []):
@@ -48,6 +51,7 @@ def export_model(model: keras.Model, tf_transform_output: tft.TFTransformOutput,
     with tempfile.TemporaryDirectory() as asset_dir:
         signatures = make_signatures(model, tf_transform_output, settings.task,
                                      asset_dir, tta=settings.tta,
-                                     limits=settings.limits, calibration=calibration)
+                                     limits=settings.limits, guard=guard,
+                                     calibration=calibration)
         model.save(serving_model_dir, save_format="tf", signatures=signatures,
                    save_traces=False, include_optimizer=False)

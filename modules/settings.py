@@ -62,6 +62,27 @@ class AugmentSettings(Settings):
         return self
 
 
+class OodSettings(Settings):
+    """The out-of-distribution guard (modules/ood.py): fitted after training on the pooled
+    features of at most `max_images` training images (no augmentation), its threshold the
+    `quantile` of the scores of as many validation images."""
+
+    enabled: bool = True
+    max_images: int = 4000  # bounds the fit's pass over each fold at scale
+    quantile: float = 0.99  # about 1 - quantile of validation-like images are flagged
+
+    @model_validator(mode="after")
+    def _usable(self) -> OodSettings:
+        problems = []
+        if self.max_images < 2:
+            problems.append(f"max_images {self.max_images} must be at least 2")
+        if not 0 < self.quantile < 1:
+            problems.append(f"quantile {self.quantile} must be between 0 and 1")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
 class TrainerSettings(Settings):
     # efficientnet_b0-b7, efficientnet_v2_b0-b3/s, densenet121/169/201, resnet50, vgg16/19,
     # inception_v3, pneumonia_cnn, xray_sex_cnn, or hub:<tfhub.dev handle or local dir>.
@@ -100,6 +121,7 @@ class TrainerSettings(Settings):
     # for a few hundred steps needs a faster one, or inference statistics lag the weights.
     batchnorm_momentum: float | None = None
     augment: AugmentSettings = Field(default_factory=AugmentSettings)
+    ood: OodSettings = Field(default_factory=OodSettings)  # the out-of-distribution guard
     shuffle_buffer: int = 2048  # examples; a shard holds ~2200 at full scale
     # Test-time augmentation in the serving graph: the mean over the first `tta` of the 8
     # flips/quarter turns (1: off). Only for tasks whose images have no orientation.

@@ -9,9 +9,14 @@ decoding it, and each request against the batch bound. Every probability is cali
 (modules/calibration_graph.py) before any decision. A binary model returns the probability of the positive
 class and a decision at the operating threshold; a model of K classes returns the K class
 probabilities, the top class's code and name, and, when the task names urgent classes, their
-summed probability and a decision at the operating threshold. `transform_features` shows
+summed probability and a decision at the operating threshold. A model with an
+out-of-distribution guard (modules/ood.py) also returns `ood_score` and `in_distribution`
+(0: the image is unlike the training images), from the same pass of the network at
+orientation 0. `transform_features` shows
 what the network sees; `slicing_features` derives the features the Evaluator slices on but
-the raw examples lack (the buckets of bucketed numbers, such as the age bucket).
+the raw examples lack (the buckets of bucketed numbers, such as the age bucket). `explain`
+takes what `serving_image` takes and answers Grad-CAM heat maps (modules/gradcam.py), in a
+function of its own so serving_default's graph stays as it was.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from modules.artifacts import THRESHOLD_ASSET
 from modules.augment import orient
 from modules.calibration import CalibrationMap
 from modules.calibration_graph import ServedCalibration
+from modules.ood import Guard
+from modules.gradcam import explain, explainable
 from modules.preprocessing import transform
 from modules.settings import ImageLimits
 from modules.task import IMAGE_INPUT, METADATA_KEY, TaskSpec, bucket
@@ -36,6 +43,7 @@ CLASS_ID_KEY = "class_id"  # K classes: the top class's code
 CLASS_NAME_KEY = "class_name"  # ... and its name
 DECISION_KEY = "decision"  # 1: refer the case as possibly positive (or urgent)
 SLICING_FEATURES = "slicing_features"
+EXPLAIN = "explain"  # Grad-CAM heat maps (modules/gradcam.py), for people, not for TFMA
 UNSET_THRESHOLD = 0.5  # until ModelPackager writes the one chosen on evaluation data
 
 
@@ -77,18 +85,19 @@ def transform_examples(tft_layer, examples: tf.Tensor, task: TaskSpec,
     return transform(tft_layer, tf.io.parse_example(examples, raw_spec(task)), task, limits)
 
 
-def predict(model, transformed: dict, tta: int) -> tf.Tensor:
+def predict(model, transformed: dict, tta: int, first: tf.Tensor | None = None) -> tf.Tensor:
     """The model's probabilities ([B, 1] binary, [B, K] otherwise), averaged over the first
     `tta` orientations.
 
     Test-time augmentation lives in the serving graph, so TF Serving, the Evaluator and every
     client get the same averaged score. The orientations run one after another: run side by
     side, as the graph would otherwise schedule them, each holds its own activations (8 at
-    once took 1.7x the memory of one, B0 at 512 px, for no gain in speed).
+    once took 1.7x the memory of one, B0 at 512 px, for no gain in speed). `first`:
+    orientation 0's probabilities when the caller has them (the guard's pass computes them).
     """
     inputs = {name: transformed[name] for name in model.input_names}
-    total = None
-    for k in range(tta):
+    total = first
+    for k in range(0 if first is None else 1, tta):
         with tf.control_dependencies([] if total is None else [total]):
             score = model({**inputs, IMAGE_INPUT: orient(inputs[IMAGE_INPUT], k)},
                           training=False)
@@ -107,13 +116,17 @@ def within_batch(inputs: tf.Tensor, max_batch: int) -> tf.Tensor:
 
 def make_signatures(model, tf_transform_output: tft.TFTransformOutput, task: TaskSpec,
                     asset_dir: str, tta: int, limits: ImageLimits,
+                    guard: Guard | None = None,
                     calibration: CalibrationMap | None = None) -> dict:
     """Signatures for `model.save`; attaches the Transform layer, the calibration map (the
-    identity when none is given) and the threshold so the model tracks them. Each request
-    is checked against `limits.batch`, each image against the image limits."""
+    identity when none is given), the threshold and the out-of-distribution detector so the
+    model tracks them. Each request is checked against `limits.batch`, each image against
+    the image limits."""
     model.tft_layer = tf_transform_output.transform_features_layer()
     model.calibration = ServedCalibration(calibration or CalibrationMap(), task.binary)
     model.operating_threshold = OperatingThreshold(asset_dir)
+    if guard is not None:
+        model.ood_detector = guard.detector
     bucketed_spec = {n.key: tf.io.FixedLenFeature([], tf.int64, default_value=task.missing)
                      for n in task.bucketed}
 
@@ -124,7 +137,12 @@ def make_signatures(model, tf_transform_output: tft.TFTransformOutput, task: Tas
         return {PREDICTION_KEY: probability, DECISION_KEY: decision}
 
     def respond(transformed: dict) -> dict:
-        probabilities = model.calibration(predict(model, transformed, tta))
+        """The answer, with `ood_score` and `in_distribution` when the model has a guard."""
+        first, guarded = guard(transformed) if guard is not None else (None, {})
+        probabilities = model.calibration(predict(model, transformed, tta, first))
+        return {**classify(probabilities), **guarded}
+
+    def classify(probabilities: tf.Tensor) -> dict:
         if task.binary:
             return decide(probabilities)
         top = tf.argmax(probabilities, axis=-1)
@@ -145,14 +163,22 @@ def make_signatures(model, tf_transform_output: tft.TFTransformOutput, task: Tas
         [tf.TensorSpec([None], tf.int64, name=key) for key in task.model_features]
         if uses_metadata else [])
 
-    @tf.function(input_signature=image_specs)
-    def serve_images(image, *metadata):
+    def image_request(image, metadata) -> dict:
         image = within_batch(image, limits.batch)
         missing = tf.fill(tf.shape(image), tf.constant(task.missing, tf.int64))
-        raw = {task.image_key: image,
-               **{key: metadata[i] if metadata else missing
-                  for i, key in enumerate(task.model_features)}}
-        return respond(transform(model.tft_layer, raw, task, limits))
+        return {task.image_key: image,
+                **{key: metadata[i] if metadata else missing
+                   for i, key in enumerate(task.model_features)}}
+
+    @tf.function(input_signature=image_specs)
+    def serve_images(image, *metadata):
+        return respond(transform(model.tft_layer, image_request(image, metadata), task, limits))
+
+    @tf.function(input_signature=image_specs)
+    def explain_images(image, *metadata):
+        raw = image_request(image, metadata)
+        return explain(model, transform(model.tft_layer, raw, task, limits),
+                       raw[task.image_key], task)
 
     @tf.function(input_signature=[EXAMPLES])
     def transform_features(examples):
@@ -162,6 +188,8 @@ def make_signatures(model, tf_transform_output: tft.TFTransformOutput, task: Tas
     # multi-worker model's distributed variables cannot be saved.
     signatures = {"serving_default": serve_examples, "serving_image": serve_images,
                   "transform_features": transform_features}
+    if explainable(model):  # a separate function: serving_default's graph is untouched
+        signatures[EXPLAIN] = explain_images
     if bucketed_spec:
         @tf.function(input_signature=[EXAMPLES])
         def slicing_features(examples):

@@ -26,6 +26,7 @@ from modules.callbacks import BestEpoch, TrainingProgress
 from modules.export import export_model, keras_path
 from modules.inputs import class_weights, count_labels, input_fn
 from modules.model import ModelConfigError, build_model, load_weights, set_backbone_trainable
+from modules.ood import Guard, detector_path, fit_detector
 from modules.schedule import RampSustainDecay
 from modules.settings import RunSettings, TrainerSettings
 from modules.signatures import predict
@@ -111,6 +112,22 @@ def validation_scores(model: keras.Model, dataset: tf.data.Dataset, tta: int = 1
             "scores": np.concatenate(scores).astype(float).tolist()}
 
 
+def fit_guard(model: keras.Model, fn_args: FnArgs, validation: tf.data.Dataset,
+              tf_transform_output: tft.TFTransformOutput, cfg: RunSettings,
+              batch_size: int) -> tuple[Guard | None, dict | None]:
+    """The out-of-distribution guard of the restored model (modules/ood.py), on training
+    images read as the validation fold is (no augmentation), and what its fit took; none
+    when `trainer.ood.enabled` is off."""
+    if not cfg.ood.enabled:
+        return None, None
+    plain = input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
+                     batch_size, training=False, settings=cfg)
+    guard, stats = fit_detector(model, plain, validation, cfg.ood.max_images,
+                                cfg.ood.quantile, batch_size)
+    logging.info("Out-of-distribution guard: %s", stats)
+    return guard, stats
+
+
 def run_fn(fn_args: FnArgs) -> None:
     """TFX Trainer entry point."""
     cfg = RunSettings.from_custom_config(fn_args.custom_config)
@@ -157,6 +174,8 @@ def run_fn(fn_args: FnArgs) -> None:
                   validation_steps=validation_steps, callbacks=callbacks, verbose=2)
         done += stage_epochs
     best.restore()
+    guard, guard_stats = fit_guard(model, fn_args, validation, tf_transform_output, cfg,
+                                   batch_size)
 
     # Every worker exports and scores: under MultiWorkerMirroredStrategy reading a synced
     # variable (BatchNorm statistics, in a save or a forward pass) is a collective that all
@@ -170,15 +189,18 @@ def run_fn(fn_args: FnArgs) -> None:
                                   cfg.calibration_class_bias)
     with tempfile.TemporaryDirectory() as scratch:
         export_model(model, tf_transform_output, cfg, fn_args.serving_model_dir if chief
-                     else os.path.join(scratch, "Format-Serving"), calibration=calibration)
+                     else os.path.join(scratch, "Format-Serving"), guard=guard,
+                     calibration=calibration)
     if chief:
         scores.update(calibration=calibration_record(scores["labels"], scores["scores"],
                                                      calibration),
                       best_epoch=best.best_epoch, epochs_run=best.epochs_seen,
                       steps_run=int(trained.optimizer.iterations.numpy()),
                       best_val_auc=best.best, strategy=strategy_name, replicas=replicas,
-                      warm_start_from=warm_start_from)
+                      warm_start_from=warm_start_from, ood=guard_stats)
         model_dir = os.path.dirname(fn_args.serving_model_dir.rstrip("/"))
+        if guard is not None:  # the Ensemble's guard is its first member's
+            guard.detector.save(detector_path(model_dir))
         with tf.io.gfile.GFile(os.path.join(model_dir, VALIDATION_FILE), "w") as f:
             json.dump(scores, f)
     # TFX's executor checks on every worker that the model exists: none returns before it.

@@ -94,6 +94,12 @@ class EvaluationConfig(Settings):
     # Examples per model call (TFMA's ModelSpec.inference_batch_size): the Evaluator's
     # memory is the model's and one batch's activations, whatever the number of images.
     max_batch: int = Field(default=64, ge=1)
+    # The report's gallery (`medtfx report`, pipeline/results/gallery.py): this many worst
+    # false negatives and false positives at the operating threshold, overall and in the
+    # gated slice of lowest AUC, with their heat maps (0: none), found among at most
+    # gallery_max_examples of the evaluation fold, which the report scores.
+    gallery_cases: int = Field(default=4, ge=0)
+    gallery_max_examples: int = Field(default=2000, ge=1)
 
     def slice_auc_bound(self, family: list[str] | tuple[str, ...]) -> float:
         """The AUC a gated slice of `family` (its features, e.g. ["sex"]) must reach; a

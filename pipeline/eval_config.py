@@ -74,6 +74,7 @@ def _multiclass_specs(cfg: EvaluationConfig, task: TaskSpec,
 
     top_class = [
         _metric("ExampleCount"),
+        _metric("OodFlagged", module="modules.ood_metric"),
         _metric("TopClassRate", module="modules.metrics", rate="accuracy", code=code),
         _metric("TopClassRate", module="modules.metrics", rate="balanced_accuracy"),
         _metric("TopClassRate", module="modules.metrics", rate=BALANCED_OVER_MAJORITY_NAME,
@@ -148,6 +149,7 @@ def _binary_metrics(cfg: EvaluationConfig, code: str) -> list[tfma.MetricConfig]
         threshold=tfma.MetricThreshold(value_threshold=_bound(cfg.min_specificity)))]
     metrics = [
         _metric("ExampleCount"),
+        _metric("OodFlagged", module="modules.ood_metric"),  # the guard's flags, reported
         _metric("MeanLabel"),  # the malignant share of the slice
         _metric("AUC", num_thresholds=CURVE_THRESHOLDS, per_slice=[tfma.PerSliceMetricThreshold(
             slicing_specs=overall, threshold=tfma.MetricThreshold(

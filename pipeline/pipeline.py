@@ -97,6 +97,7 @@ def packager_settings(config: PipelineConfig) -> str:
                  "min_accuracy_over_majority": evaluation.min_accuracy_over_majority,
                  "max_ece": evaluation.max_ece},
         **config.model_card.model_dump(),
+        "ood": config.trainer.ood.model_dump(),  # the guard, for the model card
         "serving": {"warmup_examples": config.serving.warmup_examples,
                     "load_check_timeout": config.serving.load_check_timeout},
         "code": code_fingerprint("components.model_packager"),

@@ -19,7 +19,7 @@ from tests.helpers import FINGERPRINTED, REPO
 SHARED = ("pipeline.errors", "pipeline.files", "pipeline.results.eval_results",
           "pipeline.results.intervals", "pipeline.results.classes",
           "pipeline.results.statistics", "pipeline.results.model_card",
-          "pipeline.results.calibration",
+          "pipeline.results.calibration", "pipeline.results.report_ood",
           "pipeline.ops.serving_dir", "pipeline.serving.warmup",
           "pipeline.serving.load_check")
 # The definition, runners and CLI: nothing below them may import these.

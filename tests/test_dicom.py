@@ -1,6 +1,6 @@
 """DICOM import: pydicom's own test files through the 8-bit conversion (compressed transfer
 syntaxes, colour, windows, files that cannot be used), and a generated hospital export
-imported end to end with the README's example config: PNG pixels, patients per shard,
+imported end to end with the example config of docs/data.md: PNG pixels, patients per shard,
 sex and age from the header, labels joined on SOPInstanceUID, bad files named."""
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from pipeline.data.importer import QUARANTINE, group_id, import_dataset
 from pipeline.data.sources import DicomSettings
 from tests.helpers import REPO, medtfx
 from tests.test_importer import records
+
+DATA_DOC = os.path.join("docs", "data.md")  # the DICOM section and its example config
 
 MPEG2 = UID("1.2.840.10008.1.2.4.100")  # video: no pydicom decoder exists for it
 
@@ -152,7 +154,7 @@ def test_a_12_bit_jpeg_extended_stream_that_gdcm_cannot_read_either_says_so():
         dicom.to_png(encoded.getvalue(), DicomSettings())
 
 
-# What the README's DICOM section says decodes: every other transfer syntax is refused by name.
+# What the DICOM section of docs/data.md says decodes: every other transfer syntax is refused by name.
 DECODED = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99",
            "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.50",
            "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70",
@@ -161,7 +163,7 @@ DECODED = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99",
            "1.2.840.10008.1.2.4.203"}
 
 
-def test_the_transfer_syntaxes_the_readme_lists_are_those_with_an_installed_decoder():
+def test_the_transfer_syntaxes_the_docs_list_are_those_with_an_installed_decoder():
     def decodes(uid: str) -> bool:
         try:
             return get_decoder(UID(uid)).is_available
@@ -170,7 +172,7 @@ def test_the_transfer_syntaxes_the_readme_lists_are_those_with_an_installed_deco
 
     syntaxes = [uid for uid, entry in UID_dictionary.items() if entry[1] == "Transfer Syntax"]
     assert {uid for uid in syntaxes if decodes(uid)} == DECODED
-    section = re.search(r"#### DICOM\n(.*?)\n### ", open(os.path.join(REPO, "README.md")).read(),
+    section = re.search(r"### DICOM\n(.*?)\n## ", open(os.path.join(REPO, DATA_DOC)).read(),
                         re.S)[1]
     assert [uid for uid in sorted(DECODED) if f"`{uid}`" not in section] == []
 
@@ -278,10 +280,10 @@ def export(root: str, patients: int = 10) -> dict[str, Dataset]:
 
 
 def readme_config(tmp_path, *overrides: str):
-    """The README's DICOM example (its file, and the config with `overrides`), with a small
+    """The DICOM example of docs/data.md (its file, and the config with `overrides`), with a small
     fold plan and Beam in one process."""
-    text = open(os.path.join(REPO, "README.md")).read()
-    example = re.search(r"#### DICOM\n.*?```yaml\n(.*?)```", text, re.S)[1]
+    text = open(os.path.join(REPO, DATA_DOC)).read()
+    example = re.search(r"### DICOM\n.*?```yaml\n(.*?)```", text, re.S)[1]
     raw = yaml.safe_load(example)
     raw["evaluation"] = {"slices": [["sex"], ["age_bucket"]]}
     raw["beam"] = {"direct_running_mode": "in_memory", "direct_num_workers": 1}

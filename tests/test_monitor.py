@@ -136,7 +136,7 @@ def test_the_bulk_inferrers_prediction_logs_of_the_test_shards_pass(served):
     assert verdict["images"] == 400 and verdict["judged"]
     measured = {c["name"] for c in verdict["checks"] if c["value"] is not None}
     assert {"image brightness", "metadata sex", f"metadata {SITE}", "score distribution",
-            "positive decisions"} <= measured
+            "positive decisions", "out-of-distribution share"} <= measured
 
 
 @pytest.mark.slow
@@ -200,6 +200,7 @@ def test_chest_x_rays_logged_by_predict_are_named_and_history_lists_the_alert(se
     assert scored.returncode == 0, scored.stdout + scored.stderr
     status, verdict = monitor(served, str(logs))
     assert status == 3, verdict
-    assert {"image grayscale", "image single channel"} <= drifted(verdict)
+    assert {"image grayscale", "image single channel",
+            "out-of-distribution share"} <= drifted(verdict)
     history = medtfx("history", "--work-dir", str(served["work"]))
     assert "drift alert" in history.stdout and "image grayscale" in history.stdout

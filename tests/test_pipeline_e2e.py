@@ -243,6 +243,14 @@ def test_report_renders_in_chromium_and_names_failed_checks(first_run):
         assert driver.find_elements(By.CSS_SELECTOR, "svg.chart polyline")
         headings = [h.text for h in driver.find_elements(By.TAG_NAME, "h2")]
         assert headings[:3] == ["Slices", "Comparison with the last blessed model", "Curves"]
+        # The gallery: cases with their image and heat map, embedded in the page itself.
+        cases = driver.find_elements(By.CSS_SELECTOR, "figure.case")
+        assert "Gallery" in headings and cases
+        for image in driver.find_elements(By.CSS_SELECTOR, "figure.case img"):
+            assert image.get_attribute("src").startswith("data:image/png;base64,")
+            assert image.get_property("naturalWidth") == 32  # decoded: the sample's size
+        assert all("score" in c.text for c in cases)
+        assert not driver.find_elements(By.CSS_SELECTOR, "[src]:not([src^='data:']), link")
         assert not [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     finally:
         driver.quit()
@@ -338,3 +346,20 @@ def test_a_model_that_fails_the_load_check_is_not_pushed_and_the_summary_says_wh
     assert "medtfx: BLESSED, but nothing pushed. Failed checks:" in failed["stdout"]
     assert f"load check: {reason}" in failed["stdout"]
     assert versions(first_run["work"]) == before
+
+
+def test_the_guards_flags_are_counted_on_the_evaluation_fold_and_the_test_shards(first_run):
+    """The Evaluator's ood_flagged, the Submission's in_distribution.csv (submission.csv
+    keeps Kaggle's two columns) and the summary line all count the served model's flags."""
+    summary = first_run["summary"]
+    guard = summary["ood"]
+    assert guard["train_images"] > 0 and 0 < guard["threshold"]
+    assert guard["evaluation_flagged"] == summary["metrics"]["overall"]["ood_flagged"]
+    with open(os.path.join(os.path.dirname(summary["submission"]), "in_distribution.csv"),
+              newline="") as f:
+        header, *rows = list(csv.reader(f))
+    assert header == ["image_name", "ood_score", "in_distribution"]
+    assert len(rows) == guard["test_images"] == summary["scored"]
+    flagged = sum(1 for *_, inside in rows if inside == "0")
+    assert guard["test_flagged"] == round(flagged / len(rows), 4)
+    assert "out-of-distribution guard (threshold" in first_run["stdout"]

@@ -7,6 +7,7 @@ codes. The models are exported untrained (what is checked does not depend on the
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import shutil
@@ -145,7 +146,7 @@ def test_jpeg_16_bit_png_and_dicom_score_as_the_evaluation_path_does(models, ima
 
 
 def test_a_dicom_headers_sex_and_age_reach_the_model_as_import_maps_them(models, tmp_path):
-    """The config's source.dicom.columns and values, as in the README's DICOM example: a
+    """The config's source.dicom.columns and values, as in the DICOM example of docs/data.md: a
     file whose header says F, 070Y is sent as female, 70; the same pixels without those
     attributes, and the same PNG sent as a file, as missing; and they score differently."""
     config = load_config(None, ["source.dicom.columns={PatientSex: sex, PatientAge: "
@@ -248,3 +249,33 @@ def test_json_of_files_that_all_score_and_exit_statuses(models, images, tmp_path
     with pytest.raises(SystemExit) as usage:
         main(["predict", *files, "--out", str(tmp_path / "scores.txt")])
     assert usage.value.code == 2 and "name a .csv or .json file" in capfd.readouterr().err
+
+
+def test_explain_writes_an_overlay_per_scored_file_and_never_replaces_one(models, images,
+                                                                         tmp_path, capfd):
+    """--explain: one PNG per file scored, at the size the model decoded it, mirroring the
+    subfolders; a second run into the same folder refuses before scoring, unless asked."""
+    out = tmp_path / "overlays"
+    files = scored(images, "case0.jpg", "broken.png", "xray/chest16.png", "xray/ct.dcm")
+    assert main(["predict", *files, "--model", models["version"], "--explain", str(out)]) == 1
+    said = capfd.readouterr().out.splitlines()
+    assert said[-1] == f"medtfx: 3 heat map overlays written to {out}"
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert written == ["case0.jpg-explained.png", "xray/chest16.png-explained.png",
+                       "xray/ct.dcm-explained.png"]
+    for name, source in (("case0.jpg", files[0]), ("xray/chest16.png", files[2]),
+                         ("xray/ct.dcm", files[3])):
+        sent = read_image(source, DICOM, TASK)[0]
+        overlay = Image.open(out / f"{name}-explained.png")
+        assert overlay.mode == "RGB" and overlay.size == Image.open(io.BytesIO(sent)).size
+    before = (out / "case0.jpg-explained.png").read_bytes()
+    (out / "case0.jpg-explained.png").write_bytes(b"mine")
+    assert main(["predict", files[0], "--model", models["version"], "--explain",
+                 str(out)]) == 1
+    assert capfd.readouterr().out == (
+        f"error: {out / 'case0.jpg-explained.png'} already exists; not replacing: choose "
+        "another --explain folder, or add --overwrite to replace them\n")
+    assert (out / "case0.jpg-explained.png").read_bytes() == b"mine"
+    assert main(["predict", files[0], "--model", models["version"], "--explain", str(out),
+                 "--overwrite"]) == 0
+    assert (out / "case0.jpg-explained.png").read_bytes() == before

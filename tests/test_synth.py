@@ -16,8 +16,8 @@ from PIL import Image
 from modules import features as F
 from modules.errors import MedtfxError
 from pipeline.data.shards import list_shards
-from pipeline.data.synth import SynthSpec, _draw_patients, best_auc, generate
-from tests.helpers import medtfx
+from pipeline.data.synth import SynthSpec, _draw_patients, best_auc, generate, lesion_masks
+from tests.helpers import medtfx, shard_records
 
 TRAIN_KEYS = {F.IMAGE_KEY, F.IMAGE_NAME_KEY, F.PATIENT_KEY, F.SEX_KEY, F.AGE_KEY, F.SITE_KEY,
               F.DIAGNOSIS_KEY, F.LABEL_KEY}
@@ -179,3 +179,20 @@ def test_synth_command(tmp_path):
         assert (tmp_path / "here" / name).read_bytes() == (tmp_path / "d" / name).read_bytes()
     bad = medtfx("data", "synth", "--out", str(tmp_path / "e"), "--images", "3")
     assert bad.returncode == 2 and "--images must be at least 30" in bad.stdout
+
+
+def test_each_labelled_images_lesion_mask_covers_the_dark_lesion_drawn(tiny_data):
+    """lesion_masks, which the Grad-CAM lesion-overlap benchmark reads, draws the outline of
+    the lesion each stored image shows: its pixels are darker than the skin around them."""
+    masks = lesion_masks(tiny_data)
+    assert len(masks) == 300
+    for record in shard_records(tiny_data, "train0[0-1]-*.tfrec"):
+        feature = tf.train.Example.FromString(record).features.feature
+        name = feature[F.IMAGE_NAME_KEY].bytes_list.value[0].decode()
+        image = np.asarray(Image.open(io.BytesIO(feature[F.IMAGE_KEY].bytes_list.value[0]))
+                           .convert("L"), dtype=float) / 255
+        inside = masks[name] > 0.5
+        assert inside.shape == image.shape and 0.02 < inside.mean() < 0.6
+        midway = (image[inside].mean() + image[~inside].mean()) / 2
+        assert image[inside].mean() < image[~inside].mean() - 0.15, name
+        assert np.mean((image < midway) == inside) > 0.97, name  # the same outline

@@ -21,7 +21,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "signature, so images are decoded as served; a DICOM file is first converted as "
         "`medtfx data import` converts it (the config's source.dicom settings), and the "
         "header attributes source.dicom.columns names are sent as its metadata, mapped as "
-        "import maps them; other metadata is sent as missing. Prints one line per file and a summary.",
+        "import maps them; other metadata is sent as missing. Prints one line per file and a "
+        "summary; a model with an out-of-distribution guard adds each image's ood_score and "
+        "in_distribution (0: unlike the images it was trained on, whatever its probability).",
         epilog=f"exit status: 0 when every file was scored; {common.EXIT_FAILED} when a file "
         "could not be read, converted or decoded (its line names it and why; the others are "
         f"still scored), or nothing was found to score; {common.EXIT_USAGE} for a wrong "
@@ -40,6 +42,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("--log", metavar="DIR", help="also record each request and its "
                          "answer in a new JSON-lines file in DIR, as a logging proxy in front "
                          "of TF Serving records them, for `medtfx monitor`")
+    predict.add_argument("--explain", metavar="DIR",
+                         help="also write each file's Grad-CAM heat map over the image, as "
+                         "FILE-explained.png in DIR (the model's explain signature)")
+    predict.add_argument("--overwrite", action="store_true",
+                         help="with --explain: replace overlays already in DIR")
     predict.add_argument("--batch", type=_positive, default=DEFAULT_BATCH, metavar="N",
                          help=f"images per request (default: {DEFAULT_BATCH}; never more "
                          "than the model accepts)")
@@ -74,13 +81,14 @@ def command(args: argparse.Namespace) -> int:
 
         files, passed_over = find_images(args.paths, config.source.skip)
         model = load_model(find_model(args.model, serving), config.task)
+        overlays = explain_targets(model, files, args)
         table, records = Table(model, files), []
         log = (JsonLinesLog(args.log, "serving_image", model.image_input,
                             os.path.basename(model.path.rstrip("/"))) if args.log else None)
         console.say(table.header())
         try:
             for prediction in predict(model, files, config.source.dicom, config.task,
-                                      args.batch, log.write if log else None):
+                                      args.batch, overlays, log.write if log else None):
                 records.append(record(prediction, model))
                 console.say(table.line(records[-1]))
         finally:
@@ -89,8 +97,22 @@ def command(args: argparse.Namespace) -> int:
         if args.out:
             write_records(args.out, model, records)
         console.say(summary(records, passed_over, model, args.out))
+        if overlays:
+            written = sum(1 for r in records if not r["error"])
+            console.say(f"medtfx: {written} heat map overlays written to {args.explain}")
         if log:
             console.say(f"medtfx: requests and answers logged in {log.path}")
         return common.EXIT_FAILED if any(r["error"] for r in records) else 0
 
     return common.guarded(common.temp_log("predict"), args.verbose, body)
+
+
+def explain_targets(model, files: list[str], args: argparse.Namespace) -> dict | None:
+    """Each file's overlay path with --explain (checked before anything is scored: the
+    model explains, no overlay would replace a file unasked), else None."""
+    if not args.explain:
+        return None
+    from pipeline.serving.overlay import overlay_paths
+
+    model.require_explainer()
+    return overlay_paths(files, args.explain, args.overwrite)

@@ -15,7 +15,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "report", help="write an HTML report of the last run",
         description="Writes a self-contained HTML page on the run recorded in "
         "WORK/run_summary.json: verdict and failed checks, ROC/PR curves overall and per "
-        "slice, calibration, the confusion matrix at the operating threshold, the slice "
+        "slice, calibration, the confusion matrix at the operating threshold, the worst "
+        "misses there with their heat maps (evaluation.gallery_cases), the slice "
         "table with intervals, the comparison with the last blessed model, and the data's "
         "statistics and anomalies.")
     report.add_argument("--work-dir", default="work", help="the run's work dir (./work)")

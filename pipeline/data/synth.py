@@ -8,7 +8,7 @@ distributed N(c * 2 * s * signal, 1) after scaling, and the best AUC from the im
 site is Phi(2 * s * signal / sqrt(2)). Malignancy is likelier with age (the metadata signal).
 Each stored label is, with probability `label_noise`, replaced by an independent draw at the
 malignant share; that keeps the ideal ranking and shrinks every AUC towards 0.5 by the factor
-(1 - label_noise). `best_auc` turns this into numbers; the README quotes them.
+(1 - label_noise). `best_auc` turns this into numbers; docs/data.md quotes them.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from pipeline.data.synth_population import (
     malignant_prob,
     site_probs,
 )
-from pipeline.data.synth_render import render_lesion
+from pipeline.data.synth_render import lesion_mask, render_lesion
 
 MANIFEST = "synth-manifest.json"
 RENDER_SECONDS_PER_PIXEL = 4e-7  # measured: 1.5 ms for a 64 px lesion on one core
@@ -126,6 +126,24 @@ def _draw_patients(spec: SynthSpec, n_images: int, rng: np.random.Generator,
             made += 1
         patients.append(lesions)
     return patients
+
+
+def labelled_lesions(spec: SynthSpec) -> dict[str, Lesion]:
+    """The labelled images' lesions by image name, drawn again from the spec's seed (the
+    labelled images are drawn first, so nothing else need be replayed)."""
+    rng = np.random.default_rng(spec.seed)
+    patients = _draw_patients(spec, spec.images, rng, spec.first_patient, 0)
+    return {lesion.name: lesion for patient in patients for lesion in patient}
+
+
+def lesion_masks(data_root: str) -> dict[str, np.ndarray]:
+    """Where each labelled image of the sample in `data_root` shows its lesion ([size,
+    size] in [0, 1], by image name), from the manifest `generate` wrote beside it."""
+    with open(os.path.join(data_root, MANIFEST)) as f:
+        fields = json.load(f)["spec"]
+    spec = SynthSpec(**{**fields, "site_signal": tuple(map(tuple, fields["site_signal"]))})
+    return {name: lesion_mask(lesion.attributes, lesion.seed, spec.size)
+            for name, lesion in labelled_lesions(spec).items()}
 
 
 def _diagnosis(target: int, rng: np.random.Generator) -> int:

@@ -1,5 +1,5 @@
 """The synthetic population: who has a lesion where, how malignancy depends on age, and the
-AUC an ideal classifier reaches on it (the numbers `medtfx data synth` and the README quote).
+AUC an ideal classifier reaches on it (the numbers `medtfx data synth` and docs/data.md quote).
 """
 
 from __future__ import annotations

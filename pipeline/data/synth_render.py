@@ -15,7 +15,43 @@ def render_lesion(attributes: tuple[float, float, float, float], seed: int, size
                   grayscale: bool = False) -> bytes:
     """A dermoscopy-like JPEG whose look rises monotonically with each attribute."""
     rng = np.random.default_rng(seed)
-    irregular, variegated, asymmetric, diameter = (1 / (1 + np.exp(-0.9 * a)) for a in attributes)
+    variegated = _looks(attributes)[1]
+    xx, yy, r, edge, mask = _outline(rng, attributes, size)
+
+    skin = np.array([0.86, 0.68, 0.58]) * rng.uniform(0.75, 1.05) + rng.normal(0, 0.02, 3)
+    base = np.array([0.47, 0.31, 0.21]) * rng.uniform(0.6, 1.1)
+    centre_dark = 1 - 0.25 * rng.uniform() * np.exp(-(r / (edge + 1e-6)) ** 2 * 2)
+    lesion = base[None, None, :] * centre_dark[..., None]
+    blotch_colours = np.array([[0.12, 0.08, 0.07], [0.36, 0.42, 0.52], [0.62, 0.26, 0.22]])
+    for colour in blotch_colours:
+        field = _smooth_field(rng, size)
+        weight = (0.85 * variegated * field ** 2)[..., None]
+        lesion = lesion * (1 - weight) + colour * weight
+
+    light = 1 + 0.08 * ((xx - size / 2) * rng.normal() + (yy - size / 2) * rng.normal()) / size
+    picture = (skin * (1 - mask[..., None]) + lesion * mask[..., None]) * light[..., None]
+    picture += rng.normal(0, 0.015, picture.shape)
+    return encode(picture, "JPEG", quality=int(rng.integers(85, 96)),
+                  channels=1 if grayscale else 3)
+
+
+def lesion_mask(attributes: tuple[float, float, float, float], seed: int, size: int
+                ) -> np.ndarray:
+    """Where render_lesion draws the lesion of these attributes and seed: [size, size] in
+    [0, 1] (its soft edge included), for checking that a heat map points at the lesion."""
+    return _outline(np.random.default_rng(seed), attributes, size)[-1]
+
+
+def _looks(attributes: tuple[float, float, float, float]) -> list[float]:
+    """Irregularity, variegation, asymmetry and diameter in (0, 1)."""
+    return [1 / (1 + np.exp(-0.9 * a)) for a in attributes]
+
+
+def _outline(rng: np.random.Generator, attributes: tuple[float, float, float, float],
+             size: int) -> tuple:
+    """The lesion's place and border, the first draws of its seed: the pixel grid, each
+    pixel's distance from the centre, the border's distance there, and the soft mask."""
+    irregular, _, asymmetric, diameter = _looks(attributes)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
     cx, cy = size / 2 + rng.normal(0, size * 0.04, 2)
     dx, dy = xx - cx, yy - cy
@@ -33,23 +69,7 @@ def render_lesion(attributes: tuple[float, float, float, float], seed: int, size
               + 0.05 * rng.normal() * np.cos(2 * (theta - stretch_at)))
     edge = size * (0.12 + 0.18 * diameter) * border
     softness = size * rng.uniform(0.004, 0.015)
-    mask = 1 / (1 + np.exp(-(edge - r) / softness))
-
-    skin = np.array([0.86, 0.68, 0.58]) * rng.uniform(0.75, 1.05) + rng.normal(0, 0.02, 3)
-    base = np.array([0.47, 0.31, 0.21]) * rng.uniform(0.6, 1.1)
-    centre_dark = 1 - 0.25 * rng.uniform() * np.exp(-(r / (edge + 1e-6)) ** 2 * 2)
-    lesion = base[None, None, :] * centre_dark[..., None]
-    blotch_colours = np.array([[0.12, 0.08, 0.07], [0.36, 0.42, 0.52], [0.62, 0.26, 0.22]])
-    for colour in blotch_colours:
-        field = _smooth_field(rng, size)
-        weight = (0.85 * variegated * field ** 2)[..., None]
-        lesion = lesion * (1 - weight) + colour * weight
-
-    light = 1 + 0.08 * ((xx - size / 2) * rng.normal() + (yy - size / 2) * rng.normal()) / size
-    picture = (skin * (1 - mask[..., None]) + lesion * mask[..., None]) * light[..., None]
-    picture += rng.normal(0, 0.015, picture.shape)
-    return encode(picture, "JPEG", quality=int(rng.integers(85, 96)),
-                  channels=1 if grayscale else 3)
+    return xx, yy, r, edge, 1 / (1 + np.exp(-(edge - r) / softness))
 
 
 def encode(picture: np.ndarray, fmt: str, quality: int = 90, channels: int | None = None,

@@ -10,7 +10,16 @@ from pipeline.results.calibration import calibration_sentence, calibration_summa
 from pipeline.results.classes import balanced_majority, confusion_markdown, per_class
 from pipeline.results.eval_results import (NOT_VERIFIED, SliceResult, rate_intervals,
                                            unverified_slice)
+from pipeline.results.report_ood import guard_card, guard_card_line
 from pipeline.results.statistics import SplitStats
+
+
+EXPLANATIONS = (
+    "Grad-CAM heat maps: the model's `explain` signature answers, for an encoded image, "
+    "where its last convolutional block saw what raised the score (`medtfx predict "
+    "--explain DIR` writes them over the images). They show where the score came from, not "
+    "why; a map may light up an artefact the model learned to rely on.")
+EXPLANATIONS_NONE = "No heat maps: a hub backbone has no convolutional block to read."
 
 
 def _share(part: float, whole: float) -> float | None:
@@ -73,6 +82,10 @@ def build_card(settings: dict, slices: dict[str, SliceResult], threshold: float 
         "gate": settings["gate"],
         "metrics": rows,
         "limitations": settings["limitations"] + _measured_limitations(rows, settings, task),
+        "out_of_distribution": guard_card(settings.get("ood"),
+                                          slices["overall"].metrics.get("ood_flagged")),
+        "explanations": EXPLANATIONS_NONE if settings["backbone"].startswith("hub:")
+        else EXPLANATIONS,
     }
     if not task.binary:
         result = slices["overall"]
@@ -172,6 +185,7 @@ def render_markdown(card: dict) -> str:
               f"scores {_number(point['majority_rate'])}."]
     if card.get("calibration"):
         lines += ["", f"Probabilities: {calibration_sentence(card['calibration'])}."]
+    lines += guard_card_line(card)
     lines += ["",
               "## Metrics per slice (95% intervals)", "",
               f"| slice | examples | {positive} | AUC | AUC interval | sensitivity (95%) | "
@@ -194,5 +208,7 @@ def render_markdown(card: dict) -> str:
                   "not block the model, and nothing here was checked.", ""]
         lines += ["- " + unverified_slice(r["slice"], r["examples"], r["positives"], positive,
                                           r["auc"], r["auc_ci"]) for r in small]
+    if card.get("explanations"):
+        lines += ["", "## Explanations", "", card["explanations"]]
     lines += ["", "## Limitations", ""] + [f"- {note}" for note in card["limitations"]]
     return "\n".join(lines) + "\n"

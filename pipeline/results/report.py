@@ -17,8 +17,10 @@ from pipeline.results.eval_results import (SLICE_AND, SLICE_IS, Matrix, SliceRes
                                            load_evaluation)
 from pipeline.results.classes import balanced_majority, per_class
 from pipeline.results.forest import ForestRow, forest_plot, forest_rows, gap
+from pipeline.results.gallery import GALLERY_STYLE, evaluated_inputs, gallery_html
 from pipeline.results.mlmd import find_run, open_store, outputs_by_type
 from pipeline.results.report_calibration import calibration_section
+from pipeline.results.report_ood import guard_section
 from pipeline.results.statistics import SplitStats, load_statistics
 from pipeline.results.summary import failed_check
 from pipeline.results.svg import line_chart
@@ -270,7 +272,7 @@ def _data(summary: dict, stats: dict[str, SplitStats], anomalies: list[str],
 
 
 def render_report(summary: dict, config: PipelineConfig, slices: dict[str, SliceResult],
-                  stats: dict[str, SplitStats], anomalies: list[str]) -> str:
+                  stats: dict[str, SplitStats], anomalies: list[str], gallery: str = "") -> str:
     overall, task = slices["overall"], config.task
     components = _table(["component", "seconds"], [("", [n, f"{s:.1f}"])
                                                    for n, s in summary["components"].items()])
@@ -307,12 +309,16 @@ def render_report(summary: dict, config: PipelineConfig, slices: dict[str, Slice
         sections += ["<h2>Curves</h2>", _curves(slices, task)]
     sections += ["<h2>Operating point</h2>",
                  _confusion(overall, summary["operating_threshold"], task)]
+    if gallery:
+        sections += ["<h2>Gallery</h2>", gallery]
     sections += ["<h2>Calibration</h2>", calibration_section(summary, task.binary)
                  + (_calibration(overall, config.task) if task.binary else "")]
+    sections += ["<h2>Out-of-distribution guard</h2>", guard_section(summary)]
     sections += ["<h2>Data</h2>", _data(summary, stats, anomalies, config.task),
                  "<h2>Components</h2>", components]
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>medtfx report: "
-            f"{html.escape(summary['run_id'])}</title><style>{STYLE}</style></head><body>"
+            f"{html.escape(summary['run_id'])}</title><style>{STYLE}{GALLERY_STYLE}</style>"
+            "</head><body>"
             + "\n".join(sections) + "</body></html>")
 
 
@@ -326,14 +332,18 @@ def write_report(work: WorkDir, out_path: str | None = None,
     config = load_config_dict(summary["config"])
     store = open_store(work.metadata)
     run = find_run(store, config.pipeline_name, summary["run_id"])
-    outputs = outputs_by_type(store, store.get_executions_by_context(run.id))
+    executions = store.get_executions_by_context(run.id)
+    outputs = outputs_by_type(store, executions)
     cfg = config.evaluation
     slices = load_evaluation(outputs["ModelEvaluation"][0].uri, config.task,
                              cfg.min_slice_positives, cfg.min_slice_negatives)
     splits = sorted({s for names in summary["splits"].values() for s in names})
     stats = load_statistics(outputs["ExampleStatistics"][0].uri, splits)
     anomalies = describe_anomalies(outputs["ExampleAnomalies"][0].uri, splits)
-    page = render_report(summary, config, slices, stats, anomalies)
+    evaluated = evaluated_inputs(store, executions, summary["splits"]["evaluation"])
+    gallery = (gallery_html(*evaluated, config, slices, summary["operating_threshold"])
+               if evaluated else "")
+    page = render_report(summary, config, slices, stats, anomalies, gallery)
     if extra:
         page = page.replace("</body>", "".join(f"<h2>{html.escape(heading)}</h2>{body}"
                                                for heading, body in extra) + "</body>")

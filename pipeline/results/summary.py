@@ -13,10 +13,12 @@ from modules.task import TaskSpec
 from pipeline.results.calibration import (calibration_sentence, calibration_summary,
                                          served_calibration)
 from pipeline.results.classes import balanced_majority, per_class
+from pipeline.results.gallery import explained
 from pipeline.results.eval_results import (CLASS_OF, NOT_VERIFIED, SliceResult, failed_checks,
                                            load_evaluation, operating_threshold,
                                            rate_intervals, shown, unverified_slice)
 from pipeline.results.mlmd import find_run, node_name, open_store, outputs_by_type
+from pipeline.results.report_ood import guard_line, guard_summary
 from pipeline.serving.load_check import FAILURE_PROPERTY
 
 REPORTED_INTERVALS = ("auc", "auc_pr", "specificity_at_sensitivity",
@@ -87,6 +89,9 @@ def summarize_run(metadata_path: str, config: PipelineConfig) -> dict:
                               cfg.min_slice_negatives) if evaluations else {})
     overall = slices.get("overall")
     threshold = operating_threshold(overall.curve, cfg.target_sensitivity) if overall else None
+    metrics = {name: {**slice_summary(result, threshold, config.task),
+                      **_auc_bound(name, result, config)}
+               for name, result in slices.items()}
     training = training_summary(outputs.get("Model", []))
     return {
         "run_id": run.name,
@@ -97,16 +102,16 @@ def summarize_run(metadata_path: str, config: PipelineConfig) -> dict:
         "target_sensitivity": cfg.target_sensitivity,
         "classes": config.task.label.classes,
         "urgent": config.task.label.urgent,
-        "metrics": {name: {**slice_summary(result, threshold, config.task),
-                           **_auc_bound(name, result, config)}
-                    for name, result in slices.items()},
+        "metrics": metrics,
         "failed_checks": ((failed_checks(evaluations[0].uri, config.task)
                            if evaluations else [])
                           + load_check_failures(outputs.get("Model", []))),
         "components": components,
         "training": training,
         "calibration": calibration_summary(served_calibration(training), overall),
+        "explained": explained(outputs.get("Model", [])),  # it has Grad-CAM heat maps
         **submission_summary(outputs.get(SUBMISSION_TYPE, [])),
+        "ood": guard_summary(training, metrics, outputs.get(SUBMISSION_TYPE, [])),
     }
 
 
@@ -219,6 +224,11 @@ def summary_lines(summary: dict) -> list[str]:
             lines.append(f"        {name}: out-of-fold AUC {recorded['oof_auc']:.3f} over "
                          f"{recorded['examples']} examples of {len(recorded['fold_aucs'])} "
                          "folds")
+    if guard_line(summary):
+        lines.append(guard_line(summary))
+    if summary.get("explained"):
+        lines.append("        heat maps: the model's explain signature (`medtfx predict "
+                     "--explain DIR`; the worst misses in `medtfx report`)")
     if summary["blessed"] and summary.get("pushed_model"):
         lines.append(f"medtfx: BLESSED; serving model: {summary['pushed_model']}")
         if summary.get("submission"):

@@ -19,7 +19,9 @@ from tfx.dsl.io import fileio
 
 from modules.artifacts import CARD_DIR, THRESHOLD_ASSET
 from modules.errors import MedtfxError
-from modules.signatures import DECISION_KEY, PROBABILITIES_KEY
+from modules.gradcam import HEATMAP_KEY, HEIGHT_KEY, WIDTH_KEY
+from modules.ood import IN_DISTRIBUTION_KEY
+from modules.signatures import DECISION_KEY, EXPLAIN, PROBABILITIES_KEY
 from modules.task import TaskSpec
 from pipeline.ops.serving_dir import serving_versions
 
@@ -64,6 +66,8 @@ class ServedModel:
     image_input: str
     metadata_inputs: list[str]  # empty unless the model has a metadata branch
     loaded: object  # the SavedModel object, kept alive with its signature
+    guarded: bool = False  # answers ood_score and in_distribution (modules/ood.py)
+    explainer: tf.types.experimental.ConcreteFunction | None = None  # its `explain` signature
 
     @property
     def binary(self) -> bool:
@@ -77,6 +81,20 @@ class ServedModel:
                                     tf.int64) for key in self.metadata_inputs}
         outputs = self.signature(**{self.image_input: tf.constant(images)}, **columns)
         return {key: value.numpy() for key, value in outputs.items()}
+
+    def require_explainer(self) -> tf.types.experimental.ConcreteFunction:
+        """The `explain` signature; a model without one is refused in one line."""
+        if self.explainer is None:
+            raise ModelError(f"{self.path}: the model has no {EXPLAIN} signature (exported "
+                             "before explanations, or a hub backbone, which has none)")
+        return self.explainer
+
+    def explain(self, image: bytes, metadata: dict[str, int]) -> np.ndarray:
+        """The Grad-CAM map [H, W] in [0, 1] of one encoded image, at its own size."""
+        columns = {key: tf.constant([metadata.get(key, self.missing)], tf.int64)
+                   for key in self.metadata_inputs}
+        out = self.require_explainer()(**{self.image_input: tf.constant([image])}, **columns)
+        return out[HEATMAP_KEY][0, :out[HEIGHT_KEY][0], :out[WIDTH_KEY][0]].numpy()
 
 
 def load_model(path: str, task: TaskSpec) -> ServedModel:
@@ -106,7 +124,8 @@ def load_model(path: str, task: TaskSpec) -> ServedModel:
         batch_limit=_batch_limit(signature), missing=task.missing, signature=signature,
         image_input=next(k for k, spec in inputs.items() if spec.dtype == tf.string),
         metadata_inputs=sorted(k for k, spec in inputs.items() if spec.dtype == tf.int64),
-        loaded=loaded)
+        loaded=loaded, guarded=IN_DISTRIBUTION_KEY in outputs,
+        explainer=loaded.signatures.get(EXPLAIN))
 
 
 def _card(path: str) -> dict | None:

@@ -5,7 +5,9 @@ A record has the same fields in every format: `file`; for a binary model the fla
 `probability`, the `decision` (the flagged class's name, or the other class's) and the
 `threshold`; for a model of K classes the top `class`, its `class_probability`, each class's
 `p_<name>`, and when the model has an operating rule for urgent classes their summed
-`urgent_probability`, the `decision` and the `threshold`; `error` for a file not scored.
+`urgent_probability`, the `decision` and the `threshold`; for a model with an
+out-of-distribution guard its `ood_score` and `in_distribution` (0: the image is unlike the
+training images, whatever its probability says); `error` for a file not scored.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ def fields(model: ServedModel) -> list[str]:
         answer = ["class", "class_probability", *(f"p_{name}" for name in model.classes)]
         if model.threshold is not None:
             answer += ["urgent_probability", "decision", "threshold"]
+    if model.guarded:
+        answer += ["ood_score", "in_distribution"]
     return ["file", *answer, "error"]
 
 
@@ -39,7 +43,8 @@ def record(prediction: Prediction, model: ServedModel) -> dict:
     decision = {1: model.flagged, 0: model.negative}.get(p.decision)
     values = {"file": p.file, "error": p.error or None, "decision": decision,
               "threshold": None if p.error else model.threshold,
-              "probability" if model.binary else "urgent_probability": p.probability}
+              "probability" if model.binary else "urgent_probability": p.probability,
+              "ood_score": p.ood_score, "in_distribution": p.in_distribution}
     if p.probabilities:
         values.update({"class": p.class_name, "class_probability": max(p.probabilities)},
                       **{f"p_{n}": v for n, v in zip(model.classes, p.probabilities)})

@@ -19,6 +19,7 @@ from typing import Callable, Iterator
 import tensorflow as tf
 
 from modules.errors import MedtfxError
+from modules.ood import IN_DISTRIBUTION_KEY, OOD_SCORE_KEY
 from modules.signatures import (CLASS_NAME_KEY, DECISION_KEY, PREDICTION_KEY,
                                 PROBABILITIES_KEY)
 from pipeline.data import dicom
@@ -27,6 +28,7 @@ from pipeline.data.catalog import IMAGE_SUFFIXES, list_files, metadata_codes
 from pipeline.data.sources import DicomSettings
 from pipeline.serving.load_check import complaint
 from pipeline.serving.model import ServedModel
+from pipeline.serving.overlay import overlay_png, write_png
 
 
 class NothingToScoreError(MedtfxError):
@@ -44,6 +46,10 @@ class Prediction:
     # decision taken on it at the threshold (1: refer); None when the model takes none.
     probability: float | None = None
     decision: int | None = None
+    # A model with an out-of-distribution guard: the image's distance to the training
+    # images' features, and 1 when it is within the threshold (0: unlike them).
+    ood_score: float | None = None
+    in_distribution: int | None = None
 
 
 def find_images(paths: list[str], skip: list[str]) -> tuple[list[str], int]:
@@ -95,10 +101,12 @@ Answered = Callable[[list[bytes], list[dict[str, int]], dict], None]
 
 
 def predict(model: ServedModel, files: list[str], settings: DicomSettings, task: TaskSpec,
-            batch: int, answered: Answered | None = None) -> Iterator[Prediction]:
+            batch: int, explain_to: dict[str, str] | None = None,
+            answered: Answered | None = None) -> Iterator[Prediction]:
     """One prediction per file, in order, in requests of at most `batch` images (and never
-    more than the model accepts); files are read one request at a time. `answered` gets
-    each request the model answered, with its outputs (the request log)."""
+    more than the model accepts); files are read one request at a time. With `explain_to`
+    (file: PNG path), each file scored also gets its heat map overlay written there;
+    `answered` gets each request the model answered, with its outputs (the request log)."""
     size = min(batch, model.batch_limit or batch)
     for start in range(0, len(files), size):
         answers, readable = {}, []
@@ -110,6 +118,9 @@ def predict(model: ServedModel, files: list[str], settings: DicomSettings, task:
             except dicom.DicomError as err:
                 answers[path] = Prediction(path, error=str(err))
         answers.update((p.file, p) for p in _score(model, readable, answered))
+        for path, data, codes in readable if explain_to else []:
+            if not answers[path].error:
+                write_png(explain_to[path], overlay_png(data, model.explain(data, codes)))
         yield from (answers[path] for path in files[start:start + size])
 
 
@@ -139,6 +150,9 @@ def _answer(path: str, outputs: dict, i: int, model: ServedModel) -> Prediction:
     if PREDICTION_KEY in outputs:
         answer.probability = float(outputs[PREDICTION_KEY][i, 0])
         answer.decision = int(outputs[DECISION_KEY][i, 0])
+    if IN_DISTRIBUTION_KEY in outputs:
+        answer.ood_score = float(outputs[OOD_SCORE_KEY][i, 0])
+        answer.in_distribution = int(outputs[IN_DISTRIBUTION_KEY][i, 0])
     return answer
 
 

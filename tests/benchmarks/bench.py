@@ -9,7 +9,9 @@ the 2020 one, and the EfficientNet-B6 Evaluator (tests/benchmarks/scale.py).
 Every number is measured in one run on one machine and reported as a ratio against a floor
 (the bare work the stage cannot avoid), so a gap is visible whatever the hardware. A ratio
 is always measured / floor: for a throughput higher is better, for a time lower is better;
-the goal column says which. Prints a table and writes work/bench.json (with the machine).
+the goal column says which. Prints a table and writes work/bench.json (with the machine, its load and the date);
+`make bench` then renders the tables of docs/performance.md from it
+(tests/benchmarks/doc_tables.py).
 
 Pipelines run in a spawned child process (logs in its work dir), so this process can watch
 their memory. Peak memory is the proportional set size (PSS, from /proc/PID/smaps_rollup
@@ -187,13 +189,16 @@ def main() -> None:
     log = os.path.join(scratch, "bench.log")
     with Console(log, verbose=False) as console, contextlib.redirect_stdout(console.out):
         print(f"medtfx bench ({mode}); library output in {log}")
-        start = time.time()
+        start, load_start = time.time(), os.getloadavg()
         from tests.benchmarks.runs import machine
         from tests.benchmarks.scale import measure_scale
         measured = (measure_scale(args.per_shard, SHORT_512, scratch,
                                   os.path.join(work, "bench-data"))
                     if args.scale else measure(sizes, scratch))
         report = {"mode": mode, "machine": machine(),
+                  "date": time.strftime("%Y-%m-%d", time.gmtime(start)),
+                  # how busy the machine was: other work skews every figure
+                  "load_average": {"start": load_start, "end": os.getloadavg()},
                   "sizes": {"per_shard": args.per_shard} if args.scale
                   else dataclasses.asdict(sizes), **measured, "scratch": scratch,
                   "seconds": time.time() - start}
