@@ -2,7 +2,9 @@
 
 Each fold's Trainer validated on shards the others trained on; the Ensemble component
 reports the out-of-fold AUC over all of them (every shard outside the evaluation fold scored
-by the one model that never saw it) and exports one SavedModel whose signatures average the
+by the one model that never saw it), fits the ensemble's calibration map on those same
+out-of-fold scores (each member's own; the map is applied to their average, which a member's
+score on an unseen case stands for) and exports one SavedModel whose signatures average the
 members, so the Evaluator, the Pusher and every client see a single model. Its
 out-of-distribution guard is the first member's detector on that member's features: one
 member's features answer "is this image of the trained kind" as well as the average, and
@@ -27,6 +29,7 @@ from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionP
 from tfx.utils import path_utils
 
 from modules.artifacts import VALIDATION_FILE
+from modules.calibration import calibration_record, fit_calibration
 from modules.export import export_model, keras_path
 from modules.model import load_weights
 from modules.ood import Guard, OodDetector, detector_path, guarded_network
@@ -94,11 +97,15 @@ class Executor(base_executor.BaseExecutor):
         detector = detector_path(input_dict[member_keys[0]][0].uri)
         guard = (Guard(keras.Model(inputs, [average, first_features]),
                        OodDetector.load(detector)) if tf.io.gfile.exists(detector) else None)
+        # on the out-of-fold scores
+        calibration = fit_calibration(labels, scores, cfg.calibration_class_bias)
         export_model(ensemble, transform_output, cfg,
-                     path_utils.serving_model_dir(model.uri), members=members, guard=guard)
+                     path_utils.serving_model_dir(model.uri), members=members, guard=guard,
+                     calibration=calibration)
         oof_auc = score_auc(labels, scores)
         with tf.io.gfile.GFile(os.path.join(model.uri, VALIDATION_FILE), "w") as f:
-            json.dump({OOF_AUC: oof_auc, "fold_aucs": fold_aucs, "examples": len(labels)}, f)
+            json.dump({OOF_AUC: oof_auc, "fold_aucs": fold_aucs, "examples": len(labels),
+                       "calibration": calibration_record(labels, scores, calibration)}, f)
         if oof_auc is not None:
             model.set_float_custom_property(OOF_AUC, oof_auc)
         model.set_int_custom_property("ensemble_members", len(members))

@@ -23,6 +23,7 @@ from modules.artifacts import CARD_DIR, PACKAGE_FILE, THRESHOLD_ASSET
 from modules.errors import MedtfxError
 from modules.task import TaskSpec
 from pipeline.results.eval_results import load_evaluation, operating_threshold
+from pipeline.results.calibration import recorded_calibration
 from pipeline.results.model_card import build_card, render_markdown
 from pipeline.results.statistics import load_statistics
 from pipeline.serving.load_check import FAILURE_PROPERTY, check_model
@@ -65,7 +66,8 @@ def ModelPackager(
             f.write(f"{threshold}\n")
 
     splits = sorted({s for role in config["splits"].values() for s in role})
-    card = build_card(config, slices, threshold, load_statistics(statistics.uri, splits))
+    card = build_card(config, slices, threshold, load_statistics(statistics.uri, splits),
+                      recorded_calibration(model.uri))
     fileio.makedirs(os.path.join(target, CARD_DIR))
     with fileio.open(os.path.join(target, CARD_DIR, "model_card.json"), "w") as f:
         json.dump(card, f, indent=2)

@@ -14,6 +14,7 @@ import tempfile
 import tensorflow_transform as tft
 import tf_keras as keras
 
+from modules.calibration import CalibrationMap
 from modules.model import save_keras
 from modules.ood import Guard
 from modules.settings import RunSettings
@@ -31,9 +32,11 @@ def keras_path(serving_model_dir: str, member: int | None = None) -> str:
 def export_model(model: keras.Model, tf_transform_output: tft.TFTransformOutput,
                  settings: RunSettings, serving_model_dir: str,
                  members: list[keras.Model] | None = None,
-                 guard: Guard | None = None) -> None:
-    """Writes the serving SavedModel of `model` and the .keras file of each network
-    (`members` of an ensemble, else the model itself).
+                 guard: Guard | None = None,
+                 calibration: CalibrationMap | None = None) -> None:
+    """Writes the serving SavedModel of `model`, its probabilities mapped by `calibration`
+    in every signature, and the .keras file of each network (`members` of an ensemble,
+    else the model itself).
 
     The SavedModel keeps the signatures and each layer's config but not a trace of every
     layer's call (`save_traces=False`): serving, TFMA (`tf_generic`) and Keras' own loader
@@ -48,6 +51,7 @@ def export_model(model: keras.Model, tf_transform_output: tft.TFTransformOutput,
     with tempfile.TemporaryDirectory() as asset_dir:
         signatures = make_signatures(model, tf_transform_output, settings.task,
                                      asset_dir, tta=settings.tta,
-                                     limits=settings.limits, guard=guard)
+                                     limits=settings.limits, guard=guard,
+                                     calibration=calibration)
         model.save(serving_model_dir, save_format="tf", signatures=signatures,
                    save_traces=False, include_optimizer=False)

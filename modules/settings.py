@@ -126,6 +126,11 @@ class TrainerSettings(Settings):
     # Test-time augmentation in the serving graph: the mean over the first `tta` of the 8
     # flips/quarter turns (1: off). Only for tasks whose images have no orientation.
     tta: int = 1
+    # Calibration (modules/calibration.py) of three or more classes: false, temperature
+    # scaling, which keeps each case's top class; true, a bias per class beside it, which
+    # brings back the class priors that class weights moved but may change the top class
+    # (DDSM sample: ECE 0.050 against 0.030, balanced accuracy 0.509 against 0.460).
+    calibration_class_bias: bool = False
     # Start from the last blessed model's weights when there is one (continuous retraining).
     # Off by default: a baseline that changes the Trainer's inputs defeats the cache, so a
     # repeated run would retrain.

@@ -5,7 +5,8 @@ features the examples carry); `serving_image` takes encoded JPEG/PNG bytes (and,
 with a metadata branch, the task's model features, e.g. sex, age and site codes, -1 when
 unknown) for REST clients. Both run the Transform graph before the network, so serving
 decodes exactly as training did; both check each image against the image limits before
-decoding it, and each request against the batch bound. A binary model returns the probability of the positive
+decoding it, and each request against the batch bound. Every probability is calibrated
+(modules/calibration_graph.py) before any decision. A binary model returns the probability of the positive
 class and a decision at the operating threshold; a model of K classes returns the K class
 probabilities, the top class's code and name, and, when the task names urgent classes, their
 summed probability and a decision at the operating threshold. A model with an
@@ -27,6 +28,8 @@ import tensorflow_transform as tft
 
 from modules.artifacts import THRESHOLD_ASSET
 from modules.augment import orient
+from modules.calibration import CalibrationMap
+from modules.calibration_graph import ServedCalibration
 from modules.ood import Guard
 from modules.gradcam import explain, explainable
 from modules.preprocessing import transform
@@ -113,11 +116,14 @@ def within_batch(inputs: tf.Tensor, max_batch: int) -> tf.Tensor:
 
 def make_signatures(model, tf_transform_output: tft.TFTransformOutput, task: TaskSpec,
                     asset_dir: str, tta: int, limits: ImageLimits,
-                    guard: Guard | None = None) -> dict:
-    """Signatures for `model.save`; attaches the Transform layer, the threshold and the
-    out-of-distribution detector so the model tracks them. Each request is checked against
-    `limits.batch`, each image against the image limits."""
+                    guard: Guard | None = None,
+                    calibration: CalibrationMap | None = None) -> dict:
+    """Signatures for `model.save`; attaches the Transform layer, the calibration map (the
+    identity when none is given), the threshold and the out-of-distribution detector so the
+    model tracks them. Each request is checked against `limits.batch`, each image against
+    the image limits."""
     model.tft_layer = tf_transform_output.transform_features_layer()
+    model.calibration = ServedCalibration(calibration or CalibrationMap(), task.binary)
     model.operating_threshold = OperatingThreshold(asset_dir)
     if guard is not None:
         model.ood_detector = guard.detector
@@ -133,7 +139,8 @@ def make_signatures(model, tf_transform_output: tft.TFTransformOutput, task: Tas
     def respond(transformed: dict) -> dict:
         """The answer, with `ood_score` and `in_distribution` when the model has a guard."""
         first, guarded = guard(transformed) if guard is not None else (None, {})
-        return {**classify(predict(model, transformed, tta, first)), **guarded}
+        probabilities = model.calibration(predict(model, transformed, tta, first))
+        return {**classify(probabilities), **guarded}
 
     def classify(probabilities: tf.Tensor) -> dict:
         if task.binary:

@@ -21,6 +21,7 @@ from tfx.components.trainer.fn_args_utils import FnArgs
 
 from modules.artifacts import VALIDATION_FILE
 from modules.augment import AugmentedTraining
+from modules.calibration import calibration_record, fit_calibration
 from modules.callbacks import BestEpoch, TrainingProgress
 from modules.export import export_model, keras_path
 from modules.inputs import class_weights, count_labels, input_fn
@@ -28,6 +29,7 @@ from modules.model import ModelConfigError, build_model, load_weights, set_backb
 from modules.ood import Guard, detector_path, fit_detector
 from modules.schedule import RampSustainDecay
 from modules.settings import RunSettings, TrainerSettings
+from modules.signatures import predict
 from modules.strategy import choose_strategy, wait_for_workers
 
 
@@ -95,13 +97,14 @@ def stages(cfg: TrainerSettings, epochs: int) -> list[tuple[int, float, float]]:
             (epochs - frozen, cfg.unfreeze_fraction, cfg.finetune_lr_scale)]
 
 
-def validation_scores(model: keras.Model, dataset: tf.data.Dataset) -> dict:
+def validation_scores(model: keras.Model, dataset: tf.data.Dataset, tta: int = 1) -> dict:
     """Labels and scores of the restored model on the validation shards, for the
-    out-of-fold AUC of an ensemble: a class code and the positive class's probability each,
-    or the K class probabilities for more than two classes."""
+    out-of-fold AUC of an ensemble and the calibration fit: a class code and the positive
+    class's probability each, or the K class probabilities for more than two classes. The
+    score is the one the serving graph calibrates: the mean over `tta` orientations."""
     labels, scores = [], []
     for features, label in dataset:
-        output = model(features, training=False).numpy()
+        output = predict(model, features, tta).numpy()
         scores.append(output.ravel() if output.shape[-1] == 1 else output)
         label = label.numpy()
         labels.append(label.argmax(-1) if label.ndim > 1 else label.ravel())
@@ -178,13 +181,20 @@ def run_fn(fn_args: FnArgs) -> None:
     # variable (BatchNorm statistics, in a save or a forward pass) is a collective that all
     # workers must join. Only the chief writes the Trainer's outputs; the others export
     # into a local directory deleted at once.
+    # The calibration map is fitted on the validation fold only, before the export that
+    # stores it in the serving graph.
     chief = strategy.extended.should_checkpoint
+    scores = validation_scores(model, validation.take(validation_steps or -1), cfg.tta)
+    calibration = fit_calibration(scores["labels"], scores["scores"],
+                                  cfg.calibration_class_bias)
     with tempfile.TemporaryDirectory() as scratch:
         export_model(model, tf_transform_output, cfg, fn_args.serving_model_dir if chief
-                     else os.path.join(scratch, "Format-Serving"), guard=guard)
-    scores = validation_scores(model, validation.take(validation_steps or -1))
+                     else os.path.join(scratch, "Format-Serving"), guard=guard,
+                     calibration=calibration)
     if chief:
-        scores.update(best_epoch=best.best_epoch, epochs_run=best.epochs_seen,
+        scores.update(calibration=calibration_record(scores["labels"], scores["scores"],
+                                                     calibration),
+                      best_epoch=best.best_epoch, epochs_run=best.epochs_seen,
                       steps_run=int(trained.optimizer.iterations.numpy()),
                       best_val_auc=best.best, strategy=strategy_name, replicas=replicas,
                       warm_start_from=warm_start_from, ood=guard_stats)

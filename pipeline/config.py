@@ -72,6 +72,9 @@ class EvaluationConfig(Settings):
     # malignant and sensitivity 0.9, a specificity above 0.98.
     min_accuracy_over_majority: float | None = None
     report_specificity: float = 0.8  # sensitivity is also reported at this specificity
+    # The expected calibration error of the served (calibrated) probability on the
+    # evaluation fold, overall, must not exceed this (null: reported, not gated).
+    max_ece: float | None = Field(default=None, gt=0, le=1)
     # Three or more classes: auc_threshold and max_auc_drop bound the macro (one-vs-rest) AUC;
     # balanced accuracy (the mean recall over classes) must beat always answering the
     # majority class, whose balanced accuracy is 1/K, by this margin, since plain accuracy

@@ -6,6 +6,7 @@ import json
 
 from tensorflow_model_analysis.proto import config_pb2 as tfma
 
+from modules.calibration_metrics import ECE_NAME
 from modules.metrics import (ACCURACY_OVER_MAJORITY_NAME, BALANCED_OVER_MAJORITY_NAME,
                              GATED_AUC_NAME, URGENT_PLOT_NAME)
 from modules.signatures import PREDICTION_KEY, PROBABILITIES_KEY, SLICING_FEATURES
@@ -45,6 +46,15 @@ def _metric(class_name: str, per_slice: list | None = None, module: str = "",
                              per_slice_thresholds=per_slice or [])
 
 
+def _calibration_error(cfg: EvaluationConfig) -> tfma.MetricConfig:
+    """ECE and Brier score on every slice; ECE at most max_ece overall, when set."""
+    gate = [] if cfg.max_ece is None else [tfma.PerSliceMetricThreshold(
+        slicing_specs=[tfma.SlicingSpec()], threshold=tfma.MetricThreshold(
+            value_threshold=tfma.GenericValueThreshold(upper_bound={"value": cfg.max_ece})))]
+    return _metric("CalibrationError", module="modules.calibration_metrics", per_slice=gate,
+                   name=ECE_NAME)
+
+
 def _multiclass_specs(cfg: EvaluationConfig, task: TaskSpec,
                       code: str) -> list[tfma.MetricsSpec]:
     """Three or more classes. Blessing needs: macro AUC >= auc_threshold and not more than
@@ -70,6 +80,7 @@ def _multiclass_specs(cfg: EvaluationConfig, task: TaskSpec,
         _metric("TopClassRate", module="modules.metrics", rate=BALANCED_OVER_MAJORITY_NAME,
                 per_slice=gate(cfg.min_balanced_accuracy_over_majority)),
         _metric("MultiClassConfusionMatrixAtThresholds", thresholds=[0.0]),
+        _calibration_error(cfg),
     ]
     if task.urgent_ids:
         top_class.append(_metric("UrgentConfusionMatrixPlot", module="modules.metrics",
@@ -100,7 +111,8 @@ def build_eval_config(cfg: EvaluationConfig, task: TaskSpec, code: str = "") -> 
     AUC >= auc_threshold and not more than max_auc_drop below the last blessed model; on
     every gated slice, AUC >= its family's bound and not more than max_slice_auc_drop below
     the last blessed model; and, when set, specificity >= min_specificity at the operating
-    point and accuracy there >= the majority-class rate plus min_accuracy_over_majority.
+    point, accuracy there >= the majority-class rate plus min_accuracy_over_majority, and
+    ECE <= max_ece (the same for more classes).
     `code`, the fingerprint of the Evaluator's project code (its metrics and extractors),
     rides in the gated AUC's config (and the top-class accuracy's): the config is the only
     property of TFX's Evaluator free to carry it, and the cache must see it."""
@@ -155,6 +167,7 @@ def _binary_metrics(cfg: EvaluationConfig, code: str) -> list[tfma.MetricConfig]
                 specificity=cfg.report_specificity, num_thresholds=CURVE_THRESHOLDS),
         _metric("Calibration"),  # sum of predictions over sum of labels; 1 is calibrated
         _metric("CalibrationPlot", num_buckets=CALIBRATION_BUCKETS),
+        _calibration_error(cfg),
         _metric("ConfusionMatrixPlot", num_thresholds=CURVE_THRESHOLDS),
     ]
     if cfg.min_accuracy_over_majority is not None:  # at the shipped threshold: overall only

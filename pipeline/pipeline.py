@@ -94,7 +94,8 @@ def packager_settings(config: PipelineConfig) -> str:
                  "max_auc_drop": evaluation.max_auc_drop,
                  "max_slice_auc_drop": evaluation.max_slice_auc_drop,
                  "min_specificity": evaluation.min_specificity,
-                 "min_accuracy_over_majority": evaluation.min_accuracy_over_majority},
+                 "min_accuracy_over_majority": evaluation.min_accuracy_over_majority,
+                 "max_ece": evaluation.max_ece},
         **config.model_card.model_dump(),
         "ood": config.trainer.ood.model_dump(),  # the guard, for the model card
         "serving": {"warmup_examples": config.serving.warmup_examples,

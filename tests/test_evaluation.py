@@ -74,7 +74,7 @@ def test_all_curves_share_one_threshold_grid():
     """One set of confusion matrices per slice serves every rate, curve and the threshold."""
     for metric in build_eval_config(load_config().evaluation, TaskSpec()).metrics_specs[0].metrics:
         if metric.class_name not in ("ExampleCount", "MeanLabel", "Calibration",
-                                     "CalibrationPlot", "OodFlagged"):
+                                     "CalibrationPlot", "CalibrationError", "OodFlagged"):
             assert f'"num_thresholds": {CURVE_THRESHOLDS}' in metric.config, metric.class_name
 
 

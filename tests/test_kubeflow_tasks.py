@@ -27,7 +27,7 @@ import tensorflow_data_validation as tfdv
 import yaml
 
 from modules import features as F
-from modules.artifacts import CARD_DIR
+from modules.artifacts import CARD_DIR, SUBMISSION_FILE
 from modules.records import record_dataset
 from pipeline.config import load_config
 from pipeline.data.shards import list_shards
@@ -159,8 +159,7 @@ def test_the_pushed_model_serves_what_the_submission_scored(single, backend, dat
     served = model.signatures["serving_default"](examples=tf.constant(records))
     names = [tf.train.Example.FromString(r).features.feature[F.IMAGE_NAME_KEY]
              .bytes_list.value[0].decode() for r in records]
-    (submission,) = glob.glob(os.path.join(uri(single, "SubmissionWriter", "submission"),
-                                           "*.csv"))
+    submission = os.path.join(uri(single, "SubmissionWriter", "submission"), SUBMISSION_FILE)
     with open(submission) as f:
         rows = {row["image_name"]: float(row["target"]) for row in csv.DictReader(f)}
     assert sorted(rows) == sorted(names)
@@ -215,6 +214,19 @@ def test_the_ensemble_averages_its_folds_scored_out_of_fold(ensemble, data):
                                      if s.split_name not in ("train12", "train13", "train14"))
     # the fold networks, for the next run's warm start
     assert len(glob.glob(os.path.join(model["uri"], "*", "member-*.keras"))) == 2
+    # the ensemble's calibration map: fitted on the members' out-of-fold scores
+    from modules.calibration import fit_calibration
+
+    labels, scores = [], []
+    for fold in ("Trainer_fold0", "Trainer_fold1"):
+        (member,) = ensemble.outputs[fold]["model"]
+        with open(os.path.join(member["uri"], VALIDATION_FILE)) as f:
+            recorded = json.load(f)
+        labels, scores = labels + recorded["labels"], scores + recorded["scores"]
+    fitted = fit_calibration(labels, scores)
+    assert scored["calibration"]["method"] == fitted.method
+    assert scored["calibration"]["temperature"] == pytest.approx(fitted.temperature)
+    assert scored["calibration"]["examples"] == scored["examples"]
 
 
 def test_the_pushed_ensemble_serves_as_one_model_beside_the_first(single, ensemble,

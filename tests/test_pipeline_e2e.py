@@ -194,8 +194,8 @@ def test_a_model_below_the_bar_is_not_pushed_and_the_failed_check_is_named(first
                                                                            tiny_data, code):
     before = versions(first_run["work"])
     strict = run(tiny_data, first_run["work"], *BLESS_ANY, "--set", "auc_threshold=0.99",
-                 "--set", "min_accuracy_over_majority=1", "--strict", env=code["env"],
-                 status=3)  # documented: 3 is "not blessed"
+                 "--set", "min_accuracy_over_majority=1", "--set", "max_ece=0.001",
+                 "--strict", env=code["env"], status=3)  # documented: 3 is "not blessed"
     summary = strict["summary"]
     assert summary["blessed"] is False and summary["pushed_model"] is None
     overall = summary["metrics"]["overall"]
@@ -203,9 +203,12 @@ def test_a_model_below_the_bar_is_not_pushed_and_the_failed_check_is_named(first
             "value": overall["auc"]} in summary["failed_checks"]
     assert {"metric": "accuracy_over_majority", "slice": "overall", "bound": {"at_least": 1},
             "value": overall["accuracy_over_majority"]} in summary["failed_checks"]
+    assert {"metric": "ece", "slice": "overall", "bound": {"at_most": 0.001},
+            "value": overall["ece"]} in summary["failed_checks"]
     assert overall["accuracy_over_majority"] == pytest.approx(
         overall["accuracy"] - overall["majority_rate"], abs=2e-4)
     assert "NOT BLESSED" in strict["stdout"] and "auc on overall" in strict["stdout"]
+    assert "ece on overall: " in strict["stdout"] and "(must be at most 0.001)" in strict["stdout"]
     assert versions(first_run["work"]) == before
     assert summary["submission"] is None and "medtfx: scored" not in strict["stdout"]
 
@@ -235,6 +238,7 @@ def test_report_renders_in_chromium_and_names_failed_checks(first_run):
         assert len(forest.find_elements(By.CSS_SELECTOR, "rect.estimate")) >= len(
             first_run["summary"]["metrics"])
         assert "Calibration, overall" in captions
+        assert any(c.startswith("Reliability on the validation fold") for c in captions)
         assert all(c.size["width"] > 200 and c.size["height"] > 200 for c in charts)
         assert driver.find_elements(By.CSS_SELECTOR, "svg.chart polyline")
         headings = [h.text for h in driver.find_elements(By.TAG_NAME, "h2")]
@@ -287,6 +291,27 @@ def test_pushed_model_decides_at_the_threshold_and_carries_its_model_card(first_
                     "## Metrics per slice (95% intervals)", "## Limitations"):
         assert section in card
     assert "| overall |" in card and "anatomic site = " in card
+
+
+def test_the_pushed_model_is_calibrated_as_the_summary_and_its_card_say(first_run):
+    """The map fitted on the validation fold is the one in the pushed SavedModel; the
+    summary (its lines and run_summary.json) and the model card state it with the
+    evaluation fold's ECE and Brier score inside their intervals."""
+    summary = first_run["summary"]
+    calibration = summary["calibration"]
+    assert calibration == {**calibration, **{key: summary["training"]["Trainer"][
+        "calibration"][key] for key in ("method", "reason", "examples")}}
+    model = tf.saved_model.load(summary["pushed_model"])
+    assert model.calibration.temperature.numpy() == pytest.approx(calibration["temperature"],
+                                                                  abs=1e-4)
+    overall = summary["metrics"]["overall"]
+    for name in ("ece", "brier_score"):
+        assert calibration[f"evaluation_{name}"] == overall[name]
+        low, high = overall[f"{name}_ci"]
+        assert low <= overall[name] <= high
+    assert "        calibration: " in first_run["stdout"]
+    with open(os.path.join(summary["pushed_model"], "assets.extra", "model_card.md")) as f:
+        assert f"ECE {overall['ece']:.3f}" in f.read()
 
 
 def test_pushed_model_carries_warm_up_requests_that_replay(first_run, tiny_data):

@@ -148,6 +148,11 @@ def test_ddsm_five_classes_are_evaluated_class_by_class(ddsm):
     with open(os.path.join(data, "data", "test_df_model_0.csv")) as f:
         assert overall["example_count"] == len(f.readlines()) - 1
     assert "macro AUC" in result.stdout and "recall by class" in result.stdout
+    # calibrated K-class probabilities, with the top-label ECE of the evaluation fold
+    assert summary["calibration"]["method"] in ("temperature_bias", "temperature")
+    assert summary["calibration"]["evaluation_ece"] == overall["ece"]
+    assert overall["ece_ci"][0] <= overall["ece"] <= overall["ece_ci"][1]
+    assert "        calibration: temperature scaling" in result.stdout
     # The urgent rule: malignant calcification or mass, at the target sensitivity.
     assert summary["urgent"] == ["malignant_calcification", "malignant_mass"]
     assert overall["urgent_rule"]["sensitivity"] >= summary["target_sensitivity"]

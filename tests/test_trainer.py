@@ -13,6 +13,7 @@ import tf_keras as keras
 from modules import features as F
 from modules.artifacts import VALIDATION_FILE
 from modules.augment import orient
+from modules.calibration import CalibrationMap
 from modules.callbacks import BestEpoch
 from modules.export import keras_path
 from modules.inputs import balanced_batches, class_weights
@@ -25,7 +26,7 @@ from modules.task import METADATA_KEY
 from modules.trainer import build, run_fn, schedule_steps, stages, warm_start
 from pipeline.config import load_config
 from pipeline.pipeline import run_settings
-from tests.helpers import shard_records, trainer_fn_args, write_trainer_inputs
+from tests.helpers import serve_both_ways, shard_records, trainer_fn_args, write_trainer_inputs
 
 def train(data: str, root, overrides: list[str], base_model: str | None = None) -> dict:
     """run_fn on the tiny dataset as the Trainer executor calls it; returns its outputs."""
@@ -123,9 +124,11 @@ def test_tta_averages_the_keras_model_over_orientations(warm_tta, tiny_data):
     transformed = model.signatures["transform_features"](examples=records)
     net = build(run_settings(warm_tta["config"]))
     load_weights(net, keras_path(warm_tta["model"]))
-    expected = np.mean([net({F.IMAGE_KEY: orient(transformed[F.IMAGE_KEY], k)}).numpy()
-                        for k in range(4)], axis=0)
-    np.testing.assert_allclose(served, expected, atol=1e-5)
+    mean = np.mean([net({F.IMAGE_KEY: orient(transformed[F.IMAGE_KEY], k)}).numpy()
+                    for k in range(4)], axis=0)
+    # the served score is the mean's calibration (the map the Trainer fitted on it)
+    np.testing.assert_allclose(served[:, 0], recorded_map(warm_tta).apply(mean[:, 0]),
+                               atol=1e-5)
 
 
 def test_tta_prediction_is_the_mean_over_exact_orientations():
@@ -258,3 +261,118 @@ def test_a_multiclass_model_serves_class_probabilities_names_and_the_urgent_rule
     np.testing.assert_array_equal(out["decision"][:, 0], probabilities[:, 3:].sum(1) >= 0.5)
     from_images = served.signatures["serving_image"](image=tf.constant(encoded_images(records)))
     np.testing.assert_allclose(from_images["probabilities"], probabilities, atol=1e-5)
+
+
+def calibrated_by_hand(served, net, records: list[bytes], tta: int,
+                       fitted: CalibrationMap) -> np.ndarray:
+    """`fitted` (numpy) applied to the network's own TTA-averaged probabilities."""
+    transformed = served.signatures["transform_features"](examples=tf.constant(records))
+    raw = predict(net, transformed, tta).numpy()
+    return fitted.apply(raw[:, 0] if raw.shape[1] == 1 else raw)
+
+
+def recorded_map(trained_model: dict) -> CalibrationMap:
+    """The calibration map run_fn recorded in the model's validation file."""
+    with open(os.path.join(trained_model["artifact"], VALIDATION_FILE)) as f:
+        recorded = json.load(f)["calibration"]
+    return CalibrationMap(recorded["method"], recorded["temperature"], recorded["bias"],
+                          recorded["reason"])
+
+
+def test_both_signatures_serve_the_validation_folds_calibration_map(trained, tiny_data):
+    """The map run_fn fitted on the validation fold (and recorded with its ECE before and
+    after) is stored in the SavedModel, and serving_default and serving_image both return
+    it applied to the network's probability (TTA: test_tta_averages_...)."""
+    with open(os.path.join(trained["artifact"], VALIDATION_FILE)) as f:
+        recorded = json.load(f)["calibration"]
+    assert recorded["method"] == "platt", recorded["reason"]
+    for when in ("before", "after"):  # the fold's ECE and reliability bins, both ways
+        assert 0 <= recorded[f"ece_{when}"] <= 1
+        assert sum(n for _, _, n in recorded[f"reliability_{when}"]) == recorded["examples"]
+    served = tf.saved_model.load(trained["model"])
+    assert served.calibration.temperature.numpy() == pytest.approx(recorded["temperature"])
+    assert served.calibration.bias.numpy() == pytest.approx(recorded["bias"], abs=1e-6)
+    settings = run_settings(trained["config"])
+    net = build(settings)
+    load_weights(net, keras_path(trained["model"]))
+    records = shard_records(tiny_data, "test00-*.tfrec")[:16]
+    expected = calibrated_by_hand(served, net, records, settings.tta, recorded_map(trained))
+    by_example, by_image = serve_both_ways(trained["model"], records, metadata=False)
+    np.testing.assert_allclose(by_example[:, 0], expected, atol=1e-5)
+    np.testing.assert_allclose(by_image[:, 0], expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("classes", [["benign", "malignant"], ["normal", "bc", "bm", "mc", "mm"]])
+def test_an_exported_calibration_map_is_applied_before_the_threshold(classes, trained,
+                                                                     tiny_data, tmp_path):
+    """A given map (Platt for two classes, temperature and class biases for five) in both
+    signatures: the probabilities are the map of the network's, the decision is taken on
+    them."""
+    import tensorflow_transform as tft
+
+    from modules.export import export_model
+
+    config = load_config(None, ["image_size=32", "backbone=pneumonia_cnn", "tta=2",
+                                f"classes=[{', '.join(classes)}]"]
+                         + ([] if len(classes) == 2 else ["urgent=[mc, mm]"]))
+    settings = run_settings(config)
+    net = build(settings)
+    fitted = (CalibrationMap("platt", temperature=0.4, bias=-1.5) if len(classes) == 2
+              else CalibrationMap("temperature_bias", temperature=0.3,
+                                  bias=(0.0, -1.0, 0.5, 1.0, -2.0)))
+    transform = tft.TFTransformOutput(os.path.join(os.path.dirname(trained["artifact"]),
+                                                   "transform"))
+    export_model(net, transform, settings, str(tmp_path / "Format-Serving"),
+                 calibration=fitted)
+    served = tf.saved_model.load(str(tmp_path / "Format-Serving"))
+    records = shard_records(tiny_data, "test00-*.tfrec")[:8]
+    expected = calibrated_by_hand(served, net, records, 2, fitted)
+    key = "probability" if len(classes) == 2 else "probabilities"
+    by_example = served.signatures["serving_default"](examples=tf.constant(records))
+    by_image = served.signatures["serving_image"](image=tf.constant(encoded_images(records)))
+    for out in (by_example, by_image):
+        got = out[key].numpy()
+        np.testing.assert_allclose(got[:, 0] if len(classes) == 2 else got, expected,
+                                   atol=1e-5)
+        urgent = got[:, 0] if len(classes) == 2 else got[:, 3:].sum(1)
+        np.testing.assert_array_equal(out["decision"][:, 0], urgent >= 0.5)
+
+
+def test_the_ensemble_serves_the_map_fitted_on_its_out_of_fold_scores(trained, tiny_data,
+                                                                      tmp_path):
+    """The Ensemble executor fits its own map on the members' recorded validation scores
+    (here one fold's twice over) and serves it applied to the members' average."""
+    from tfx.types import standard_artifacts
+
+    from components.ensemble import MEMBER_PREFIX, Executor
+    from modules.calibration import fit_calibration
+
+    def artifact(cls, uri: str):
+        made = cls()
+        made.uri = uri
+        return made
+
+    output = artifact(standard_artifacts.Model, str(tmp_path / "ensemble"))
+    inputs = {f"{MEMBER_PREFIX}{k}": [artifact(standard_artifacts.Model, trained["artifact"])]
+              for k in range(2)}
+    inputs["transform_graph"] = [artifact(standard_artifacts.TransformGraph, os.path.join(
+        os.path.dirname(trained["artifact"]), "transform"))]
+    settings = run_settings(trained["config"])
+    Executor().Do(inputs, {"model": [output]}, {"settings": settings.model_dump_json()})
+
+    with open(os.path.join(trained["artifact"], VALIDATION_FILE)) as f:
+        fold = json.load(f)
+    with open(os.path.join(output.uri, VALIDATION_FILE)) as f:
+        recorded = json.load(f)["calibration"]
+    expected = fit_calibration(fold["labels"] * 2, fold["scores"] * 2)
+    assert (recorded["method"], recorded["examples"]) == ("platt", 2 * len(fold["labels"]))
+    assert recorded["temperature"] == pytest.approx(expected.temperature)
+    assert recorded["bias"] == pytest.approx(expected.bias)
+    serving = os.path.join(output.uri, "Format-Serving")
+    served = tf.saved_model.load(serving)
+    net = build(settings)
+    load_weights(net, keras_path(trained["model"]))
+    records = shard_records(tiny_data, "test00-*.tfrec")[:8]
+    by_example, _ = serve_both_ways(serving, records, metadata=False)
+    np.testing.assert_allclose(by_example[:, 0], calibrated_by_hand(
+        served, net, records, settings.tta, expected), atol=1e-5)

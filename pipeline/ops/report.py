@@ -19,6 +19,7 @@ from pipeline.results.classes import balanced_majority, per_class
 from pipeline.results.forest import ForestRow, forest_plot, forest_rows, gap
 from pipeline.ops.gallery import GALLERY_STYLE, evaluated_inputs, gallery_html
 from pipeline.results.mlmd import find_run, open_store, outputs_by_type
+from pipeline.results.report_calibration import calibration_section
 from pipeline.results.report_ood import guard_section
 from pipeline.results.statistics import SplitStats, load_statistics
 from pipeline.ops.summary import failed_check
@@ -310,8 +311,8 @@ def render_report(summary: dict, config: PipelineConfig, slices: dict[str, Slice
                  _confusion(overall, summary["operating_threshold"], task)]
     if gallery:
         sections += ["<h2>Gallery</h2>", gallery]
-    if task.binary:
-        sections += ["<h2>Calibration</h2>", _calibration(overall, config.task)]
+    sections += ["<h2>Calibration</h2>", calibration_section(summary, task.binary)
+                 + (_calibration(overall, config.task) if task.binary else "")]
     sections += ["<h2>Out-of-distribution guard</h2>", guard_section(summary)]
     sections += ["<h2>Data</h2>", _data(summary, stats, anomalies, config.task),
                  "<h2>Components</h2>", components]

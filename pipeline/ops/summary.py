@@ -10,6 +10,8 @@ from pipeline.config import PipelineConfig, to_dict
 from pipeline.core.files import write_json
 from pipeline.core.workdir import WorkDir
 from modules.task import TaskSpec
+from pipeline.results.calibration import (calibration_sentence, calibration_summary,
+                                         served_calibration)
 from pipeline.results.classes import balanced_majority, per_class
 from pipeline.ops.gallery import explained
 from pipeline.results.eval_results import (CLASS_OF, NOT_VERIFIED, SliceResult, failed_checks,
@@ -20,7 +22,7 @@ from pipeline.results.report_ood import guard_line, guard_summary
 from pipeline.serving.load_check import FAILURE_PROPERTY
 
 REPORTED_INTERVALS = ("auc", "auc_pr", "specificity_at_sensitivity",
-                      "sensitivity_at_specificity")
+                      "sensitivity_at_specificity", "ece", "brier_score")
 
 
 def _round(value: float | None) -> float | None:
@@ -106,6 +108,7 @@ def summarize_run(metadata_path: str, config: PipelineConfig) -> dict:
                           + load_check_failures(outputs.get("Model", []))),
         "components": components,
         "training": training,
+        "calibration": calibration_summary(served_calibration(training), overall),
         "explained": explained(outputs.get("Model", [])),  # it has Grad-CAM heat maps
         **submission_summary(outputs.get(SUBMISSION_TYPE, [])),
         "ood": guard_summary(training, metrics, outputs.get(SUBMISSION_TYPE, [])),
@@ -176,7 +179,8 @@ def _interval(metrics: dict, name: str) -> str:
 
 
 def summary_lines(summary: dict) -> list[str]:
-    """A few lines: the headline metric, the operating point, the weakest slice, every slice
+    """A few lines: the headline metric, the operating point, the calibration, the weakest
+    slice, every slice
     too small to gate, the verdict and, when not blessed, every failed check."""
     overall = summary["metrics"].get("overall", {})
     multiclass = "classes" in overall
@@ -198,6 +202,8 @@ def summary_lines(summary: dict) -> list[str]:
         if not multiclass:
             lines.append(f"        accuracy there {shown(overall['accuracy'])}; always "
                          f"answering the commoner class {shown(overall['majority_rate'])}")
+    if summary.get("calibration"):
+        lines.append(f"        calibration: {calibration_sentence(summary['calibration'])}")
     gated = [(name, m) for name, m in summary["metrics"].items()
              if name != "overall" and m.get("gated") and m.get("auc") is not None]
     if gated:
@@ -243,8 +249,9 @@ def failed_check(check: dict) -> str:
         return f"{check['metric']}{where}: {check['reason']}"
     where = (f" ({check['slice']})" if " on class " in check["metric"]
              else f" on {check['slice']}")
+    (side, bound), = check["bound"].items()
     return (f"{check['metric']}{where}: {shown(check['value'])} "
-            f"(must be at least {check['bound']['at_least']:g})")
+            f"(must be {side.replace('_', ' ')} {bound:g})")
 
 
 def _class_lines(overall: dict) -> list[str]:

@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_model_analysis.proto import metrics_for_slice_pb2, validation_result_pb2
 
+from modules.calibration_metrics import BRIER_NAME, ECE_NAME, LOWER, UPPER
 from modules.metrics import GATED_AUC_NAME
 from modules.operating_point import (Matrix, curve_from_proto, majority_class_rate,
                                      operating_point)
@@ -161,7 +162,7 @@ def load_evaluation(evaluation_uri: str, task: TaskSpec, min_positives: int,
             counts = result.class_counts
             result.positives = sum(counts[k] for k in task.urgent_ids) if counts else 0
             result.negatives = sum(counts) - result.positives
-        result.intervals = _intervals(result, task)
+        result.intervals = {**_intervals(result, task), **_metric_intervals(result.metrics)}
     return dict(sorted(results.items(), key=lambda kv: (kv[0] != "overall", kv[0])))
 
 
@@ -233,6 +234,17 @@ def _intervals(result: SliceResult, task: TaskSpec) -> dict[str, tuple[float, fl
     return {name: interval for name, interval in found.items() if interval is not None}
 
 
+def _metric_intervals(metrics: dict[str, float | None]) -> dict[str, tuple[float, float]]:
+    """The intervals a metric computes itself (ECE and Brier score: modules/
+    calibration_metrics.py), their ends moved out of `metrics`."""
+    found = {}
+    for name in (ECE_NAME, BRIER_NAME):
+        low, high = metrics.pop(name + LOWER, None), metrics.pop(name + UPPER, None)
+        if low is not None and high is not None:
+            found[name] = (low, high)
+    return found
+
+
 def _auc_rule(curve: list[Matrix]) -> Callable[[float], tuple[float, float] | None]:
     """DeLong's interval around TFMA's AUC, from the curve's histogram of scores per bin."""
     positives, negatives = score_histograms(curve)
@@ -299,6 +311,8 @@ def failed_checks(evaluation_uri: str, task: TaskSpec) -> list[dict]:
                 if failure.metric_key.is_diff:
                     metric += " change vs baseline"
                     bound = {"at_least": threshold.change_threshold.absolute.value}
+                elif threshold.value_threshold.HasField("upper_bound"):
+                    bound = {"at_most": threshold.value_threshold.upper_bound.value}
                 else:
                     bound = {"at_least": threshold.value_threshold.lower_bound.value}
                 value = _metric(failure.metric_value)

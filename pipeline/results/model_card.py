@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 
 from modules.task import TaskSpec
+from pipeline.results.calibration import calibration_sentence, calibration_summary
 from pipeline.results.classes import balanced_majority, confusion_markdown, per_class
 from pipeline.results.eval_results import (NOT_VERIFIED, SliceResult, rate_intervals,
                                            unverified_slice)
@@ -26,10 +27,11 @@ def _share(part: float, whole: float) -> float | None:
 
 
 def build_card(settings: dict, slices: dict[str, SliceResult], threshold: float | None,
-               statistics: dict[str, SplitStats]) -> dict:
+               statistics: dict[str, SplitStats], calibration: dict | None = None) -> dict:
     """`settings`: pipeline name, task, trainer, splits by role, target sensitivity, the gate
     and the configured intended use and limitations. `threshold`: None for a multi-class
-    model without an operating rule."""
+    model without an operating rule. `calibration`: the map's record in the model's
+    validation file."""
     task = TaskSpec.model_validate(settings["task"])
     data = {}
     for role, splits in settings["splits"].items():
@@ -76,6 +78,7 @@ def build_card(settings: dict, slices: dict[str, SliceResult], threshold: float 
                     "negative": task.negative if task.binary else "any other class"},
         "data": data,
         "operating_point": point,
+        "calibration": calibration_summary(calibration, slices["overall"]),
         "gate": settings["gate"],
         "metrics": rows,
         "limitations": settings["limitations"] + _measured_limitations(rows, settings, task),
@@ -180,6 +183,8 @@ def render_markdown(card: dict) -> str:
               f"precision {_number(point['precision'])}, F1 {_number(point['f1'])}; accuracy "
               f"{_number(point['accuracy'])}, where always answering the commoner class "
               f"scores {_number(point['majority_rate'])}."]
+    if card.get("calibration"):
+        lines += ["", f"Probabilities: {calibration_sentence(card['calibration'])}."]
     lines += guard_card_line(card)
     lines += ["",
               "## Metrics per slice (95% intervals)", "",
