@@ -67,13 +67,13 @@ def score_auc(labels: list[int], scores: list) -> float | None:
 
 class Executor(base_executor.BaseExecutor):
     def Do(self, input_dict: dict, output_dict: dict, exec_properties: dict) -> None:
-        cfg = RunSettings.model_validate_json(exec_properties["settings"])
+        settings = RunSettings.model_validate_json(exec_properties["settings"])
         member_keys = sorted((k for k in input_dict if k.startswith(MEMBER_PREFIX)),
                              key=lambda k: int(k[len(MEMBER_PREFIX):]))
         members, labels, scores, fold_aucs = [], [], [], []
         for key in member_keys:
             uri = input_dict[key][0].uri
-            net = build(cfg)
+            net = build(settings)
             load_weights(net, keras_path(path_utils.serving_model_path(uri)))
             net._name = f"member_{len(members)}"  # layer names must be unique in the ensemble
             members.append(net)
@@ -98,8 +98,8 @@ class Executor(base_executor.BaseExecutor):
         guard = (Guard(keras.Model(inputs, [average, first_features]),
                        OodDetector.load(detector)) if tf.io.gfile.exists(detector) else None)
         # on the out-of-fold scores
-        calibration = fit_calibration(labels, scores, cfg.calibration_class_bias)
-        export_model(ensemble, transform_output, cfg,
+        calibration = fit_calibration(labels, scores, settings.calibration_class_bias)
+        export_model(ensemble, transform_output, settings,
                      path_utils.serving_model_dir(model.uri), members=members, guard=guard,
                      calibration=calibration)
         oof_auc = score_auc(labels, scores)

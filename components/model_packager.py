@@ -21,10 +21,10 @@ from tfx.utils import io_utils, path_utils
 
 from modules.artifacts import CARD_DIR, PACKAGE_FILE, THRESHOLD_ASSET
 from modules.errors import MedtfxError
-from modules.task import TaskSpec
 from pipeline.results.eval_results import load_evaluation, operating_threshold
 from pipeline.results.calibration import recorded_calibration
 from pipeline.results.model_card import build_card, render_markdown
+from pipeline.results.packaging import PackagerSettings
 from pipeline.results.statistics import load_statistics
 from pipeline.serving.load_check import FAILURE_PROPERTY, check_model
 from pipeline.serving.warmup import build_requests, evaluation_records, write_requests
@@ -48,13 +48,13 @@ def ModelPackager(
     if blessing.get_int_custom_property("blessed") != 1:
         packaged_model.set_int_custom_property("packaged", 0)
         return
-    config = json.loads(settings)
-    task = TaskSpec.model_validate(config["task"])
-    slices = load_evaluation(evaluation.uri, task, config["gate"]["min_slice_positives"],
-                             config["gate"]["min_slice_negatives"])
+    handed = PackagerSettings.model_validate_json(settings)
+    task = handed.task
+    slices = load_evaluation(evaluation.uri, task, handed.gate.min_slice_positives,
+                             handed.gate.min_slice_negatives)
     threshold = None
     if task.binary or task.urgent_ids:  # a multi-class model without a rule has none
-        threshold = operating_threshold(slices["overall"].curve, config["target_sensitivity"])
+        threshold = operating_threshold(slices["overall"].curve, handed.target_sensitivity)
         if threshold is None:
             raise NoOperatingPointError(f"the evaluation shards hold no {task.flagged} "
                                         "example: no operating threshold can be chosen")
@@ -65,19 +65,17 @@ def ModelPackager(
         with fileio.open(os.path.join(target, "assets", THRESHOLD_ASSET), "w") as f:
             f.write(f"{threshold}\n")
 
-    splits = sorted({s for role in config["splits"].values() for s in role})
-    card = build_card(config, slices, threshold, load_statistics(statistics.uri, splits),
+    splits = sorted({s for role in handed.splits.values() for s in role})
+    card = build_card(handed, slices, threshold, load_statistics(statistics.uri, splits),
                       recorded_calibration(model.uri))
     fileio.makedirs(os.path.join(target, CARD_DIR))
     with fileio.open(os.path.join(target, CARD_DIR, "model_card.json"), "w") as f:
         json.dump(card, f, indent=2)
     with fileio.open(os.path.join(target, CARD_DIR, "model_card.md"), "w") as f:
         f.write(render_markdown(card))
-    serving = config["serving"]
     write_requests(target, build_requests(target, evaluation_records(
-        examples, config["splits"]["evaluation"], serving["warmup_examples"]),
-        task))
-    failure = check_model(target, serving["load_check_timeout"])
+        examples, handed.splits["evaluation"], handed.serving.warmup_examples), task))
+    failure = check_model(target, handed.serving.load_check_timeout)
     if failure is not None:
         packaged_model.set_int_custom_property("packaged", 0)
         packaged_model.set_string_custom_property(FAILURE_PROPERTY,

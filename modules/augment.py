@@ -59,8 +59,8 @@ def orient(images: tf.Tensor, k: int) -> tf.Tensor:
     return tf.reverse(images, sorted(axes)) if axes else images
 
 
-def draw(batch: tf.Tensor, size: int, seed: tf.Tensor, cfg: AugmentSettings) -> tf.Tensor:
-    """The random change of each of `batch` square images of side `size`, per `cfg`, as
+def draw(batch: tf.Tensor, size: int, seed: tf.Tensor, augment: AugmentSettings) -> tf.Tensor:
+    """The random change of each of `batch` square images of side `size`, per `augment`, as
     [batch, DRAWS] numbers for `apply`. `seed` is a stateless seed [2]: the same seed gives
     the same draws."""
     seeds = dict(zip(_PARTS, tf.unstack(
@@ -74,51 +74,51 @@ def draw(batch: tf.Tensor, size: int, seed: tf.Tensor, cfg: AugmentSettings) -> 
 
     orientation = tf.eye(2, batch_shape=[batch])  # each image's flips and turns, composed
     for switch, steps in _ORIENTATION_STEPS.items():
-        if getattr(cfg, switch):
+        if getattr(augment, switch):
             coins = uniform(switch, 1.0, shape=(len(steps),)) < 0
             for i, k in enumerate(steps):
                 step = tf.where(coins[:, i, None, None], _ORIENTATION_MATRICES[k], _EYE)
                 orientation = step @ orientation
-    back, offset = _affine_map(rotation=uniform("rotation", math.radians(cfg.rotation)),
-                               shear=uniform("shear", math.radians(cfg.shear)),
-                               scale=uniform("zoom", cfg.zoom, 1.0),
-                               shift=uniform("shift", cfg.shift * size, shape=(2,)),
+    back, offset = _affine_map(rotation=uniform("rotation", math.radians(augment.rotation)),
+                               shear=uniform("shear", math.radians(augment.shear)),
+                               scale=uniform("zoom", augment.zoom, 1.0),
+                               shift=uniform("shift", augment.shift * size, shape=(2,)),
                                orientation=orientation, size=size)
-    colour = [uniform("brightness", cfg.brightness), uniform("contrast", cfg.contrast, 1.0),
-              uniform("saturation", cfg.saturation, 1.0)]
+    colour = [uniform("brightness", augment.brightness), uniform("contrast", augment.contrast, 1.0),
+              uniform("saturation", augment.saturation, 1.0)]
     return tf.concat([tf.reshape(orientation, [-1, 4]), tf.reshape(back, [-1, 4]), offset,
                       tf.stack(colour, axis=1)], axis=1)
 
 
-def apply(images: tf.Tensor, draws: tf.Tensor, cfg: AugmentSettings) -> tf.Tensor:
+def apply(images: tf.Tensor, draws: tf.Tensor, augment: AugmentSettings) -> tf.Tensor:
     """`images`, a float32 batch [B, H, W, 3] of square images in [0, 1], changed by their
-    `draws` [B, DRAWS] per `cfg`: flips and quarter turns, one affine transform, then
+    `draws` [B, DRAWS] per `augment`: flips and quarter turns, one affine transform, then
     brightness, contrast and saturation, clipped to [0, 1].
 
     Each stage is one pass over the pixels (at 512 px a pass over the float batch is what
     costs): the orientation is a pixel gather, or folded into the affine resample when one
     is drawn; the colour changes are one matrix and offset per image. The static shape is
     kept."""
-    if not cfg.enabled:
+    if not augment.enabled:
         return images
-    if any(getattr(cfg, part) for part in _AFFINE):
+    if any(getattr(augment, part) for part in _AFFINE):
         images = _resample(images, tf.reshape(draws[:, 4:8], [-1, 2, 2]), draws[:, 8:10])
-    elif any(getattr(cfg, switch) for switch in _ORIENTATION_STEPS):
+    elif any(getattr(augment, switch) for switch in _ORIENTATION_STEPS):
         images = _reorient(images, tf.reshape(draws[:, :4], [-1, 2, 2]))
-    if any(getattr(cfg, part) for part in _COLOUR):
+    if any(getattr(augment, part) for part in _COLOUR):
         brightness, contrast, saturation = tf.unstack(draws[:, 10:], axis=1)
-        images = _colour(images, brightness=brightness if cfg.brightness else None,
-                         contrast=contrast if cfg.contrast else None,
-                         saturation=saturation if cfg.saturation else None)
+        images = _colour(images, brightness=brightness if augment.brightness else None,
+                         contrast=contrast if augment.contrast else None,
+                         saturation=saturation if augment.saturation else None)
     return tf.clip_by_value(images, 0.0, 1.0)
 
 
-def augment_images(images: tf.Tensor, seed: tf.Tensor, cfg: AugmentSettings) -> tf.Tensor:
+def augment_images(images: tf.Tensor, seed: tf.Tensor, augment: AugmentSettings) -> tf.Tensor:
     """A random change of each image of a batch [B, H, W, 3] of square images, drawn from
     the stateless `seed` [2] and applied at once."""
-    if not cfg.enabled:
+    if not augment.enabled:
         return images
-    return apply(images, draw(tf.shape(images)[0], images.shape[2], seed, cfg), cfg)
+    return apply(images, draw(tf.shape(images)[0], images.shape[2], seed, augment), augment)
 
 
 class AugmentedTraining(keras.Model):
@@ -126,9 +126,9 @@ class AugmentedTraining(keras.Model):
     (AUGMENT_KEY): `apply` runs inside each training step, on the replica's own images.
     Evaluation and prediction call the network as it is; only the network is exported."""
 
-    def __init__(self, network: keras.Model, cfg: AugmentSettings, **kwargs):
+    def __init__(self, network: keras.Model, augment: AugmentSettings, **kwargs):
         super().__init__(name=f"augmented_{network.name}", **kwargs)
-        self.network, self.cfg = network, cfg
+        self.network, self.augment = network, augment
 
     def call(self, inputs: dict, training=None):
         return self.network({k: v for k, v in inputs.items() if k != AUGMENT_KEY},
@@ -138,7 +138,7 @@ class AugmentedTraining(keras.Model):
         features, target, weight = keras.utils.unpack_x_y_sample_weight(data)
         features = dict(features)
         draws = features.pop(AUGMENT_KEY)
-        features[IMAGE_INPUT] = apply(features[IMAGE_INPUT], draws, self.cfg)
+        features[IMAGE_INPUT] = apply(features[IMAGE_INPUT], draws, self.augment)
         return super().train_step(keras.utils.pack_x_y_sample_weight(features, target, weight))
 
 

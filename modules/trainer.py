@@ -43,11 +43,11 @@ def schedule_steps(train_steps: int | None, train_examples: int, batch_size: int
     return epochs, max(1, train_examples // batch_size)
 
 
-def build(cfg: RunSettings) -> keras.Model:
-    return build_model(cfg.backbone, cfg.weights, cfg.image_size, cfg.dropout,
-                       batchnorm_momentum=cfg.batchnorm_momentum,
-                       metadata_dim=cfg.task.metadata_dim if cfg.metadata else 0,
-                       classes=len(cfg.task.label.classes))
+def build(settings: RunSettings) -> keras.Model:
+    return build_model(settings.backbone, settings.weights, settings.image_size, settings.dropout,
+                       batchnorm_momentum=settings.batchnorm_momentum,
+                       metadata_dim=settings.task.metadata_dim if settings.metadata else 0,
+                       classes=len(settings.task.label.classes))
 
 
 def warm_start(model: keras.Model, base_model: str | None, member: int | None) -> str | None:
@@ -67,34 +67,34 @@ def warm_start(model: keras.Model, base_model: str | None, member: int | None) -
     return path
 
 
-def compile_model(model: keras.Model, cfg: RunSettings, steps_per_epoch: int,
+def compile_model(model: keras.Model, settings: RunSettings, steps_per_epoch: int,
                   lr_scale: float) -> None:
     """Cross-entropy with label smoothing; the AUC the best epoch is chosen on is, for more
     than two classes, the mean of the one-vs-rest AUCs, which a model answering the
     majority class cannot win (accuracy can: 87% on DDSM)."""
-    classes = len(cfg.task.label.classes)
+    classes = len(settings.task.label.classes)
     schedule = RampSustainDecay(
-        start=cfg.lr_start * lr_scale, peak=cfg.learning_rate * lr_scale,
-        minimum=cfg.lr_min * lr_scale,
-        ramp_steps=math.ceil(cfg.lr_ramp_epochs * steps_per_epoch),
-        sustain_steps=math.ceil(cfg.lr_sustain_epochs * steps_per_epoch),
-        decay=cfg.lr_decay, steps_per_epoch=steps_per_epoch)
+        start=settings.lr_start * lr_scale, peak=settings.learning_rate * lr_scale,
+        minimum=settings.lr_min * lr_scale,
+        ramp_steps=math.ceil(settings.lr_ramp_epochs * steps_per_epoch),
+        sustain_steps=math.ceil(settings.lr_sustain_epochs * steps_per_epoch),
+        decay=settings.lr_decay, steps_per_epoch=steps_per_epoch)
     model.compile(
         optimizer=keras.optimizers.Adam(schedule),
-        loss=(keras.losses.BinaryCrossentropy(label_smoothing=cfg.label_smoothing)
+        loss=(keras.losses.BinaryCrossentropy(label_smoothing=settings.label_smoothing)
               if classes == 2 else
-              keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)),
+              keras.losses.CategoricalCrossentropy(label_smoothing=settings.label_smoothing)),
         metrics=[keras.metrics.AUC(name="auc") if classes == 2 else
                  keras.metrics.AUC(name="auc", multi_label=True, num_labels=classes)])
 
 
-def stages(cfg: TrainerSettings, epochs: int) -> list[tuple[int, float, float]]:
+def stages(settings: TrainerSettings, epochs: int) -> list[tuple[int, float, float]]:
     """(epochs, backbone fraction trainable, learning-rate factor) per fine-tuning stage."""
-    frozen = min(cfg.frozen_epochs, epochs - 1)
+    frozen = min(settings.frozen_epochs, epochs - 1)
     if not frozen:
         return [(epochs, 1.0, 1.0)]
     return [(frozen, 0.0, 1.0),
-            (epochs - frozen, cfg.unfreeze_fraction, cfg.finetune_lr_scale)]
+            (epochs - frozen, settings.unfreeze_fraction, settings.finetune_lr_scale)]
 
 
 def validation_scores(model: keras.Model, dataset: tf.data.Dataset, tta: int = 1) -> dict:
@@ -113,68 +113,68 @@ def validation_scores(model: keras.Model, dataset: tf.data.Dataset, tta: int = 1
 
 
 def fit_guard(model: keras.Model, fn_args: FnArgs, validation: tf.data.Dataset,
-              tf_transform_output: tft.TFTransformOutput, cfg: RunSettings,
+              tf_transform_output: tft.TFTransformOutput, settings: RunSettings,
               batch_size: int) -> tuple[Guard | None, dict | None]:
     """The out-of-distribution guard of the restored model (modules/ood.py), on training
     images read as the validation fold is (no augmentation), and what its fit took; none
     when `trainer.ood.enabled` is off."""
-    if not cfg.ood.enabled:
+    if not settings.ood.enabled:
         return None, None
     plain = input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
-                     batch_size, training=False, settings=cfg)
-    guard, stats = fit_detector(model, plain, validation, cfg.ood.max_images,
-                                cfg.ood.quantile, batch_size)
+                     batch_size, training=False, settings=settings)
+    guard, stats = fit_detector(model, plain, validation, settings.ood.max_images,
+                                settings.ood.quantile, batch_size)
     logging.info("Out-of-distribution guard: %s", stats)
     return guard, stats
 
 
 def run_fn(fn_args: FnArgs) -> None:
     """TFX Trainer entry point."""
-    cfg = RunSettings.from_custom_config(fn_args.custom_config)
+    settings = RunSettings.from_custom_config(fn_args.custom_config)
     keras.backend.clear_session()
-    keras.utils.set_random_seed(cfg.seed)
-    strategy, strategy_name = choose_strategy(cfg.mixed_precision)
+    keras.utils.set_random_seed(settings.seed)
+    strategy, strategy_name = choose_strategy(settings.mixed_precision)
     replicas = strategy.num_replicas_in_sync
-    batch_size = cfg.batch_size * replicas
+    batch_size = settings.batch_size * replicas
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
 
-    names = cfg.task.label.classes
-    counts = count_labels(fn_args.train_files, cfg.task.label.key, len(names))
+    names = settings.task.label.classes
+    counts = count_labels(fn_args.train_files, settings.task.label.key, len(names))
     epochs, steps_per_epoch = schedule_steps(fn_args.train_steps, sum(counts), batch_size,
-                                             cfg.epochs)
-    weights = class_weights(counts, names) if cfg.class_balance == "weights" else None
+                                             settings.epochs)
+    weights = class_weights(counts, names) if settings.class_balance == "weights" else None
     logging.info("Training on %s examples: %d epochs of %d steps, global batch %d, class "
                  "balance %s %s", ", ".join(f"{n} {c}" for n, c in zip(names, counts)),
-                 epochs, steps_per_epoch, batch_size, cfg.class_balance, weights or "")
+                 epochs, steps_per_epoch, batch_size, settings.class_balance, weights or "")
 
     static = strategy_name == "TPUStrategy"  # TPUs compile for one batch shape
     train = input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
-                     batch_size, training=True, settings=cfg, weights=weights)
+                     batch_size, training=True, settings=settings, weights=weights)
     validation = input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output,
-                          batch_size, training=False, settings=cfg, drop_remainder=static)
+                          batch_size, training=False, settings=settings, drop_remainder=static)
     validation_steps = fn_args.eval_steps or None
 
     with strategy.scope():
-        model = build(cfg)
-        warm_start_from = warm_start(model, fn_args.base_model if cfg.warm_start else None,
-                                     cfg.ensemble_member)
-        trained = AugmentedTraining(model, cfg.augment) if cfg.augment.enabled else model
-    best = BestEpoch("val_auc", cfg.early_stopping_patience)
+        model = build(settings)
+        warm_start_from = warm_start(model, fn_args.base_model if settings.warm_start else None,
+                                     settings.ensemble_member)
+        trained = AugmentedTraining(model, settings.augment) if settings.augment.enabled else model
+    best = BestEpoch("val_auc", settings.early_stopping_patience)
     callbacks = [best, keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
                  TrainingProgress(epochs, steps_per_epoch)]
     done = 0
-    for stage_epochs, trainable, lr_factor in stages(cfg, epochs):
+    for stage_epochs, trainable, lr_factor in stages(settings, epochs):
         if best.stopped:
             break
         with strategy.scope():
             set_backbone_trainable(model, trainable)
-            compile_model(trained, cfg, steps_per_epoch, lr_factor * replicas)
+            compile_model(trained, settings, steps_per_epoch, lr_factor * replicas)
         trained.fit(train, initial_epoch=done, epochs=done + stage_epochs,
                   steps_per_epoch=steps_per_epoch, validation_data=validation,
                   validation_steps=validation_steps, callbacks=callbacks, verbose=2)
         done += stage_epochs
     best.restore()
-    guard, guard_stats = fit_guard(model, fn_args, validation, tf_transform_output, cfg,
+    guard, guard_stats = fit_guard(model, fn_args, validation, tf_transform_output, settings,
                                    batch_size)
 
     # Every worker exports and scores: under MultiWorkerMirroredStrategy reading a synced
@@ -184,11 +184,11 @@ def run_fn(fn_args: FnArgs) -> None:
     # The calibration map is fitted on the validation fold only, before the export that
     # stores it in the serving graph.
     chief = strategy.extended.should_checkpoint
-    scores = validation_scores(model, validation.take(validation_steps or -1), cfg.tta)
+    scores = validation_scores(model, validation.take(validation_steps or -1), settings.tta)
     calibration = fit_calibration(scores["labels"], scores["scores"],
-                                  cfg.calibration_class_bias)
+                                  settings.calibration_class_bias)
     with tempfile.TemporaryDirectory() as scratch:
-        export_model(model, tf_transform_output, cfg, fn_args.serving_model_dir if chief
+        export_model(model, tf_transform_output, settings, fn_args.serving_model_dir if chief
                      else os.path.join(scratch, "Format-Serving"), guard=guard,
                      calibration=calibration)
     if chief:

@@ -11,7 +11,7 @@ from modules.metrics import (ACCURACY_OVER_MAJORITY_NAME, BALANCED_OVER_MAJORITY
                              GATED_AUC_NAME, URGENT_PLOT_NAME)
 from modules.signatures import PREDICTION_KEY, PROBABILITIES_KEY, SLICING_FEATURES
 from modules.task import TaskSpec
-from pipeline.config import EvaluationConfig
+from pipeline.results.gate import EvaluationConfig
 
 HIGHER_IS_BETTER = tfma.MetricDirection.HIGHER_IS_BETTER
 # Every curve and rate uses these many thresholds, so TFMA computes one set of confusion
@@ -24,10 +24,10 @@ SPECIFICITY_AT_TARGET = "specificity_at_sensitivity"
 SENSITIVITY_AT_SPECIFICITY = "sensitivity_at_specificity"
 
 
-def slicing_specs(cfg: EvaluationConfig) -> list[tfma.SlicingSpec]:
+def slicing_specs(evaluation: EvaluationConfig) -> list[tfma.SlicingSpec]:
     """Overall first, then one family per configured feature list."""
     return [tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=family)
-                                   for family in cfg.slices]
+                                   for family in evaluation.slices]
 
 
 def _bound(lower: float) -> tfma.GenericValueThreshold:
@@ -46,16 +46,16 @@ def _metric(class_name: str, per_slice: list | None = None, module: str = "",
                              per_slice_thresholds=per_slice or [])
 
 
-def _calibration_error(cfg: EvaluationConfig) -> tfma.MetricConfig:
+def _calibration_error(evaluation: EvaluationConfig) -> tfma.MetricConfig:
     """ECE and Brier score on every slice; ECE at most max_ece overall, when set."""
-    gate = [] if cfg.max_ece is None else [tfma.PerSliceMetricThreshold(
+    gate = [] if evaluation.max_ece is None else [tfma.PerSliceMetricThreshold(
         slicing_specs=[tfma.SlicingSpec()], threshold=tfma.MetricThreshold(
-            value_threshold=tfma.GenericValueThreshold(upper_bound={"value": cfg.max_ece})))]
+            value_threshold=tfma.GenericValueThreshold(upper_bound={"value": evaluation.max_ece})))]
     return _metric("CalibrationError", module="modules.calibration_metrics", per_slice=gate,
                    name=ECE_NAME)
 
 
-def _multiclass_specs(cfg: EvaluationConfig, task: TaskSpec,
+def _multiclass_specs(evaluation: EvaluationConfig, task: TaskSpec,
                       code: str) -> list[tfma.MetricsSpec]:
     """Three or more classes. Blessing needs: macro AUC >= auc_threshold and not more than
     max_auc_drop below the last blessed model; balanced accuracy at least
@@ -78,9 +78,9 @@ def _multiclass_specs(cfg: EvaluationConfig, task: TaskSpec,
         _metric("TopClassRate", module="modules.metrics", rate="accuracy", code=code),
         _metric("TopClassRate", module="modules.metrics", rate="balanced_accuracy"),
         _metric("TopClassRate", module="modules.metrics", rate=BALANCED_OVER_MAJORITY_NAME,
-                per_slice=gate(cfg.min_balanced_accuracy_over_majority)),
+                per_slice=gate(evaluation.min_balanced_accuracy_over_majority)),
         _metric("MultiClassConfusionMatrixAtThresholds", thresholds=[0.0]),
-        _calibration_error(cfg),
+        _calibration_error(evaluation),
     ]
     if task.urgent_ids:
         top_class.append(_metric("UrgentConfusionMatrixPlot", module="modules.metrics",
@@ -89,15 +89,16 @@ def _multiclass_specs(cfg: EvaluationConfig, task: TaskSpec,
     classes = range(len(task.label.classes))
     macro = tfma.MetricsSpec(
         metrics=[_metric("AUC", num_thresholds=CURVE_THRESHOLDS,
-                         per_slice=gate(cfg.auc_threshold, cfg.max_auc_drop))],
+                         per_slice=gate(evaluation.auc_threshold, evaluation.max_auc_drop))],
         aggregate=tfma.AggregationOptions(macro_average=True,
                                           class_weights={k: 1.0 for k in classes}))
     floors: dict[float, list[int]] = {}
     for k, name in enumerate(task.label.classes):
-        floors.setdefault(cfg.class_recall_floors.get(name, cfg.min_class_recall), []).append(k)
+        floor = evaluation.class_recall_floors.get(name, evaluation.min_class_recall)
+        floors.setdefault(floor, []).append(k)
     per_class = [tfma.MetricsSpec(
         metrics=[_metric("TopClassRate", module="modules.metrics", rate="recall",
-                         per_slice=gate(floor, cfg.max_class_recall_drop)),
+                         per_slice=gate(floor, evaluation.max_class_recall_drop)),
                  _metric("TopClassRate", module="modules.metrics", rate="precision"),
                  _metric("AUC", num_thresholds=CURVE_THRESHOLDS),
                  _metric("ConfusionMatrixPlot", num_thresholds=CURVE_THRESHOLDS)],
@@ -106,7 +107,8 @@ def _multiclass_specs(cfg: EvaluationConfig, task: TaskSpec,
     return [tfma.MetricsSpec(metrics=top_class), macro, *per_class]
 
 
-def build_eval_config(cfg: EvaluationConfig, task: TaskSpec, code: str = "") -> tfma.EvalConfig:
+def build_eval_config(evaluation: EvaluationConfig, task: TaskSpec,
+                      code: str = "") -> tfma.EvalConfig:
     """Blessing of a binary model (for more classes, see _multiclass_specs) needs: overall
     AUC >= auc_threshold and not more than max_auc_drop below the last blessed model; on
     every gated slice, AUC >= its family's bound and not more than max_slice_auc_drop below
@@ -117,65 +119,65 @@ def build_eval_config(cfg: EvaluationConfig, task: TaskSpec, code: str = "") -> 
     rides in the gated AUC's config (and the top-class accuracy's): the config is the only
     property of TFX's Evaluator free to carry it, and the cache must see it."""
     if task.binary:
-        metrics_specs = [tfma.MetricsSpec(metrics=_binary_metrics(cfg, code))]
+        metrics_specs = [tfma.MetricsSpec(metrics=_binary_metrics(evaluation, code))]
     else:
-        metrics_specs = _multiclass_specs(cfg, task, code)
+        metrics_specs = _multiclass_specs(evaluation, task, code)
     return tfma.EvalConfig(
         # tf_generic: TFMA calls the signatures instead of rebuilding the Keras model in
         # every combiner (9 rebuilds, ~70 s even on a 32 px model).
         model_specs=[tfma.ModelSpec(
             model_type="tf_generic", signature_name="serving_default",
-            label_key=task.label.key, inference_batch_size=cfg.max_batch,
+            label_key=task.label.key, inference_batch_size=evaluation.max_batch,
             prediction_key=PREDICTION_KEY if task.binary else PROBABILITIES_KEY,
             preprocessing_function_names=[SLICING_FEATURES] if task.bucketed else [])],
-        slicing_specs=slicing_specs(cfg),
+        slicing_specs=slicing_specs(evaluation),
         metrics_specs=metrics_specs,
         # The model's compiled loss and metrics are not part of the gate. No TFMA
         # intervals: pipeline/results/intervals.py computes them from these outputs.
         options=tfma.Options(include_default_metrics={"value": False}))
 
 
-def _binary_metrics(cfg: EvaluationConfig, code: str) -> list[tfma.MetricConfig]:
+def _binary_metrics(evaluation: EvaluationConfig, code: str) -> list[tfma.MetricConfig]:
     overall = [tfma.SlicingSpec()]
     slice_thresholds = [
         tfma.PerSliceMetricThreshold(
             slicing_specs=[tfma.SlicingSpec(feature_keys=family)],
             threshold=tfma.MetricThreshold(
-                value_threshold=_bound(cfg.slice_auc_bound(family)),
-                change_threshold=_no_drop(cfg.max_slice_auc_drop)))
-        for family in cfg.slices]
-    specificity_gate = [] if cfg.min_specificity is None else [tfma.PerSliceMetricThreshold(
+                value_threshold=_bound(evaluation.slice_auc_bound(family)),
+                change_threshold=_no_drop(evaluation.max_slice_auc_drop)))
+        for family in evaluation.slices]
+    specificity_gate = [] if evaluation.min_specificity is None else [tfma.PerSliceMetricThreshold(
         slicing_specs=overall,
-        threshold=tfma.MetricThreshold(value_threshold=_bound(cfg.min_specificity)))]
+        threshold=tfma.MetricThreshold(value_threshold=_bound(evaluation.min_specificity)))]
     metrics = [
         _metric("ExampleCount"),
         _metric("OodFlagged", module="modules.ood_metric"),  # the guard's flags, reported
         _metric("MeanLabel"),  # the malignant share of the slice
         _metric("AUC", num_thresholds=CURVE_THRESHOLDS, per_slice=[tfma.PerSliceMetricThreshold(
             slicing_specs=overall, threshold=tfma.MetricThreshold(
-                value_threshold=_bound(cfg.auc_threshold),
-                change_threshold=_no_drop(cfg.max_auc_drop)))]),
+                value_threshold=_bound(evaluation.auc_threshold),
+                change_threshold=_no_drop(evaluation.max_auc_drop)))]),
         _metric("GatedAUC", module="modules.metrics", per_slice=slice_thresholds,
                 name=GATED_AUC_NAME, num_thresholds=CURVE_THRESHOLDS,
-                min_positives=cfg.min_slice_positives,
-                min_negatives=cfg.min_slice_negatives, code=code),
+                min_positives=evaluation.min_slice_positives,
+                min_negatives=evaluation.min_slice_negatives, code=code),
         _metric("AUCPrecisionRecall", name="auc_pr", num_thresholds=CURVE_THRESHOLDS),
         _metric("SpecificityAtSensitivity", per_slice=specificity_gate,
-                name=SPECIFICITY_AT_TARGET, sensitivity=cfg.target_sensitivity,
+                name=SPECIFICITY_AT_TARGET, sensitivity=evaluation.target_sensitivity,
                 num_thresholds=CURVE_THRESHOLDS),
         _metric("SensitivityAtSpecificity", name=SENSITIVITY_AT_SPECIFICITY,
-                specificity=cfg.report_specificity, num_thresholds=CURVE_THRESHOLDS),
+                specificity=evaluation.report_specificity, num_thresholds=CURVE_THRESHOLDS),
         _metric("Calibration"),  # sum of predictions over sum of labels; 1 is calibrated
         _metric("CalibrationPlot", num_buckets=CALIBRATION_BUCKETS),
-        _calibration_error(cfg),
+        _calibration_error(evaluation),
         _metric("ConfusionMatrixPlot", num_thresholds=CURVE_THRESHOLDS),
     ]
-    if cfg.min_accuracy_over_majority is not None:  # at the shipped threshold: overall only
+    if evaluation.min_accuracy_over_majority is not None:  # at the shipped threshold: overall only
         accuracy_gate = tfma.PerSliceMetricThreshold(
             slicing_specs=overall, threshold=tfma.MetricThreshold(
-                value_threshold=_bound(cfg.min_accuracy_over_majority)))
+                value_threshold=_bound(evaluation.min_accuracy_over_majority)))
         metrics.append(_metric("AccuracyOverMajority", module="modules.metrics",
                                per_slice=[accuracy_gate], name=ACCURACY_OVER_MAJORITY_NAME,
-                               target_sensitivity=cfg.target_sensitivity,
+                               target_sensitivity=evaluation.target_sensitivity,
                                num_thresholds=CURVE_THRESHOLDS))
     return metrics

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 from typing import Callable
 
 # TFX's modules rather than its public `tfx.v1` namespace: importing `tfx.v1` loads the
@@ -40,6 +39,7 @@ from pipeline.data.shards import (TEST_SHARDS_PATTERN, TEST_SPLIT, Shard, SplitP
                                   ensemble_splits)
 from pipeline.data.spans import span_input_pattern
 from pipeline.eval_config import build_eval_config
+from pipeline.results.packaging import PackagerSettings
 from pipeline.core.fingerprint import code_fingerprint
 
 PREPROCESSING_MODULE = "modules.preprocessing"
@@ -75,33 +75,18 @@ def run_settings(config: PipelineConfig, member: int | None = None,
                        code=code_fingerprint(code_of))
 
 
-def packager_settings(config: PipelineConfig) -> str:
-    """What ModelPackager needs from the config, as the JSON parameter it takes."""
-    plan, evaluation = config.split_plan, config.evaluation
-    return json.dumps({
-        "pipeline_name": config.pipeline_name,
-        "backbone": config.trainer.backbone,
-        "image_size": config.trainer.image_size,
-        "splits": {role: plan.names(getattr(plan, role))
-                   for role in ("train", "validation", "evaluation")},
-        "task": config.task.model_dump(),
-        "target_sensitivity": evaluation.target_sensitivity,
-        "gate": {"auc_threshold": evaluation.auc_threshold,
-                 "slice_auc_threshold": evaluation.slice_auc_threshold,
-                 "slice_auc_thresholds": evaluation.slice_auc_thresholds,
-                 "min_slice_positives": evaluation.min_slice_positives,
-                 "min_slice_negatives": evaluation.min_slice_negatives,
-                 "max_auc_drop": evaluation.max_auc_drop,
-                 "max_slice_auc_drop": evaluation.max_slice_auc_drop,
-                 "min_specificity": evaluation.min_specificity,
-                 "min_accuracy_over_majority": evaluation.min_accuracy_over_majority,
-                 "max_ece": evaluation.max_ece},
-        **config.model_card.model_dump(),
-        "ood": config.trainer.ood.model_dump(),  # the guard, for the model card
-        "serving": {"warmup_examples": config.serving.warmup_examples,
-                    "load_check_timeout": config.serving.load_check_timeout},
-        "code": code_fingerprint("components.model_packager"),
-    })
+def packager_settings(config: PipelineConfig) -> PackagerSettings:
+    """What ModelPackager needs from the config."""
+    plan = config.split_plan
+    return PackagerSettings(
+        pipeline_name=config.pipeline_name, backbone=config.trainer.backbone,
+        image_size=config.trainer.image_size,
+        splits={role: plan.names(getattr(plan, role))
+                for role in ("train", "validation", "evaluation")},
+        task=config.task, target_sensitivity=config.evaluation.target_sensitivity,
+        gate=config.evaluation, ood=config.trainer.ood, serving=config.serving,
+        code=code_fingerprint("components.model_packager"),
+        **config.model_card.model_dump())
 
 
 @dataclasses.dataclass
@@ -229,7 +214,7 @@ def release_components(config: PipelineConfig, data: _Data, model: Channel,
         blessing=evaluator.outputs["blessing"],
         statistics=data.statistics_gen.outputs["statistics"],
         examples=data.example_gen.outputs["examples"],  # the warm-up requests' examples
-        settings=packager_settings(config))
+        settings=packager_settings(config).parameter())
     pusher = Pusher(
         model=packager.outputs["packaged_model"],
         model_blessing=evaluator.outputs["blessing"],

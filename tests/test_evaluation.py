@@ -18,6 +18,7 @@ from pipeline.results.eval_results import (Matrix, SliceResult, _count_classes, 
                                            score_histograms)
 from pipeline.results.intervals import delong, wilson
 from pipeline.results.model_card import build_card, render_markdown
+from pipeline.results.packaging import PackagerSettings
 from pipeline.results.statistics import FeatureSummary, SplitStats
 from pipeline.ops.summary import slice_summary, summary_lines
 
@@ -297,8 +298,8 @@ def test_model_card_states_use_data_metrics_and_measured_limitations():
                            "evaluation": ["train02"]},
                 "target_sensitivity": 0.9, "gate": {}, "intended_use": "Triage only.",
                 "limitations": ["Retrospective."], "task": TaskSpec().model_dump()}
-    card = build_card(settings, {"overall": overall, "site=1": weak, "site=4": tiny}, 0.3,
-                      stats)
+    card = build_card(PackagerSettings.model_validate(settings),
+                      {"overall": overall, "site=1": weak, "site=4": tiny}, 0.3, stats)
     assert card["operating_point"]["sensitivity"] == 0.9
     assert card["data"]["train"] == {"shards": ["train00"], "examples": 100, "positives": 10}
     limitations = " ".join(card["limitations"])
@@ -515,7 +516,8 @@ def test_the_multiclass_model_card_shows_classes_the_confusion_matrix_and_the_ba
                            "evaluation": ["train02"]},
                 "target_sensitivity": 0.9, "gate": {}, "intended_use": "Research.",
                 "limitations": [], "task": task.model_dump()}
-    card = build_card(settings, {"overall": overall}, None, stats)
+    card = build_card(PackagerSettings.model_validate(settings), {"overall": overall}, None,
+                      stats)
     assert card["operating_point"] is None
     assert card["data"]["train"]["classes"] == {"normal": 14, "benign": 2, "malignant": 4}
     assert card["baseline"]["majority_rate"] == pytest.approx(0.7)

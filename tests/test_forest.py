@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from pipeline.config import EvaluationConfig
+from pipeline.results.gate import EvaluationConfig
 from pipeline.results.eval_results import Matrix, SliceResult
 from pipeline.results.forest import forest_plot, forest_rows, gap
 from pipeline.results.intervals import wilson

@@ -16,7 +16,9 @@ from tfx.utils import io_utils
 from pipeline.cli.main import main
 from pipeline.results.history import list_runs, resolve_span_pattern, trace_version
 from pipeline.results.history_text import lineage_lines, run_lines
+from pipeline.results.gate import EvaluationConfig
 from pipeline.results.mlmd import open_store
+from pipeline.results.packaging import PackagerSettings
 from modules.task import TaskSpec
 
 COMPLETE, CACHED, FAILED = (mlmd.Execution.COMPLETE, mlmd.Execution.CACHED,
@@ -132,8 +134,10 @@ def recorded(tmp_path) -> dict:
         {"blessing": runs.artifact("ModelBlessing", f"{p}/blessing/7", blessed=1,
                                    baseline_model_id=baseline["model"].id),
          "evaluation": runs.artifact("ModelEvaluation", f"{p}/evaluation/7")})
-    settings = json.dumps({"task": TaskSpec().model_dump(),
-                           "gate": {"min_slice_positives": 1, "min_slice_negatives": 1}})
+    settings = PackagerSettings(
+        pipeline_name="medtfx-melanoma", backbone="pneumonia_cnn", image_size=32, splits={},
+        task=TaskSpec(), target_sensitivity=0.9,
+        gate=EvaluationConfig(min_slice_positives=1, min_slice_negatives=1)).parameter()
     packaged = runs.execute(second, "ModelPackager", {**ensemble, **evaluated}, {
         "packaged_model": runs.artifact("Model", f"{p}/packaged_model/8", packaged=1,
                                         operating_threshold=0.25)}, settings=settings)

@@ -57,25 +57,10 @@ def command(args: argparse.Namespace) -> int:
     work = WorkDir(args.work_dir)
 
     def body(console: Console) -> int:
-        from pipeline.ops.run import run_pipeline
-        from pipeline.ops.retrain import import_arrival, retrain
+        from pipeline.ops.retrain import run_retrain  # loads TensorFlow: after the console
 
-        def train() -> int:
-            return 0 if args.register_only else run_pipeline(config, data_root, work, console,
-                                                              args.strict)
-
-        incoming, settings = args.incoming, config
-        if config.source.imported:
-            incoming = import_arrival(args.incoming, data_root, work.imports, config, console)
-            if incoming is None:
-                return 0
-            settings = config.model_copy(deep=True)
-            settings.retrain.settle_seconds = 0  # our own shards, written whole
-        try:
-            return retrain(incoming, data_root, quarantine, settings, console, train,
-                           watch=args.watch)
-        except KeyboardInterrupt:
-            console.say("medtfx: stopped; incoming files not yet registered are untouched")
-            return 130
+        return run_retrain(config, args.incoming, data_root, quarantine, work, console,
+                           register_only=args.register_only, watch=args.watch,
+                           strict=args.strict)
 
     return common.guarded(work.log_file("retrain", common.stamp()), args.verbose, body)

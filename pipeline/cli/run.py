@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import functools
 
 from pipeline.cli import common
+from pipeline.core.console import Console
 from pipeline.core.workdir import WorkDir
 
 
@@ -30,8 +30,11 @@ def command(args: argparse.Namespace) -> int:
     config = common.load_config_or_say(args)
     if config is None:
         return common.EXIT_USAGE
-    from pipeline.ops.run import run
-
     work = WorkDir(args.work_dir)
-    return common.guarded(work.log_file("run", common.stamp()), args.verbose, functools.partial(
-        run, config, args.data_root, work, strict=args.strict))
+
+    def body(console: Console) -> int:
+        from pipeline.ops.run import run  # may load TensorFlow: after the console
+
+        return run(config, args.data_root, work, console, args.strict)
+
+    return common.guarded(work.log_file("run", common.stamp()), args.verbose, body)

@@ -56,11 +56,11 @@ class Check:
 
 def run_checks(window: list[Observation], reference: Reference, config: PipelineConfig,
                schema_file: str) -> list[Check]:
-    cfg = config.monitor
-    return (_image_checks(window, reference, cfg.max_psi, cfg.max_ood_share)
+    monitor = config.monitor
+    return (_image_checks(window, reference, monitor.max_psi, monitor.max_ood_share)
             + _metadata_checks(window, reference, config, schema_file)
-            + _prediction_checks(window, reference, cfg.max_psi, cfg.max_decision_change)
-            + [_ood_check(window, cfg.max_ood_share)])
+            + _prediction_checks(window, reference, monitor.max_psi, monitor.max_decision_change)
+            + [_ood_check(window, monitor.max_ood_share)])
 
 
 def _image_checks(window: list[Observation], reference: Reference, bound: float,

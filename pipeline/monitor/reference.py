@@ -100,9 +100,9 @@ def _evaluation(store, config: PipelineConfig, run_id: str, threshold: float | N
         "ModelEvaluation", []) if run else []
     if not evaluations:
         return None, None, None
-    cfg = config.evaluation
-    overall = load_evaluation(evaluations[0].uri, config.task, cfg.min_slice_positives,
-                              cfg.min_slice_negatives).get("overall")
+    evaluation = config.evaluation
+    overall = load_evaluation(evaluations[0].uri, config.task, evaluation.min_slice_positives,
+                              evaluation.min_slice_negatives).get("overall")
     if overall is None or not overall.curve:
         return None, None, None
     positives, negatives = score_histograms(overall.curve)

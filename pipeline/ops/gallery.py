@@ -127,8 +127,8 @@ def gallery_html(model_dir: str, record_files: list[str], config: PipelineConfig
     """The gallery section's body: cases per group and kind, or why there are none."""
     from pipeline.serving.model import load_model
 
-    cfg, task = config.evaluation, config.task
-    if threshold is None or not cfg.gallery_cases:
+    evaluation, task = config.evaluation, config.task
+    if threshold is None or not evaluation.gallery_cases:
         return "<p>No gallery: no operating threshold to call a case missed.</p>"
     if not os.path.exists(os.path.join(model_dir, "saved_model.pb")):
         return f"<p>No gallery: the evaluated model is no longer at {html.escape(model_dir)}.</p>"
@@ -136,18 +136,18 @@ def gallery_html(model_dir: str, record_files: list[str], config: PipelineConfig
     if model.explainer is None:
         return ("<p>No gallery: the model has no explain signature (exported before "
                 "explanations, or a hub backbone).</p>")
-    examples = score_fold(model_dir, record_files, task, cfg.gallery_max_examples,
-                          cfg.max_batch)
+    examples = score_fold(model_dir, record_files, task, evaluation.gallery_max_examples,
+                          evaluation.max_batch)
     groups = {"overall": examples}
     lowest = lowest_gated_slice(slices)
     if lowest:
         groups[lowest] = [e for e in examples
-                          if lowest in slice_names(e.codes, cfg.slices, task)]
+                          if lowest in slice_names(e.codes, evaluation.slices, task)]
     parts = [f"<p>The evaluation fold's worst misses at the operating threshold "
              f"{threshold:.3f} among the {len(examples)} examples scored, each beside its "
              "Grad-CAM heat map (what raised the score; pale yellow is hottest).</p>"]
     for group, members in groups.items():
-        for kind, chosen in worst(members, threshold, cfg.gallery_cases).items():
+        for kind, chosen in worst(members, threshold, evaluation.gallery_cases).items():
             title = f"{kind.capitalize()}, {group}" + (" (lowest gated slice)"
                                                       if group != "overall" else "")
             cases = "".join(case_html(e, model, task) for e in chosen) or "<p>none</p>"

@@ -87,11 +87,11 @@ def _failed_checks(summary: dict) -> str:
 def _forest(slices: dict[str, SliceResult], summary: dict, config: PipelineConfig
             ) -> tuple[str, list[ForestRow]]:
     """The forest plot and its rows (the slice table shows their gaps to overall)."""
-    task, cfg = config.task, config.evaluation
+    task, evaluation = config.task, config.evaluation
     failed = {c.get("slice") for c in summary["failed_checks"]}
     rows = forest_rows(slices, summary["operating_threshold"],
                        "AUC" if task.binary else "macro AUC",
-                       lambda r: cfg.slice_auc_bound(r.family) if task.binary else None,
+                       lambda r: evaluation.slice_auc_bound(r.family) if task.binary else None,
                        failed)
     at = ("" if summary["operating_threshold"] is None else
           f"; sensitivity and specificity at the operating threshold "
@@ -334,9 +334,9 @@ def write_report(work: WorkDir, out_path: str | None = None,
     run = find_run(store, config.pipeline_name, summary["run_id"])
     executions = store.get_executions_by_context(run.id)
     outputs = outputs_by_type(store, executions)
-    cfg = config.evaluation
+    evaluation = config.evaluation
     slices = load_evaluation(outputs["ModelEvaluation"][0].uri, config.task,
-                             cfg.min_slice_positives, cfg.min_slice_negatives)
+                             evaluation.min_slice_positives, evaluation.min_slice_negatives)
     splits = sorted({s for names in summary["splits"].values() for s in names})
     stats = load_statistics(outputs["ExampleStatistics"][0].uri, splits)
     anomalies = describe_anomalies(outputs["ExampleAnomalies"][0].uri, splits)

@@ -19,6 +19,8 @@ from pipeline.data import spans
 from pipeline.data.shards import SHARD_RE
 from pipeline.core.console import Console
 from pipeline.core.lock import FolderLock
+from pipeline.core.workdir import WorkDir
+from pipeline.ops.run import run_pipeline
 
 LOCK_FILE = ".medtfx-retrain.lock"
 MAX_RETRY_PAUSE = 3600.0  # --watch: the longest wait before a failed span runs again
@@ -192,3 +194,26 @@ def wait_until_settled(incoming: str, poll_seconds: float, settle_seconds: float
         elif files and time.monotonic() - since >= settle_seconds:
             return files
         sleep(poll_seconds)
+
+
+def run_retrain(config: PipelineConfig, incoming: str, data_root: str, quarantine_root: str,
+                work: WorkDir, console: Console, register_only: bool = False,
+                watch: bool = False, strict: bool = False) -> int:
+    """`medtfx retrain`: a published layout's new images imported first, then `retrain`,
+    each new span run through the pipeline unless `register_only`."""
+    def train() -> int:
+        return 0 if register_only else run_pipeline(config, data_root, work, console, strict)
+
+    run_config = config
+    if config.source.imported:
+        incoming = import_arrival(incoming, data_root, work.imports, config, console)
+        if incoming is None:
+            return 0
+        run_config = config.model_copy(deep=True)
+        run_config.retrain.settle_seconds = 0  # our own shards, written whole
+    try:
+        return retrain(incoming, data_root, quarantine_root, run_config, console, train,
+                       watch=watch)
+    except KeyboardInterrupt:
+        console.say("medtfx: stopped; incoming files not yet registered are untouched")
+        return 130

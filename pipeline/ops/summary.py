@@ -69,7 +69,7 @@ def slice_summary(result: SliceResult, threshold: float | None,
 
 def summarize_run(metadata_path: str, config: PipelineConfig) -> dict:
     """The run_summary.json content of the newest run of the config's pipeline."""
-    cfg = config.evaluation
+    evaluation = config.evaluation
     store = open_store(metadata_path)
     run = find_run(store, config.pipeline_name)
     if run is None:
@@ -85,10 +85,11 @@ def summarize_run(metadata_path: str, config: PipelineConfig) -> dict:
     pushed = [a for a in outputs.get("PushedModel", [])
               if a.custom_properties["pushed"].int_value == 1]
     evaluations = outputs.get("ModelEvaluation", [])
-    slices = (load_evaluation(evaluations[0].uri, config.task, cfg.min_slice_positives,
-                              cfg.min_slice_negatives) if evaluations else {})
+    slices = (load_evaluation(evaluations[0].uri, config.task, evaluation.min_slice_positives,
+                              evaluation.min_slice_negatives) if evaluations else {})
     overall = slices.get("overall")
-    threshold = operating_threshold(overall.curve, cfg.target_sensitivity) if overall else None
+    threshold = (operating_threshold(overall.curve, evaluation.target_sensitivity)
+                 if overall else None)
     metrics = {name: {**slice_summary(result, threshold, config.task),
                       **_auc_bound(name, result, config)}
                for name, result in slices.items()}
@@ -99,7 +100,7 @@ def summarize_run(metadata_path: str, config: PipelineConfig) -> dict:
         "pushed_model": pushed[0].custom_properties["pushed_destination"].string_value
         if pushed else None,
         "operating_threshold": _round(threshold),
-        "target_sensitivity": cfg.target_sensitivity,
+        "target_sensitivity": evaluation.target_sensitivity,
         "classes": config.task.label.classes,
         "urgent": config.task.label.urgent,
         "metrics": metrics,
@@ -119,9 +120,9 @@ def _auc_bound(name: str, result: SliceResult, config: PipelineConfig) -> dict:
     """The AUC a binary model must reach on the slice, where the gate bounds it."""
     if not config.task.binary or not (name == "overall" or result.gated):
         return {}
-    cfg = config.evaluation
-    return {"auc_bound": cfg.auc_threshold if name == "overall"
-            else cfg.slice_auc_bound(result.family)}
+    evaluation = config.evaluation
+    return {"auc_bound": evaluation.auc_threshold if name == "overall"
+            else evaluation.slice_auc_bound(result.family)}
 
 
 def load_check_failures(models: list) -> list[dict]:

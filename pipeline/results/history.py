@@ -21,9 +21,9 @@ from tfx.types import standard_component_specs as keys
 from tfx.utils import io_utils, proto_utils
 
 from modules.errors import MedtfxError
-from modules.task import TaskSpec
 from pipeline.results.eval_results import load_evaluation
 from pipeline.results.mlmd import OUTPUT_EVENTS, node_name
+from pipeline.results.packaging import PackagerSettings
 
 INPUT_EVENTS = (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT)
 PACKAGED_MODEL_KEY = "packaged_model"  # ModelPackager's output
@@ -209,11 +209,9 @@ def _run_record(store: PipelineStore, run: metadata_store_pb2.Context) -> RunRec
 def _overall_auc(packager: _Node, evaluation: Artifact) -> float | None:
     """Overall AUC, read with the task and slice minimums ModelPackager read the same
     evaluation with."""
-    settings = json.loads(_property(packager.execution, "settings"))
-    gate = settings["gate"]
-    overall = load_evaluation(evaluation.uri, TaskSpec.model_validate(settings["task"]),
-                              gate["min_slice_positives"],
-                              gate["min_slice_negatives"]).get("overall")
+    settings = PackagerSettings.model_validate_json(_property(packager.execution, "settings"))
+    overall = load_evaluation(evaluation.uri, settings.task, settings.gate.min_slice_positives,
+                              settings.gate.min_slice_negatives).get("overall")
     return overall.metrics.get("auc") if overall else None
 
 
@@ -289,12 +287,12 @@ def _training(store: PipelineStore, model: Artifact) -> list[tuple[_Node, Step]]
 def _data_source(store: PipelineStore, examples: Artifact) -> DataSource:
     node, step = _step(store, examples)
     input_base = _property(node.execution, keys.INPUT_BASE_KEY)
-    config = proto_utils.json_to_proto(_property(node.execution, keys.INPUT_CONFIG_KEY),
-                                       example_gen_pb2.Input())
+    input_config = proto_utils.json_to_proto(
+        _property(node.execution, keys.INPUT_CONFIG_KEY), example_gen_pb2.Input())
     span, version = _property(examples, "span") or 0, _property(examples, "version")
     fingerprints = set((_property(examples, "input_fingerprint") or "").splitlines())
     splits = []
-    for split in config.splits:
+    for split in input_config.splits:
         pattern = os.path.join(input_base, resolve_span_pattern(split.pattern, span, version))
         splits.append(SplitFiles(
             split.name, split.pattern, sorted(tf.io.gfile.glob(pattern)),

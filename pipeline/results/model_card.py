@@ -8,6 +8,8 @@ import datetime
 from modules.task import TaskSpec
 from pipeline.results.calibration import calibration_sentence, calibration_summary
 from pipeline.results.classes import balanced_majority, confusion_markdown, per_class
+from pipeline.results.gate import GATE_BOUNDS
+from pipeline.results.packaging import PackagerSettings
 from pipeline.results.eval_results import (NOT_VERIFIED, SliceResult, rate_intervals,
                                            unverified_slice)
 from pipeline.results.report_ood import guard_card, guard_card_line
@@ -26,15 +28,14 @@ def _share(part: float, whole: float) -> float | None:
     return round(part / whole, 4) if whole else None
 
 
-def build_card(settings: dict, slices: dict[str, SliceResult], threshold: float | None,
-               statistics: dict[str, SplitStats], calibration: dict | None = None) -> dict:
-    """`settings`: pipeline name, task, trainer, splits by role, target sensitivity, the gate
-    and the configured intended use and limitations. `threshold`: None for a multi-class
-    model without an operating rule. `calibration`: the map's record in the model's
-    validation file."""
-    task = TaskSpec.model_validate(settings["task"])
+def build_card(settings: PackagerSettings, slices: dict[str, SliceResult],
+               threshold: float | None, statistics: dict[str, SplitStats],
+               calibration: dict | None = None) -> dict:
+    """`threshold`: None for a multi-class model without an operating rule. `calibration`:
+    the map's record in the model's validation file."""
+    task = settings.task
     data = {}
-    for role, splits in settings["splits"].items():
+    for role, splits in settings.splits.items():
         examples = sum(statistics[s].examples for s in splits)
         counts = [sum(statistics[s].positives(task.label.key, code) for s in splits)
                   for code in range(len(task.label.classes))]
@@ -63,28 +64,29 @@ def build_card(settings: dict, slices: dict[str, SliceResult], threshold: float 
     overall = slices["overall"].at(threshold) if threshold is not None else None
     point = None if overall is None else {
         "threshold": round(threshold, 4),
-        "target_sensitivity": settings["target_sensitivity"],
+        "target_sensitivity": settings.target_sensitivity,
         "sensitivity": overall.sensitivity, "specificity": overall.specificity,
         "precision": overall.precision, "accuracy": overall.accuracy, "f1": overall.f1,
         "majority_rate": slices["overall"].majority_rate,
         "chosen_on": "the evaluation shards, which are also where the metrics come from"}
     card = {
-        "model": {"pipeline": settings["pipeline_name"], "backbone": settings["backbone"],
-                  "image_size": settings["image_size"],
+        "model": {"pipeline": settings.pipeline_name, "backbone": settings.backbone,
+                  "image_size": settings.image_size,
                   "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
                       timespec="seconds")},
-        "intended_use": settings["intended_use"],
+        "intended_use": settings.intended_use,
         "classes": {"names": task.label.classes, "positive": task.flagged,
                     "negative": task.negative if task.binary else "any other class"},
         "data": data,
         "operating_point": point,
         "calibration": calibration_summary(calibration, slices["overall"]),
-        "gate": settings["gate"],
+        "gate": settings.gate.model_dump(include=set(GATE_BOUNDS)),
         "metrics": rows,
-        "limitations": settings["limitations"] + _measured_limitations(rows, settings, task),
-        "out_of_distribution": guard_card(settings.get("ood"),
+        "limitations": settings.limitations + _measured_limitations(
+            rows, settings.target_sensitivity, task),
+        "out_of_distribution": guard_card(settings.ood,
                                           slices["overall"].metrics.get("ood_flagged")),
-        "explanations": EXPLANATIONS_NONE if settings["backbone"].startswith("hub:")
+        "explanations": EXPLANATIONS_NONE if settings.backbone.startswith("hub:")
         else EXPLANATIONS,
     }
     if not task.binary:
@@ -99,14 +101,13 @@ def build_card(settings: dict, slices: dict[str, SliceResult], threshold: float 
     return card
 
 
-def _measured_limitations(rows: list[dict], settings: dict, task: TaskSpec) -> list[str]:
+def _measured_limitations(rows: list[dict], target: float, task: TaskSpec) -> list[str]:
     notes = []
     small = [r["slice"] for r in _ungated(rows)]
     if small:
         notes.append(f"{NOT_VERIFIED.capitalize()}: " + ", ".join(small)
                      + f" (too few {task.label.positive} or {task.negative} examples to "
                      "judge).")
-    target = settings["target_sensitivity"]
     short = [f"{r['slice']} ({r['sensitivity']:.2f})" for r in rows
              if r["gated"] and r["sensitivity"] is not None and r["sensitivity"] < target]
     if short:

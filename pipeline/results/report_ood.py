@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 
 from modules.artifacts import OOD_FLAGGED
+from modules.settings import OodSettings
 
 DETECTOR = "Mahalanobis distance of the backbone's pooled features to the nearest class mean"
 
@@ -79,11 +80,11 @@ def guard_section(summary: dict) -> str:
                f"</tr>{rows}</table>" if rows else ""))
 
 
-def guard_card(ood_settings: dict | None, overall_flagged: float | None) -> dict | None:
+def guard_card(ood: OodSettings | None, overall_flagged: float | None) -> dict | None:
     """The model card's `out_of_distribution` entry."""
-    if not ood_settings or not ood_settings.get("enabled"):
+    if ood is None or not ood.enabled:
         return None
-    return {"detector": DETECTOR, "quantile": ood_settings["quantile"],
+    return {"detector": DETECTOR, "quantile": ood.quantile,
             "evaluation_flagged": overall_flagged}
 
 
