@@ -248,25 +248,41 @@ def import_rows(scratch: str, images: int, size: int) -> list[dict]:
 
 
 def monitor_rows(run: PipelineRun, config, images: int = 10_000) -> list[dict]:
-    """`medtfx monitor` on `images` logged requests: the BulkInferrer's PredictionLogs of
-    the test shards, repeated, against reading the same logs alone."""
-    from pipeline.monitor.request_log import read_logs, read_records
-    from pipeline.monitor.verdict import monitor
-    from pipeline.core.workdir import WorkDir
+    """`medtfx monitor` on `images` logged requests, against reading the same logs alone:
+    the served model's answers to the evaluation fold (serving_default, one request an
+    image, as PredictionLogs), repeated."""
+    from tensorflow_serving.apis import prediction_log_pb2
 
-    logs = os.path.join(run.work, "monitor-logs")
-    os.makedirs(logs, exist_ok=True)
-    source = glob.glob(os.path.join(run.output_uri("BulkInferrer", "InferenceResult"),
-                                    "prediction_logs*"))
-    records = [r for path in source for r in read_records(path)]
-    with tf.io.TFRecordWriter(os.path.join(logs, "prediction_logs-0")) as writer:
+    from pipeline.core.workdir import WorkDir
+    from pipeline.monitor.request_log import read_logs
+    from pipeline.monitor.verdict import monitor
+    from pipeline.serving.directory import serving_versions
+
+    work = WorkDir(run.work)
+    serve = tf.saved_model.load(os.path.join(work.serving, serving_versions(work.serving)[-1]))
+    answer = serve.signatures["serving_default"]
+    splits = config.split_plan.names(config.split_plan.evaluation)
+    logs = []
+    for records in record_dataset(examples_files(run, splits)).take(1000).batch(50):
+        outputs = answer(examples=records)
+        for i in range(int(records.shape[0])):
+            log = prediction_log_pb2.PredictionLog()
+            log.predict_log.request.inputs["examples"].CopyFrom(
+                tf.make_tensor_proto(records[i:i + 1]))
+            for name, value in outputs.items():
+                log.predict_log.response.outputs[name].CopyFrom(
+                    tf.make_tensor_proto(value[i:i + 1]))
+            logs.append(log.SerializeToString())
+    folder = os.path.join(run.work, "monitor-logs")
+    os.makedirs(folder, exist_ok=True)
+    with tf.io.TFRecordWriter(os.path.join(folder, "prediction_logs-0")) as writer:
         for i in range(images):
-            writer.write(records[i % len(records)])
+            writer.write(logs[i % len(logs)])
     start = time.perf_counter()
-    read = sum(1 for _ in read_logs(logs, config.task))
+    read = sum(1 for _ in read_logs(folder, config.task))
     floor = time.perf_counter() - start
     start = time.perf_counter()
-    verdict = monitor(logs, WorkDir(run.work), config, None)
+    verdict = monitor(folder, work, config, None)
     seconds = time.perf_counter() - start
     return [row(f"monitor, {read} logged requests (s)", seconds, floor, "s",
                 checks=len(verdict.checks), drifted=[c.name for c in verdict.drifted])]
