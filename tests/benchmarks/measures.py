@@ -167,7 +167,7 @@ def serving_rows(run: PipelineRun, calls: int) -> list[dict]:
             examples=records[:n]),
         "serving_image": lambda n: loaded.signatures["serving_image"](image=encoded[:n]),
         "keras": lambda n: bare(images[:n])}
-    latency = {name: median_seconds(lambda: call(1), calls) * 1000
+    latency = {name: median_seconds(lambda: call(1), calls, warmup=10) * 1000
                for name, call in calls_by_name.items()}
     rate = {name: 32 / median_seconds(lambda: call(32), max(3, calls // 5))
             for name, call in calls_by_name.items()}
