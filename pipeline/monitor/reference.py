@@ -70,22 +70,22 @@ def _training_sample(examples_uri: str, config: PipelineConfig
     records, the same number from each training shard."""
     from tensorflow.core.example import example_pb2
 
-    from pipeline.monitor.request_log import read_records
+    from modules.records import record_dataset
 
     task, names = config.task, config.split_plan.names(config.split_plan.train)
     per_shard = max(1, config.monitor.reference_images // len(names))
     images, metadata = [], {key: [] for key in task.model_features}
     for name in names:
         folder = os.path.join(examples_uri, f"Split-{name}")
-        for path in sorted(os.path.join(folder, n) for n in os.listdir(folder)):
-            for record in read_records(path, limit=per_shard):
-                features = example_pb2.Example.FromString(record).features.feature
-                found = image_features(features[task.image_key].bytes_list.value[0])
-                if found is not None:
-                    images.append(found)
-                for key in task.model_features:
-                    codes = features[key].int64_list.value
-                    metadata[key].append(int(codes[0]) if codes else task.missing)
+        files = sorted(os.path.join(folder, n) for n in os.listdir(folder))
+        for record in record_dataset(files).take(per_shard).as_numpy_iterator():
+            features = example_pb2.Example.FromString(record).features.feature
+            found = image_features(features[task.image_key].bytes_list.value[0])
+            if found is not None:
+                images.append(found)
+            for key in task.model_features:
+                codes = features[key].int64_list.value
+                metadata[key].append(int(codes[0]) if codes else task.missing)
     if not images:
         raise NoReferenceError(f"{examples_uri}: no readable training image")
     return images, metadata

@@ -272,7 +272,10 @@ def _data(summary: dict, stats: dict[str, SplitStats], anomalies: list[str],
 
 
 def render_report(summary: dict, config: PipelineConfig, slices: dict[str, SliceResult],
-                  stats: dict[str, SplitStats], anomalies: list[str], gallery: str = "") -> str:
+                  stats: dict[str, SplitStats], anomalies: list[str], gallery: str = "",
+                  extra: tuple[tuple[str, str], ...] = ()) -> str:
+    """The page; `extra`: (heading, HTML) sections at the end, such as the monitoring of
+    logged requests."""
     overall, task = slices["overall"], config.task
     components = _table(["component", "seconds"], [("", [n, f"{s:.1f}"])
                                                    for n, s in summary["components"].items()])
@@ -316,6 +319,8 @@ def render_report(summary: dict, config: PipelineConfig, slices: dict[str, Slice
     sections += ["<h2>Out-of-distribution guard</h2>", guard_section(summary)]
     sections += ["<h2>Data</h2>", _data(summary, stats, anomalies, config.task),
                  "<h2>Components</h2>", components]
+    for heading, body in extra:
+        sections += [f"<h2>{html.escape(heading)}</h2>", body]
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>medtfx report: "
             f"{html.escape(summary['run_id'])}</title><style>{STYLE}{GALLERY_STYLE}</style>"
             "</head><body>"
@@ -324,9 +329,8 @@ def render_report(summary: dict, config: PipelineConfig, slices: dict[str, Slice
 
 def write_report(work: WorkDir, out_path: str | None = None,
                  extra: tuple[tuple[str, str], ...] = ()) -> str:
-    """The report of the run in WORK/run_summary.json, written beside it (or to out_path);
-    `extra`: (heading, HTML) sections to add at the end, such as the monitoring of logged
-    requests."""
+    """The report of the run in WORK/run_summary.json, written beside it (or to out_path),
+    with the `extra` sections at the end."""
     with open(work.summary) as f:
         summary = json.load(f)
     config = load_config_dict(summary["config"])
@@ -343,10 +347,7 @@ def write_report(work: WorkDir, out_path: str | None = None,
     evaluated = evaluated_inputs(store, executions, summary["splits"]["evaluation"])
     gallery = (gallery_html(*evaluated, config, slices, summary["operating_threshold"])
                if evaluated else "")
-    page = render_report(summary, config, slices, stats, anomalies, gallery)
-    if extra:
-        page = page.replace("</body>", "".join(f"<h2>{html.escape(heading)}</h2>{body}"
-                                               for heading, body in extra) + "</body>")
+    page = render_report(summary, config, slices, stats, anomalies, gallery, extra)
     out_path = out_path or work.path("report.html")
     with open(out_path, "w") as f:
         f.write(page)
